@@ -1,0 +1,183 @@
+"""Hugging Face checkpoints (local folder or Hub id; safetensors, or .bin with weights_only) <-> pytree."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from neuroal_jax.config import ModelConfig
+from neuroal_jax.io_utils import atomic_dir
+from neuroal_jax.models import validate_params
+
+from . import safetensors_io
+from .hf_tables import GENERIC_IGNORED, TABLES, HFTable, table_for_model_type
+
+#: Buffers some checkpoints carry that are recomputed by the model.
+IGNORED_TENSORS = re.compile(r".*(rotary_emb\.inv_freq|attn\.masked_bias|attn\.bias)$")
+REQUIRED = ("vocab_size", "hidden_size", "num_layers", "num_heads")
+
+
+# ---------------------------------------------------------------- configs
+
+def config_from_hf(hf: dict) -> ModelConfig:
+    """ModelConfig from a HF config.json dict; unhandled attributes are errors that name them."""
+    if "model_type" not in hf:
+        raise ValueError("config.json has no model_type; cannot tell the model family")
+    t = table_for_model_type(hf["model_type"])
+    known = t.fields.keys() | t.fixed.keys() | t.ignored | t.rope_keys | GENERIC_IGNORED
+    unknown = {k: v for k, v in hf.items() if k not in known and v is not None}
+    if unknown:
+        raise ValueError(f"unhandled config attribute(s) for family {t.family}: "
+                         + ", ".join(f"{k}={v!r}" for k, v in unknown.items()))
+    for k, v in t.fixed.items():
+        if k in hf and hf[k] != v:
+            raise ValueError(f"unsupported config attribute {k}={hf[k]!r} (only {v!r} is supported)")
+    kw = {"tie_word_embeddings": True, **t.defaults}  # absent = the HF PretrainedConfig default
+    kw.update({ours: hf[k] for k, ours in t.fields.items() if hf.get(k) is not None})
+    kw.update(t.derive(hf))
+    missing = [f for f in REQUIRED if f not in kw]
+    if missing:
+        raise ValueError(f"config.json lacks required attribute(s) for {t.family}: {missing}")
+    kw.setdefault("num_kv_heads", kw["num_heads"])
+    kw.setdefault("head_dim", kw["hidden_size"] // kw["num_heads"])
+    kw.setdefault("intermediate_size", 4 * kw["hidden_size"])
+    kw.setdefault("max_position_embeddings", 2048)
+    if isinstance(kw.get("eos_token_id"), list):
+        kw["eos_token_id"] = tuple(kw["eos_token_id"])
+    if isinstance(kw.get("layer_types"), list):
+        kw["layer_types"] = tuple(kw["layer_types"])
+    from neuroal_jax.models.layers import ACTIVATIONS
+    if kw["hidden_act"] not in ACTIVATIONS:
+        raise ValueError(f"unsupported config attribute hidden_act={kw['hidden_act']!r}; "
+                         f"supported: {sorted(ACTIVATIONS)}")
+    return ModelConfig(family=t.family, **kw)
+
+
+def config_to_hf(cfg: ModelConfig) -> dict:
+    """A HF config.json dict (v4 style, readable by transformers 4.x and 5.x)."""
+    t = TABLES[cfg.family]
+    hf = {"architectures": [t.architecture], "model_type": t.model_types[0]}
+    for k, ours in t.fields.items():
+        v = getattr(cfg, ours)
+        hf[k] = list(v) if isinstance(v, tuple) else v
+    hf.update(t.fixed)
+    hf.update(t.underive(cfg))
+    hf["torch_dtype"] = "float32"
+    return hf
+
+
+# ---------------------------------------------------------------- weights
+
+def params_from_tensors(cfg: ModelConfig, tensors: dict, source: str = "checkpoint", dtype=np.float32) -> dict:
+    """Nest HF-named tensors into our params pytree using the family's table."""
+    t = TABLES[cfg.family]
+    params: dict = {"blocks": [{} for _ in range(cfg.num_layers)]}
+    unexpected = []
+    for name, arr in tensors.items():
+        leaf = jnp.asarray(np.asarray(arr, dtype=dtype))
+        if name.startswith(t.blocks + "."):
+            index, rest = name[len(t.blocks) + 1:].split(".", 1)
+            module, kind = rest.rsplit(".", 1)
+            if int(index) < cfg.num_layers:
+                params["blocks"][int(index)].setdefault(module, {})[kind] = leaf
+                continue
+        top = next((ours for ours, hf in t.top.items() if name.startswith(hf + ".")), None)
+        if top == "lm_head" and cfg.tie_word_embeddings:
+            continue  # a saved copy of the tied embedding
+        if top is not None:
+            params.setdefault(top, {})[name[len(t.top[top]) + 1:]] = leaf
+        elif not IGNORED_TENSORS.match(name):
+            unexpected.append(name)
+    if unexpected:
+        raise ValueError(f"{source}: tensors the {cfg.family} table does not map: {unexpected[:8]}")
+    validate_params(cfg, params, source=f"weights in {source}")
+    return params
+
+
+def tensors_from_params(cfg: ModelConfig, params: dict) -> dict[str, np.ndarray]:
+    """Flatten our params pytree back to HF tensor names (tied lm_head omitted)."""
+    t = TABLES[cfg.family]
+    out = {}
+    for ours, hf in t.top.items():
+        for kind, arr in params.get(ours, {}).items():
+            out[f"{hf}.{kind}"] = np.asarray(arr)
+    for i, block in enumerate(params["blocks"]):
+        for module, leaves in block.items():
+            for kind, arr in leaves.items():
+                out[f"{t.blocks}.{i}.{module}.{kind}"] = np.asarray(arr)
+    return out
+
+
+# ---------------------------------------------------------------- loading
+
+def resolve_hf_source(source: str) -> Path:
+    """A local folder as is; otherwise download the Hub repo's config, weights and tokenizer."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or source.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"{source} is not a model folder (expected a folder with config.json)")
+    try:
+        from huggingface_hub import snapshot_download
+        return Path(snapshot_download(source, allow_patterns=[
+            "config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer*", "special_tokens_map.json",
+            "*.model", "generation_config.json"]))
+    except Exception as e:  # offline, unknown repo, gated repo...
+        raise FileNotFoundError(f"could not get {source!r} from the Hugging Face Hub "
+                                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                                "pass a local folder, a .gguf file or a built-in model name") from None
+
+
+def weight_files(folder: Path) -> list[Path]:
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (folder / index).exists():
+            shards = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))
+            return [folder / s for s in shards]
+    for single in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / single).exists():
+            return [folder / single]
+    raise FileNotFoundError(f"{folder}: no weight file (model.safetensors, pytorch_model.bin or a sharded index)")
+
+
+def read_tensors(path: Path) -> dict:
+    if path.suffix == ".safetensors":
+        return safetensors_io.load_file(path)
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(f"{path} is a PyTorch .bin checkpoint; reading it needs torch: "
+                          "pip install 'neuroal-jax[torch]'") from None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: v.float().numpy() for k, v in state.items()}
+
+
+def load_hf(source: str | os.PathLike, dtype=np.float32) -> tuple[ModelConfig, dict, Path]:
+    """(config, params, folder) of a HF causal-LM checkpoint."""
+    folder = resolve_hf_source(str(source))
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"{folder}: no config.json")
+    cfg = config_from_hf(json.loads((folder / "config.json").read_text()))
+    tensors = {}
+    for f in weight_files(folder):
+        tensors.update(read_tensors(f))
+    return cfg, params_from_tensors(cfg, tensors, source=str(folder), dtype=dtype), folder
+
+
+# ---------------------------------------------------------------- export
+
+def export_hf(cfg: ModelConfig, params: dict, out: str | os.PathLike, tokenizer=None,
+              force: bool = False, extra_files: dict[str, str] | None = None) -> Path:
+    """Write a HF PyTorch checkpoint folder (config.json, model.safetensors, tokenizer) atomically."""
+    validate_params(cfg, params)
+    with atomic_dir(out, force=force) as tmp:
+        (tmp / "config.json").write_text(json.dumps(config_to_hf(cfg), indent=2) + "\n")
+        safetensors_io.save_file(tensors_from_params(cfg, params), tmp / "model.safetensors")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+    return Path(out)

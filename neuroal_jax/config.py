@@ -1,0 +1,63 @@
+"""Model configuration: one frozen dataclass for every family.
+
+A config is hashable, so jitted functions take it as a static argument.
+Family-specific fields have neutral defaults; the converters fill them in.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    family: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    max_position_embeddings: int
+    norm_eps: float = 1e-6
+    hidden_act: str = "silu"
+    tie_word_embeddings: bool = False
+    # attention
+    rope_theta: float = 10000.0
+    rope_scaling: tuple[tuple[str, float], ...] | None = None  # sorted (key, value) pairs
+    partial_rotary_factor: float = 1.0  # phi: rotary on the first fraction of each head
+    attention_bias: bool = False  # bias on q, k, v
+    o_bias: bool = False  # bias on the attention output projection
+    mlp_bias: bool = False
+    lm_head_bias: bool = False
+    query_pre_attn_scalar: float | None = None  # gemma3: scale = scalar ** -0.5
+    sliding_window: int | None = None
+    layer_types: tuple[str, ...] | None = None  # gemma3: "sliding_attention" | "full_attention"
+    rope_local_base_freq: float | None = None  # gemma3 sliding layers
+    attn_logit_softcapping: float | None = None
+    final_logit_softcapping: float | None = None
+    # special tokens (kept for export)
+    bos_token_id: int | None = None
+    eos_token_id: int | tuple[int, ...] | None = None
+    pad_token_id: int | None = None
+
+    def replace(self, **changes) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def rope_scaling_dict(self) -> dict | None:
+        return dict(self.rope_scaling) if self.rope_scaling is not None else None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        for key in ("layer_types", "eos_token_id"):
+            if isinstance(d.get(key), list):
+                d[key] = tuple(d[key])
+        if d.get("rope_scaling") is not None:
+            d["rope_scaling"] = tuple((k, v) for k, v in d["rope_scaling"])
+        return cls(**d)

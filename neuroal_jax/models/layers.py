@@ -1,0 +1,128 @@
+"""Building blocks shared by the model families (pure jnp, weights in (out, in) layout)."""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..config import ModelConfig
+
+F32 = jnp.float32
+
+
+def linear(x, p: dict):
+    """x[..., in] @ W[out, in]ᵀ (+ b[out])."""
+    y = jnp.einsum("...i,oi->...o", x, p["weight"])
+    return y + p["bias"] if "bias" in p else y
+
+
+def rms_norm(x, weight, eps: float, offset: float = 0.0):
+    """RMSNorm computed in float32; Gemma stores `weight - 1` (offset=1)."""
+    xf = x.astype(F32)
+    y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
+    return (y * (offset + weight.astype(F32))).astype(x.dtype)
+
+
+def layer_norm(x, p: dict, eps: float):
+    xf = x.astype(F32)
+    mean = jnp.mean(xf, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
+    y = (xf - mean) * jax.lax.rsqrt(var + eps)
+    return (y * p["weight"] + p["bias"]).astype(x.dtype)
+
+
+ACTIVATIONS = {
+    "silu": jax.nn.silu,
+    "relu": jax.nn.relu,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+}
+
+
+def activation(name: str):
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unsupported activation {name!r}; supported: {sorted(ACTIVATIONS)}") from None
+
+
+# ---------------------------------------------------------------- rotary embeddings
+
+def rope_inv_freq(dim: int, theta: float, scaling: dict | None) -> np.ndarray:
+    """Inverse frequencies [dim/2] in float64, with HF's `linear` and `llama3` scalings."""
+    inv = 1.0 / theta ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim)
+    inv = inv.astype(np.float32)
+    kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    if kind == "linear":
+        inv = inv / np.float32(scaling["factor"])
+    elif kind == "llama3":
+        factor = scaling["factor"]
+        low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+        old_ctx = scaling["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv
+        low_wl, high_wl = old_ctx / low, old_ctx / high
+        scaled = np.where(wavelen > low_wl, inv / factor, inv)
+        smooth = (old_ctx / wavelen - low) / (high - low)
+        mid = (1 - smooth) * scaled / factor + smooth * scaled
+        is_mid = (wavelen >= high_wl) & (wavelen <= low_wl)
+        inv = np.where(is_mid, mid, scaled).astype(np.float32)
+    return inv
+
+
+def rope_tables(seqlen: int, dim: int, theta: float, scaling: dict | None):
+    """cos, sin [seqlen, dim] for positions 0..seqlen-1 (HF's rotate-half layout)."""
+    inv = jnp.asarray(rope_inv_freq(dim, theta, scaling))
+    freqs = jnp.arange(seqlen, dtype=F32)[:, None] * inv[None, :]
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rope(x, cos, sin):
+    """x[B, T, heads, D]; rotates the first cos.shape[-1] features, passes the rest."""
+    rd = cos.shape[-1]
+    rot, rest = x[..., :rd], x[..., rd:]
+    half = rd // 2
+    rotated = jnp.concatenate([-rot[..., half:], rot[..., :half]], axis=-1)
+    c, s = cos[None, :, None, :].astype(x.dtype), sin[None, :, None, :].astype(x.dtype)
+    return jnp.concatenate([rot * c + rotated * s, rest], axis=-1)
+
+
+# ---------------------------------------------------------------- attention
+
+def causal_mask(seqlen: int, window: int | None = None):
+    """bool[T, T]: query i sees key j iff j <= i (and i - j < window)."""
+    i = jnp.arange(seqlen)[:, None]
+    j = jnp.arange(seqlen)[None, :]
+    mask = j <= i
+    if window is not None:
+        mask = mask & (i - j < window)
+    return mask
+
+
+def attention(q, k, v, mask, scale: float, softcap: float | None = None):
+    """q[B,T,H,D], k/v[B,T,KV,D] (grouped-query: H % KV == 0), mask bool[T,T] -> [B,T,H,D]."""
+    groups = q.shape[2] // k.shape[2]
+    if groups > 1:
+        k = jnp.repeat(k, groups, axis=2)
+        v = jnp.repeat(v, groups, axis=2)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(F32) * scale
+    if softcap is not None:
+        logits = jnp.tanh(logits / softcap) * softcap
+    logits = jnp.where(mask[None, None], logits, jnp.finfo(F32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+def split_heads(x, n_heads: int, head_dim: int):
+    return x.reshape(*x.shape[:-1], n_heads, head_dim)
+
+
+def merge_heads(x):
+    return x.reshape(*x.shape[:-2], -1)
+
+
+def rotary_dim(cfg: ModelConfig) -> int:
+    return int(cfg.head_dim * cfg.partial_rotary_factor)

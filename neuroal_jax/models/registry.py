@@ -1,0 +1,54 @@
+"""The model-family registry.
+
+A family is a handful of pure functions over a params pytree plus the static facts the
+pruning code needs: the ordered prunable linear layers of a block (HF module names) and the
+consumer map of SPEC §6 (whose input columns give each layer's rows their δ).
+
+Params pytree (weights in PyTorch (out, in) layout):
+    {"embed": {"weight": [V, H]}, "positions": {...} (OPT only),
+     "blocks": [ {"<HF module name inside the block>": {"weight": ..., "bias": ...}, ...} ],
+     "final_norm": {"weight": ..., "bias"?: ...}, "lm_head": {...} (absent when tied)}
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..config import ModelConfig
+
+#: Marker in a consumer map: the rows are consumed by the *next* block's first prunable layer.
+NEXT_BLOCK = "<next block>"
+
+BlockFn = Callable  # (cfg, block_params, x[B,T,H], ctx) -> (y[B,T,H], {layer: input[B,T,in]})
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    block: BlockFn
+    embed: Callable  # (cfg, params, tokens[B,T]) -> x[B,T,H]
+    final_hidden: Callable  # (cfg, params, x) -> normed x
+    contexts: Callable  # (cfg, seqlen) -> [ctx for each block] (rope tables, masks)
+    param_shapes: Callable  # cfg -> pytree of shape tuples (the expected params)
+    prunable: tuple[str, ...]
+    consumers: dict[str, str] = field(default_factory=dict)
+    doc: str = ""
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> Family:
+    FAMILIES[family.name] = family
+    return family
+
+
+def get_family(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown model family {name!r}; supported families: {sorted(FAMILIES)}") from None
+
+
+def family_of(cfg: ModelConfig) -> Family:
+    return get_family(cfg.family)

