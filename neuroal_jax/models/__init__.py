@@ -17,7 +17,7 @@ from .registry import FAMILIES, NEXT_BLOCK, Family, family_of, get_family, regis
 
 __all__ = [
     "FAMILIES", "NEXT_BLOCK", "Family", "family_of", "get_family", "register_family",
-    "block_apply", "block_contexts", "embed", "forward", "hidden_to_logits", "token_nll",
+    "block_apply", "block_contexts", "embed", "final_hidden_states", "forward", "head_params", "hidden_to_logits", "token_nll",
     "init_params", "validate_params",
 ]
 
@@ -41,7 +41,8 @@ def block_contexts(cfg: ModelConfig, seqlen: int) -> list[dict]:
     return family_of(cfg).contexts(cfg, seqlen)
 
 
-def _head_params(params: dict) -> dict:
+def head_params(params: dict) -> dict:
+    """The params the LM head needs (final norm, head, and the embedding when tied)."""
     return {k: params[k] for k in ("embed", "final_norm", "lm_head") if k in params}
 
 
@@ -62,25 +63,26 @@ def hidden_to_logits(cfg: ModelConfig, head: dict, x):
 
 @partial(jax.jit, static_argnums=0)
 def token_nll(cfg: ModelConfig, head: dict, x, tokens):
-    """Sum and count of next-token negative log-likelihoods of a batch of windows."""
+    """Per-window sums [B] of next-token negative log-likelihoods (float32)."""
     logits = hidden_to_logits(cfg, head, x)[:, :-1]
     targets = tokens[:, 1:]
     logz = jax.nn.logsumexp(logits, axis=-1)
     picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return jnp.sum(logz - picked), targets.size
+    return jnp.sum(logz - picked, axis=-1)
 
 
-def final_hidden_states(cfg: ModelConfig, params: dict, tokens):
+def final_hidden_states(cfg: ModelConfig, params: dict, tokens, ctxs: list[dict] | None = None):
+    """Output [B, T, H] of the last block (before the final norm)."""
     tokens = jnp.asarray(tokens)
     x = embed(cfg, params, tokens)
-    for p, ctx in zip(params["blocks"], block_contexts(cfg, tokens.shape[-1])):
+    for p, ctx in zip(params["blocks"], ctxs or block_contexts(cfg, tokens.shape[-1])):
         x, _ = block_apply(cfg, p, x, ctx)
     return x
 
 
 def forward(cfg: ModelConfig, params: dict, tokens):
     """Logits [B, T, V] (float32) of token windows [B, T]."""
-    return hidden_to_logits(cfg, _head_params(params), final_hidden_states(cfg, params, tokens))
+    return hidden_to_logits(cfg, head_params(params), final_hidden_states(cfg, params, tokens))
 
 
 # ---------------------------------------------------------------- shapes, init, validation

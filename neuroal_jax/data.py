@@ -1,0 +1,188 @@
+"""Calibration windows and perplexity test sets (SPEC §1 and §8).
+
+Dataset specs:
+  c4, wikitext2, ptb    Hugging Face Hub sets, exactly as the reference builds them (need the Hub)
+  pydoc                 the standard library's `pydoc_data.topics`, split into calibration/held-out text
+  text:PATH             a local text file, or a folder of *.txt files (sorted, joined by blank lines)
+  tokens:PATH.npy       token ids as given: [n, seqlen] windows, or a 1-D stream cut into windows
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+HUB_SETS = ("c4", "wikitext2", "ptb")
+LOCAL_SETS = ("pydoc",)
+PREFIXES = ("text:", "tokens:")
+#: One topic in this many goes to the held-out split of `pydoc` (sorted topic names, index % 5 == 4).
+PYDOC_HOLDOUT_EVERY = 5
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    kind: str  # c4 | wikitext2 | ptb | pydoc | text | tokens
+    path: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.path}" if self.path else self.kind
+
+
+def parse_spec(spec: str) -> DatasetSpec:
+    if spec in HUB_SETS or spec in LOCAL_SETS:
+        return DatasetSpec(spec)
+    for prefix in PREFIXES:
+        if spec.startswith(prefix) and len(spec) > len(prefix):
+            path = spec[len(prefix):]
+            if not Path(path).exists():
+                raise FileNotFoundError(f"dataset {spec!r}: {path} does not exist")
+            if prefix == "tokens:" and not path.endswith(".npy"):
+                raise ValueError(f"dataset {spec!r}: tokens: expects a .npy file of token ids")
+            return DatasetSpec(prefix[:-1], path)
+    raise ValueError(f"unknown dataset spec {spec!r}; valid: {', '.join(HUB_SETS + LOCAL_SETS)}, "
+                     "text:PATH (file or folder of .txt), tokens:PATH.npy")
+
+
+# ---------------------------------------------------------------- raw text
+
+def pydoc_text(split: str) -> str:
+    """Deterministic calibration ("train") / held-out ("test") text from `pydoc_data.topics`."""
+    from pydoc_data.topics import topics
+    names = sorted(topics)
+    held = [i % PYDOC_HOLDOUT_EVERY == PYDOC_HOLDOUT_EVERY - 1 for i in range(len(names))]
+    keep = [n for n, h in zip(names, held) if h == (split == "test")]
+    return "\n\n".join(topics[n].strip() for n in keep)
+
+
+def local_text(path: str) -> str:
+    p = Path(path)
+    files = sorted(p.rglob("*.txt")) if p.is_dir() else [p]
+    if not files:
+        raise ValueError(f"text:{path}: the folder holds no .txt files")
+    return "\n\n".join(f.read_text(encoding="utf-8", errors="replace") for f in files)
+
+
+def _hub(loader, name: str):
+    try:
+        import datasets  # noqa: F401
+    except ImportError:
+        raise ImportError(f"dataset {name!r} needs the `datasets` package: pip install 'neuroal-jax[data]'") from None
+    try:
+        return loader()
+    except Exception as e:
+        raise ConnectionError(
+            f"dataset {name!r} comes from the Hugging Face Hub, which could not be reached "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            "offline, use pydoc, text:PATH or tokens:PATH.npy") from None
+
+
+def hub_documents(name: str, split: str) -> list[str] | str:
+    """A list of documents (C4 train) or one joined text (everything else), as the reference does."""
+    from datasets import load_dataset as ld
+    c4_files = {"train": "en/c4-train.00000-of-01024.json.gz",
+                "validation": "en/c4-validation.00000-of-00008.json.gz"}
+    if name == "c4":
+        split = "train" if split == "train" else "validation"
+        data = _hub(lambda: ld("allenai/c4", data_files={split: c4_files[split]}, split=split), name)
+        return list(data["text"]) if split == "train" else " ".join(data[:1100]["text"])
+    if name == "wikitext2":
+        data = _hub(lambda: ld("wikitext", "wikitext-2-raw-v1", split=split), name)
+        return "\n\n".join(data["text"])
+    data = _hub(lambda: ld("ptb_text_only", "penn_treebank", split=split), name)
+    return " ".join(data["sentence"])
+
+
+def encode(tokenizer, text: str) -> np.ndarray:
+    """Token ids of `text` as one sequence (the tokenizer's special tokens included, as the reference)."""
+    if tokenizer is None:
+        raise ValueError("this dataset needs a tokenizer, and the model has none; "
+                         "give token ids instead with tokens:PATH.npy")
+    return np.asarray(tokenizer(text, verbose=False)["input_ids"], dtype=np.int32)
+
+
+# ---------------------------------------------------------------- calibration
+
+def _random_windows(ids: np.ndarray, nsamples: int, seqlen: int, seed: int, source: str) -> np.ndarray:
+    if len(ids) - seqlen - 1 < 0:
+        raise ValueError(f"calibration text {source} has {len(ids)} tokens, too short for windows of "
+                         f"{seqlen} tokens; lower --seqlen or give more text")
+    rng = random.Random(seed)
+    starts = [rng.randint(0, len(ids) - seqlen - 1) for _ in range(nsamples)]
+    return np.stack([ids[s:s + seqlen] for s in starts])
+
+
+def _document_windows(docs: list[str], tokenizer, nsamples: int, seqlen: int, seed: int) -> np.ndarray:
+    """Reference C4 sampler: pick random documents until one is longer than seqlen, then a random window."""
+    rng, out = random.Random(seed), []
+    for _ in range(nsamples):
+        for _attempt in range(100_000):
+            ids = encode(tokenizer, docs[rng.randint(0, len(docs) - 1)])
+            if len(ids) > seqlen:
+                break
+        else:
+            raise ValueError(f"no calibration document is longer than seqlen={seqlen}")
+        start = rng.randint(0, len(ids) - seqlen - 1)
+        out.append(ids[start:start + seqlen])
+    return np.stack(out)
+
+
+def _npy_tokens(path: str) -> np.ndarray:
+    arr = np.load(path)
+    if arr.ndim not in (1, 2) or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"tokens:{path} must hold integer token ids, 1-D or [n, seqlen]; got {arr.dtype} {arr.shape}")
+    return arr.astype(np.int32)
+
+
+def calibration_windows(spec: str | DatasetSpec, tokenizer, nsamples: int, seqlen: int,
+                        seed: int = 0) -> np.ndarray:
+    """int32 [nsamples, seqlen] calibration windows (SPEC §1)."""
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    if nsamples < 1 or seqlen < 2:
+        raise ValueError(f"need nsamples >= 1 and seqlen >= 2, got nsamples={nsamples}, seqlen={seqlen}")
+    if spec.kind == "tokens":
+        arr = _npy_tokens(spec.path)
+        if arr.ndim == 1:
+            return _random_windows(arr, nsamples, seqlen, seed, str(spec))
+        if arr.shape[1] < seqlen or arr.shape[0] < nsamples:
+            raise ValueError(f"{spec} holds {arr.shape[0]} windows of {arr.shape[1]} tokens; "
+                             f"asked for {nsamples} × {seqlen}")
+        return arr[:nsamples, :seqlen]
+    if spec.kind == "c4":
+        return _document_windows(hub_documents("c4", "train"), tokenizer, nsamples, seqlen, seed)
+    return _random_windows(encode(tokenizer, raw_text(spec, "train")), nsamples, seqlen, seed, str(spec))
+
+
+def raw_text(spec: DatasetSpec, split: str) -> str:
+    if spec.kind == "pydoc":
+        return pydoc_text(split)
+    if spec.kind == "text":
+        return local_text(spec.path)
+    return hub_documents(spec.kind, split)
+
+
+# ---------------------------------------------------------------- evaluation
+
+def eval_windows(spec: str | DatasetSpec, tokenizer, seqlen: int, max_windows: int | None = None) -> np.ndarray:
+    """int32 [n, seqlen]: the test text as one sequence cut into non-overlapping windows (SPEC §8)."""
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    if spec.kind == "tokens":
+        arr = _npy_tokens(spec.path)
+        ids = arr[:, :seqlen] if arr.ndim == 2 else arr
+    else:
+        ids = encode(tokenizer, raw_text(spec, "test"))
+        if spec.kind == "c4":
+            ids = ids[:256 * seqlen]
+    if ids.ndim == 1:
+        n = len(ids) // seqlen
+        ids = ids[:n * seqlen].reshape(n, seqlen)
+    if ids.shape[1] < seqlen:
+        raise ValueError(f"{spec} windows have {ids.shape[1]} tokens, fewer than seqlen={seqlen}")
+    if max_windows is not None:
+        if len(ids) < max_windows:
+            raise ValueError(f"{spec} gives only {len(ids)} windows of {seqlen} tokens; asked for {max_windows}")
+        ids = ids[:max_windows]
+    if len(ids) == 0:
+        raise ValueError(f"{spec} is too short for one window of {seqlen} tokens")
+    return ids
