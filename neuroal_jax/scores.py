@@ -22,6 +22,11 @@ The reference accumulates both as float32 running means (``acc *= n/(n+b); acc +
 :func:`act_sumsq_running_update` and :func:`hessian_running_update` reproduce that recurrence
 step by step for callers who need the reference's exact rounding; :func:`act_norm_from_sumsq`
 and :func:`hessian_from_xtx` give the closed form from plain sums.
+
+Reference quirk: NeuroAL's SparseGPT block step reads its dense/sparse activation norms from the
+SparseGPT wrapper, whose running mean is accumulated on the input already scaled by
+``sqrt(2/n)`` (n = samples seen so far), i.e. ``a_j = sqrt(1/N Σ_n (2/n) ‖X_n[:, j]‖²)``:
+earlier samples weigh more. :func:`act_norm_sparsegpt_wrapper` gives that vector.
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ __all__ = [
     "LayerStats",
     "ScoreFn",
     "act_norm_from_sumsq",
+    "act_norm_sparsegpt_wrapper",
     "act_sumsq_running_update",
     "get_score",
     "hessian_from_xtx",
@@ -176,3 +182,18 @@ def hessian_running_update(H: jax.Array, X: jax.Array, n_seen: int, batch: int =
     Y = jnp.float32(math.sqrt(2.0 / total)) * jnp.asarray(X).astype(F32)  # [tokens, in]
     return (jnp.asarray(H, F32) * jnp.float32(n_seen / total)
             + jnp.matmul(Y.T, Y, precision=jax.lax.Precision.HIGHEST))
+
+
+def act_norm_sparsegpt_wrapper(per_sample_sumsq: jax.Array) -> jax.Array:
+    """Activation norms as NeuroAL's SparseGPT wrapper accumulates them  -> f32[in].
+
+    per_sample_sumsq: f32[N, in], ‖X_n[:, j]‖² of each calibration sample n = 1..N in order.
+    Returns ``sqrt(1/N Σ_n (2/n) ‖X_n[:, j]‖²)`` (the reference scales sample n's input by
+    ``sqrt(2/n)`` before its running mean; equal to it up to float32 rounding).
+    """
+    s = jnp.asarray(per_sample_sumsq).astype(F32)  # [N, in]
+    n = s.shape[0]
+    if n == 0:
+        raise ValueError("per_sample_sumsq needs at least one sample (shape [N, in], N >= 1)")
+    weights = (2.0 / jnp.arange(1, n + 1, dtype=F32))[:, None]  # [N, 1]
+    return jnp.sqrt(jnp.sum(weights * s, axis=0) / jnp.float32(n))

@@ -40,7 +40,9 @@ def kept_masks(arrays: dict) -> dict:
 def distribution(arrays: dict, meta: dict) -> dict:
     """The sparsity the reference's final pruning used, per layer (scalar or per-row)."""
     dist = {our_key(k): v for k, v in meta["dist_scalar"].items() if v is not None}
-    dist.update({our_key(k[len("dist/"):]): v for k, v in arrays.items() if k.startswith("dist/")})
+    # one-element vectors are the block step's scalars
+    dist.update({our_key(k[len("dist/"):]): (float(v[0]) if v.shape == (1,) else v)
+                 for k, v in arrays.items() if k.startswith("dist/")})
     return dist
 
 

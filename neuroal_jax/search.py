@@ -1,0 +1,308 @@
+"""NeuroAL: adaptive λ search for block- and row-wise sparsity (SPEC §5–6), vectorised over λ.
+
+Every candidate of a step is evaluated in one pass over the blocks: the stream carries a leading
+λ axis [K, N, T, H], and one jitted, vmapped function per block computes, for all candidates at once,
+the dense activations on the candidate's own sparse stream, the masks (engine mask functions, per-row
+counts from the candidate's distribution), the sparse activations, the next stream and each layer's
+alignment. `lambda_chunk` evaluates K candidates at a time when memory demands (same results).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import masks as M
+from .alignment import get_metric
+from .allocation import Allocation, PruneJob, clip_sparsity, minmax_densities, register_allocation
+from .config import ModelConfig
+from .models import NEXT_BLOCK, block_contexts, embed, family_of
+from .pruning import (Distribution, block_distribution, block_stats, check_method, keep_and_ties, layer_keys)
+from .scores import LayerStats, get_score
+
+BLOCK_LAMBDAS = (0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10, 0.12, 0.15, 0.20, 0.25)
+ROW_LAMBDAS = (0.00, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10, 0.12, 0.15, 0.20, 0.25)
+STEPS = ("block", "row", "both")
+DENSE_STREAMS = ("candidate", "model")
+F32 = jnp.float32
+
+
+def default_block_lambdas(sparsity: float) -> tuple[float, ...]:
+    return BLOCK_LAMBDAS if sparsity < 0.8 else BLOCK_LAMBDAS[:-1]
+
+
+# ---------------------------------------------------------------- schedules (host, float64 as the reference)
+
+def block_schedule(num_blocks: int, sparsity: float, lam: float) -> np.ndarray:
+    """Linear schedule: block 0 densest, mean density 1 - s; sparsity ≤ 0 → 0.01, ≥ 1 → 0.99."""
+    d = minmax_densities(np.arange(1, num_blocks + 1), lam, sparsity)
+    return clip_sparsity(1 - np.sort(d)[::-1])
+
+
+def row_schedule(delta: np.ndarray, layer_sparsity: float, lam: float) -> np.ndarray:
+    """Rows whose consumer lost more activation (larger δ) are pruned less; mean density 1 - s."""
+    g = np.asarray(delta, np.float32).astype(np.float64)
+    g = (g - g.min()) / (g.max() - g.min()) * lam * 2
+    g -= np.mean(g) - (1 - layer_sparsity)
+    return np.clip(1 - g, 0.01, 0.99)
+
+
+def row_deltas(cfg: ModelConfig, deltas: dict) -> dict:
+    """{key: δ for its rows or None (uniform rows)} via the family's consumer map (SPEC §6)."""
+    fam = family_of(cfg)
+    attn_out = fam.consumers[fam.prunable[0]]  # the attention output projection
+    # grouped-query attention: k/v rows differ from o_proj's inputs, so q, k, v keep uniform rows
+    uniform = {n for n in fam.prunable if fam.consumers.get(n) == attn_out} if cfg.num_kv_heads != cfg.num_heads else set()
+    out = {}
+    for b in range(cfg.num_layers):
+        for name in fam.prunable:
+            consumer = fam.consumers.get(name)
+            if b == cfg.num_layers - 1 or consumer is None or name in uniform:
+                out[f"{b}.{name}"] = None
+            elif consumer == NEXT_BLOCK:
+                out[f"{b}.{name}"] = deltas[f"{b + 1}.{fam.prunable[0]}"]
+            else:
+                out[f"{b}.{name}"] = deltas[f"{b}.{consumer}"]
+    return out
+
+
+def row_distribution(cfg: ModelConfig, base: Distribution, deltas: dict, lam: float) -> Distribution:
+    """Per-row sparsity vectors for every layer (uniform rows where δ is absent, sums to 0 or is constant)."""
+    dist = {}
+    for key, delta in row_deltas(cfg, deltas).items():
+        rows = _out_features(cfg, key)
+        s = float(base[key])
+        if delta is None or np.sum(delta, dtype=np.float32) == 0 or np.ptp(delta) == 0:
+            dist[key] = np.full(rows, s, np.float64)
+        else:
+            dist[key] = row_schedule(delta, s, lam)
+    return dist
+
+
+def _out_features(cfg: ModelConfig, key: str) -> int:
+    b, name = key.split(".", 1)
+    return family_of(cfg).param_shapes(cfg)["blocks"][int(b)][name]["weight"][0]
+
+
+# ---------------------------------------------------------------- one block, all candidates
+
+def running_mean_sq(per_sample_sumsq):
+    """[N, in] per-sample Σ_t x² → Σ_n ‖X_n[:, j]‖² / N as the reference's float32 running mean."""
+    sq = jnp.square(jnp.sqrt(per_sample_sumsq.astype(F32)))
+    n = sq.shape[0]
+    mult = jnp.asarray(np.array([i / (i + 1) for i in range(n)], np.float32))
+    div = jnp.asarray(np.arange(1, n + 1, dtype=np.float32))
+
+    def step(acc, xs):
+        m, d, row = xs
+        return acc * m + row / d, None
+
+    acc, _ = jax.lax.scan(step, jnp.zeros(sq.shape[1], F32), (mult, div, sq))
+    return acc
+
+
+def _norms(sumsq: dict) -> dict:
+    return {k: jnp.sqrt(running_mean_sq(v)) for k, v in sumsq.items()}
+
+
+def _candidate_block(cfg, method, ties, metric, p, x, ctx, keep, a_dense_given):
+    """One candidate: (next stream, aᴰ, aˢ, per-layer alignment). x [N, T, H]; keep {layer: [out]}."""
+    if a_dense_given is None:
+        _, sumsq, _ = block_stats(cfg, p, x, ctx, False)
+        a_dense = _norms(sumsq)
+    else:
+        a_dense = a_dense_given
+    sparse = dict(p)
+    for name, k in keep.items():
+        W = p[name]["weight"]
+        scores = get_score(method)(W, LayerStats(act_norm=a_dense[name], hessian=None))
+        mask = M.topk_mask(scores, k, ties=ties)
+        sparse[name] = {**p[name], "weight": jnp.where(mask, W, jnp.zeros((), W.dtype))}
+    y, sumsq, _ = block_stats(cfg, sparse, x, ctx, False)
+    a_sparse = _norms(sumsq)
+    align = {k: get_metric(metric)(a_dense[k], a_sparse[k]) for k in keep}
+    return y, a_dense, a_sparse, align
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def candidates_block(cfg, method, ties, metric, p, xs, ctx, keeps, a_dense_given=None):
+    """All candidates of one block at once: vmap over the stream and per-row keep counts."""
+    fn = partial(_candidate_block, cfg, method, ties, metric)
+    return jax.vmap(fn, in_axes=(None, 0, None, 0, None))(p, xs, ctx, keeps, a_dense_given)
+
+
+@partial(jax.jit, static_argnums=0)
+def _dense_step(cfg, p, x, ctx):
+    y, sumsq, _ = block_stats(cfg, p, x, ctx, False)
+    return y, _norms(sumsq)
+
+
+# ---------------------------------------------------------------- evaluating a set of candidates
+
+@dataclass
+class StepResult:
+    lambdas: tuple
+    dists: list  # one Distribution per candidate
+    totals: np.ndarray  # [K] summed alignment
+    per_layer: dict  # {key: [K]} alignment per layer
+    deltas: list  # per candidate {key: δ = aᴰ − aˢ [in]}
+    seconds: float = 0.0
+    choice: int = field(init=False)
+
+    def __post_init__(self):
+        self.choice = int(np.argmin(self.totals))  # first on ties
+
+    @property
+    def best_lambda(self) -> float:
+        return float(self.lambdas[self.choice])
+
+
+def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dists: list, method: str,
+                        metric: str = "neuron", lambda_chunk: int | None = None, dense_stream: str = "candidate",
+                        progress: bool = True, desc: str = "NeuroAL candidates"):
+    """Alignment of every candidate distribution, block by block on each candidate's sparse stream.
+
+    Returns (totals [K], per-layer alignment {key: [K]}, deltas [K × {key: δ}]).
+    """
+    K = len(dists)
+    chunk = K if not lambda_chunk else min(int(lambda_chunk), K)
+    # Every chunk is padded (repeating its last candidate) to one size of at least 2: one compiled
+    # program for all chunks, and XLA's size-1 specialisation (different rounding) never kicks in,
+    # so any lambda_chunk gives bit-identical results.
+    width = max(chunk, 2)
+    fam = family_of(cfg)
+    windows = jnp.asarray(np.asarray(windows, np.int32))
+    ctxs = block_contexts(cfg, windows.shape[1])
+    x0 = embed(cfg, params, windows)
+    chunks = [list(range(i, min(i + chunk, K))) for i in range(0, K, chunk)]
+    padded = [c + [c[-1]] * (width - len(c)) for c in chunks]
+    streams = [jnp.broadcast_to(x0, (width, *x0.shape)) for _ in chunks]
+    dense_x = x0
+    per_layer = {k: np.zeros(K) for k in layer_keys(cfg)}
+    deltas = [dict() for _ in range(K)]
+    for b in tqdm(range(cfg.num_layers), desc=desc, disable=not progress, leave=False):
+        p, ctx = params["blocks"][b], ctxs[b]
+        a_dense_given = None
+        if dense_stream == "model":
+            dense_x, a_dense_given = _dense_step(cfg, p, dense_x, ctx)
+        keeps_ties = {name: [keep_and_ties(dists[i][f"{b}.{name}"], p[name]["weight"].shape) for i in range(K)]
+                      for name in fam.prunable}
+        ties = {t for v in keeps_ties.values() for _, t in v}
+        if len(ties) != 1:
+            raise ValueError("candidates of one step must all be scalar or all be per-row distributions")
+        ties = ties.pop()
+        for c, idx in enumerate(chunks):
+            keeps = {name: jnp.asarray(np.stack([v[i][0] for i in padded[c]])) for name, v in keeps_ties.items()}
+            y, a_d, a_s, align = candidates_block(cfg, method, ties, metric, p, streams[c], ctx, keeps, a_dense_given)
+            streams[c] = y
+            a_d = {k: (jnp.broadcast_to(v, (width, *v.shape)) if v.ndim == 1 else v) for k, v in a_d.items()}
+            delta = {k: np.asarray(a_d[k] - a_s[k]) for k in a_s}
+            for name in fam.prunable:
+                vals = np.asarray(align[name], np.float64)
+                for j, i in enumerate(idx):
+                    per_layer[f"{b}.{name}"][i] = vals[j]
+                    deltas[i][f"{b}.{name}"] = delta[name][j]
+    totals = np.array([sum(per_layer[k][i] for k in per_layer) for i in range(K)])
+    return totals, per_layer, deltas
+
+
+def run_step(cfg, params, windows, lambdas, dists, method, **kw) -> StepResult:
+    t0 = time.perf_counter()
+    totals, per_layer, deltas = evaluate_candidates(cfg, params, windows, dists, method, **kw)
+    return StepResult(tuple(lambdas), dists, totals, per_layer, deltas, time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------- the search
+
+@dataclass(frozen=True)
+class SearchSettings:
+    step: str = "both"
+    lambdas_block: tuple | None = None
+    lambdas_row: tuple | None = None
+    search_samples: int = 8
+    alignment: str = "neuron"
+    lambda_chunk: int | None = None
+    dense_stream: str = "candidate"
+
+    def validate(self, method: str) -> "SearchSettings":
+        if self.step not in STEPS:
+            raise ValueError(f"unknown NeuroAL step {self.step!r}; valid: {', '.join(STEPS)}")
+        if self.dense_stream not in DENSE_STREAMS:
+            raise ValueError(f"unknown dense stream {self.dense_stream!r}; valid: {', '.join(DENSE_STREAMS)}")
+        if method == "sparsegpt" and self.step != "block":
+            raise ValueError("sparsegpt supports only the NeuroAL block step (--neuroal-step block)")
+        get_metric(self.alignment)
+        if self.lambda_chunk is not None and self.lambda_chunk < 1:
+            raise ValueError(f"lambda_chunk must be >= 1, got {self.lambda_chunk}")
+        return self
+
+
+@dataclass
+class SearchResult:
+    dist: Distribution
+    block: StepResult | None
+    row: StepResult | None
+    seconds: float
+
+    def info(self) -> dict:
+        def curve(step):
+            return None if step is None else {f"{l:.2f}": float(v) for l, v in zip(step.lambdas, step.totals)}
+
+        def layers(step):
+            return None if step is None else {k: float(v[step.choice]) for k, v in step.per_layer.items()}
+
+        return {
+            "lambda_block": None if self.block is None else self.block.best_lambda,
+            "lambda_row": None if self.row is None else self.row.best_lambda,
+            "alignment_block": curve(self.block), "alignment_row": curve(self.row),
+            "alignment_layers_block": layers(self.block), "alignment_layers_row": layers(self.row),
+            "search_seconds": self.seconds,
+        }
+
+
+def neuroal_search(cfg: ModelConfig, params: dict, windows: np.ndarray, sparsity: float, method: str,
+                   settings: SearchSettings = SearchSettings(), progress: bool = True) -> SearchResult:
+    """Choose block λ and/or row λ on the first `search_samples` windows (SPEC §5–6)."""
+    check_method(method)
+    settings.validate(method)
+    t0 = time.perf_counter()
+    win = np.asarray(windows)[:settings.search_samples]
+    kw = dict(metric=settings.alignment, lambda_chunk=settings.lambda_chunk,
+              dense_stream=settings.dense_stream, progress=progress)
+    block = row = None
+    if settings.step in ("block", "both"):
+        lams = settings.lambdas_block or default_block_lambdas(sparsity)
+        dists = [block_distribution(cfg, block_schedule(cfg.num_layers, sparsity, l)) for l in lams]
+        block = run_step(cfg, params, win, lams, dists, method, desc="NeuroAL block step", **kw)
+        dist, deltas = block.dists[block.choice], block.deltas[block.choice]
+    if settings.step in ("row", "both"):
+        if block is None:  # δ of the uniform distribution (the reference's λ = 0 block schedule)
+            dist = block_distribution(cfg, block_schedule(cfg.num_layers, sparsity, 0.0)) if cfg.num_layers > 1 \
+                else block_distribution(cfg, [sparsity])
+            _, _, (deltas,) = evaluate_candidates(cfg, params, win, [dist], method, **{**kw, "desc": "uniform δ"})
+        lams = settings.lambdas_row or ROW_LAMBDAS
+        dists = [row_distribution(cfg, dist, deltas, l) for l in lams]
+        row = run_step(cfg, params, win, lams, dists, method, desc="NeuroAL row step", **kw)
+        dist = row.dists[row.choice]
+    return SearchResult(dist, block, row, time.perf_counter() - t0)
+
+
+@register_allocation("neuroal")
+def neuroal(job: PruneJob) -> Allocation:
+    o = job.options
+    settings = SearchSettings(
+        step=o.get("neuroal_step") or "both",
+        lambdas_block=tuple(o["lambdas_block"]) if o.get("lambdas_block") else None,
+        lambdas_row=tuple(o["lambdas_row"]) if o.get("lambdas_row") else None,
+        search_samples=o.get("search_samples") or 8, alignment=o.get("alignment") or "neuron",
+        lambda_chunk=o.get("lambda_chunk"), dense_stream=o.get("dense_stream") or "candidate")
+    if job.structure.kind != "row":
+        raise ValueError(f"NeuroAL allocates per-row sparsities; structure {job.structure} is not supported")
+    result = neuroal_search(job.cfg, job.params, job.windows, job.sparsity, job.method, settings, job.progress)
+    return Allocation(result.dist, {**result.info(), "neuroal_step": settings.step,
+                                    "alignment_metric": settings.alignment, "dense_stream": settings.dense_stream})
