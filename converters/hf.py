@@ -75,6 +75,8 @@ def config_to_hf(cfg: ModelConfig) -> dict:
 def params_from_tensors(cfg: ModelConfig, tensors: dict, source: str = "checkpoint", dtype=np.float32) -> dict:
     """Nest HF-named tensors into our params pytree using the family's table."""
     t = TABLES[cfg.family]
+    if not any(name.startswith("model.") for name in tensors):  # e.g. facebook/opt-*: "decoder.layers..."
+        tensors = {(n if n.startswith("lm_head.") else f"model.{n}"): v for n, v in tensors.items()}
     params: dict = {"blocks": [{} for _ in range(cfg.num_layers)]}
     unexpected = []
     for name, arr in tensors.items():

@@ -118,18 +118,29 @@ def _opt_underive(cfg):
 
 
 def _phi_derive(hf):
-    return {**_rope(hf), "attention_bias": True, "o_bias": True, "mlp_bias": True, "lm_head_bias": True}
+    rope = _rope(hf)  # v5 configs keep partial_rotary_factor in rope_parameters, v4 ones at the top level
+    if hf.get("partial_rotary_factor") is not None:
+        rope.setdefault("partial_rotary_factor", float(hf["partial_rotary_factor"]))
+    return {**rope, "attention_bias": True, "o_bias": True, "mlp_bias": True, "lm_head_bias": True}
 
 
 def _phi_underive(cfg):
     return {**rope_to_hf(cfg), "partial_rotary_factor": cfg.partial_rotary_factor}
 
 
+#: Gemma3TextConfig's RoPE bases when a config leaves them out.
+GEMMA3_THETA, GEMMA3_LOCAL_THETA = 1_000_000.0, 10_000.0
+
+
 def _gemma3_derive(hf):
-    theta, scaling, _ = rope_from_hf(hf, "full_attention")
+    theta, scaling, _ = rope_from_hf({"rope_theta": GEMMA3_THETA, **hf}, "full_attention")
     local = hf.get("rope_local_base_freq")
     if local is None:
-        local, _, _ = rope_from_hf(hf, "sliding_attention")
+        local, local_scaling, _ = rope_from_hf({**hf, "rope_theta": GEMMA3_LOCAL_THETA, "rope_scaling": None},
+                                               "sliding_attention")
+        if local_scaling is not None:
+            raise ValueError(f"unsupported config attribute rope_parameters.sliding_attention="
+                             f"{hf['rope_parameters']['sliding_attention']!r} (only default RoPE on sliding layers)")
     types = hf.get("layer_types")
     if types is None:
         pattern = hf.get("sliding_window_pattern", hf.get("_sliding_window_pattern", 6))
@@ -177,18 +188,19 @@ TABLES: dict[str, HFTable] = {t.family: t for t in [
     HFTable("phi", ("phi",), "PhiForCausalLM", "model.layers",
             {"embed": "model.embed_tokens", "final_norm": "model.final_layernorm", "lm_head": "lm_head"},
             {**{k: v for k, v in COMMON_FIELDS.items() if k != "rms_norm_eps"}, "layer_norm_eps": "norm_eps"},
-            fixed={"qk_layernorm": False},
+            fixed={"qk_layernorm": False, "tie_word_embeddings": False},  # a tied head would lose lm_head.bias
             ignored=frozenset({"embd_pdrop", "resid_pdrop"}),
-            defaults={"hidden_act": "gelu_new", "norm_eps": 1e-5, "partial_rotary_factor": 0.5},
+            defaults={"hidden_act": "gelu_new", "norm_eps": 1e-5, "partial_rotary_factor": 0.5,
+                      "tie_word_embeddings": False},
             rope_keys=frozenset({"rope_theta", "rope_scaling", "rope_parameters", "partial_rotary_factor"}),
             derive=_phi_derive, underive=_phi_underive),
     HFTable("gemma3", ("gemma3_text",), "Gemma3ForCausalLM", "model.layers", LLAMA_TOP,
             {**{k: v for k, v in COMMON_FIELDS.items() if k != "hidden_act"},
              "hidden_activation": "hidden_act", "attention_bias": "attention_bias",
              "query_pre_attn_scalar": "query_pre_attn_scalar", "sliding_window": "sliding_window",
-             "attn_logit_softcapping": "attn_logit_softcapping",
              "final_logit_softcapping": "final_logit_softcapping"},
-            fixed={"use_bidirectional_attention": False},
+            # transformers' Gemma3Attention never passes attn_logit_softcapping to its attention kernels
+            fixed={"use_bidirectional_attention": False, "attn_logit_softcapping": None},
             ignored=frozenset({"sliding_window_pattern", "_sliding_window_pattern", "cache_implementation",
                                "hidden_act"}),
             defaults={"hidden_act": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256, "sliding_window": 4096},

@@ -60,7 +60,7 @@ def load_file(path: str | os.PathLike, names=None) -> dict[str, np.ndarray]:
 def save_file(tensors: dict[str, np.ndarray], path: str | os.PathLike, metadata: dict | None = None) -> None:
     """Write a safetensors file atomically (temporary file, then rename)."""
     header, offset = {}, 0
-    arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    arrays = {k: np.ascontiguousarray(v).reshape(np.shape(v)) for k, v in tensors.items()}
     for name, arr in arrays.items():
         header[name] = {"dtype": CODES[arr.dtype], "shape": list(arr.shape),
                         "data_offsets": [offset, offset + arr.nbytes]}

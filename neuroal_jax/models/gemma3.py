@@ -1,1 +1,101 @@
-"""placeholder: filled in by the family implementation."""
+"""Gemma 3 text decoder blocks: scaled embedding, (1 + w) RMSNorms, q/k norms, sandwich norms,
+per-layer sliding/full attention with their own RoPE bases, gated GELU-tanh MLP."""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from ..config import ModelConfig
+from . import layers as L
+from .llama import CONSUMERS, PRUNABLE, attention_sublayer, attention_shapes, gated_mlp, gated_mlp_shapes, top_shapes
+from .registry import Family, register_family
+
+SLIDING, FULL = "sliding_attention", "full_attention"
+#: Gemma3TextConfig defaults for fields a hand-built ModelConfig may leave as None.
+DEFAULT_QUERY_PRE_ATTN_SCALAR, DEFAULT_LOCAL_BASE = 256, 10000.0
+BLOCK_NORMS = ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+               "post_feedforward_layernorm")
+
+
+def norm(x, p: dict, eps: float):
+    """Gemma RMSNorm: x / rms(x) * (1 + w), in float32."""
+    return L.rms_norm(x, p["weight"], eps, offset=1.0)
+
+
+def attn_scale(cfg: ModelConfig) -> float:
+    """Attention logit scale query_pre_attn_scalar ** -0.5 (not head_dim ** -0.5)."""
+    scalar = cfg.query_pre_attn_scalar
+    return float(DEFAULT_QUERY_PRE_ATTN_SCALAR if scalar is None else scalar) ** -0.5
+
+
+def block(cfg: ModelConfig, p: dict, x, ctx):
+    """x[B,T,H] -> sandwich-normed attention and MLP residuals, inputs of every prunable layer."""
+    eps = cfg.norm_eps
+
+    def qk_norm(q, k):  # per head, over head_dim, before RoPE
+        return norm(q, p["self_attn.q_norm"], eps), norm(k, p["self_attn.k_norm"], eps)
+
+    h = norm(x, p["input_layernorm"], eps)
+    a = attention_sublayer(cfg, p, h, ctx, attn_scale(cfg), qk_norm=qk_norm)  # [B,T,nh*D]
+    x = x + norm(L.linear(a, p["self_attn.o_proj"]), p["post_attention_layernorm"], eps)
+    h2 = norm(x, p["pre_feedforward_layernorm"], eps)
+    m, act = gated_mlp(cfg, p, h2)
+    inputs = {
+        "self_attn.q_proj": h, "self_attn.k_proj": h, "self_attn.v_proj": h, "self_attn.o_proj": a,
+        "mlp.gate_proj": h2, "mlp.up_proj": h2, "mlp.down_proj": act,
+    }
+    return x + norm(m, p["post_feedforward_layernorm"], eps), inputs
+
+
+def embed(cfg: ModelConfig, params: dict, tokens):
+    """Embedding times sqrt(H); HF keeps the scale as a float32 tensor cast to the weight's dtype."""
+    w = params["embed"]["weight"]
+    factor = jnp.asarray(np.float32(cfg.hidden_size**0.5)).astype(w.dtype)
+    return w[tokens] * factor
+
+
+def final_hidden(cfg: ModelConfig, params: dict, x):
+    return norm(x, params["final_norm"], cfg.norm_eps)
+
+
+def layer_types(cfg: ModelConfig) -> tuple[str, ...]:
+    """The config's per-layer types, or HF's default pattern (every 6th layer full attention)."""
+    if cfg.layer_types is not None:
+        return cfg.layer_types
+    return tuple(FULL if (i + 1) % 6 == 0 else SLIDING for i in range(cfg.num_layers))
+
+
+def contexts(cfg: ModelConfig, seqlen: int):
+    """One ctx per block; the sliding and full variants are built once and shared by reference."""
+    types, variants = layer_types(cfg), {}
+    local_base = DEFAULT_LOCAL_BASE if cfg.rope_local_base_freq is None else cfg.rope_local_base_freq
+    for kind in sorted(set(types)):
+        if kind == SLIDING:
+            cos, sin = L.rope_tables(seqlen, cfg.head_dim, local_base, None)
+            mask = L.causal_mask(seqlen, cfg.sliding_window)  # key j visible iff i - window < j <= i
+        elif kind == FULL:
+            cos, sin = L.rope_tables(seqlen, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling_dict)
+            mask = L.causal_mask(seqlen)
+        else:
+            raise ValueError(f"unsupported gemma3 layer type {kind!r}")
+        variants[kind] = {"cos": cos, "sin": sin, "mask": mask}
+    return [variants[kind] for kind in types]
+
+
+def param_shapes(cfg: ModelConfig) -> dict:
+    H, D = cfg.hidden_size, cfg.head_dim
+    blocks = {
+        **attention_shapes(cfg),
+        "self_attn.q_norm": {"weight": (D,)},
+        "self_attn.k_norm": {"weight": (D,)},
+        **gated_mlp_shapes(cfg),
+        **{n: {"weight": (H,)} for n in BLOCK_NORMS},
+    }
+    return top_shapes(cfg, blocks, {"weight": (H,)})
+
+
+register_family(Family(
+    name="gemma3", block=block, embed=embed, final_hidden=final_hidden, contexts=contexts,
+    param_shapes=param_shapes, prunable=PRUNABLE, consumers=CONSUMERS,
+    doc="Gemma 3 text models (Gemma3ForCausalLM, model_type gemma3_text)",
+))

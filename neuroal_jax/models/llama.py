@@ -21,7 +21,7 @@ CONSUMERS = {
 
 
 def attention_sublayer(cfg: ModelConfig, p: dict, h, ctx, scale: float, qk_norm=None):
-    """q/k/v projections, optional per-head q/k norm, RoPE, attention. Returns (attn[B,T,H*D], q_in)."""
+    """q/k/v projections, optional per-head q/k norm, RoPE, attention. Returns attn [B, T, heads*D]."""
     q = L.split_heads(L.linear(h, p["self_attn.q_proj"]), cfg.num_heads, cfg.head_dim)
     k = L.split_heads(L.linear(h, p["self_attn.k_proj"]), cfg.num_kv_heads, cfg.head_dim)
     v = L.split_heads(L.linear(h, p["self_attn.v_proj"]), cfg.num_kv_heads, cfg.head_dim)
