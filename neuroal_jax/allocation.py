@@ -101,3 +101,5 @@ def owl(job: PruneJob) -> Allocation:
             "owl_block_sparsity": {str(b): float(s) for b, s in enumerate(block_sparsity)},
             "owl_m": m, "owl_lambda": lam}
     return Allocation(block_distribution(job.cfg, block_sparsity), info)
+
+from . import alphapruning, dsnot  # noqa: E402,F401  (register the "alphapruning" and "dsnot" top-ups)

@@ -92,6 +92,37 @@ def block_stats(cfg: ModelConfig, p: dict, x, ctx, hessian: bool = False):
     return y, sumsq, xtx
 
 
+@partial(jax.jit, static_argnums=0)
+def block_input_moments(cfg: ModelConfig, p: dict, x, ctx):
+    """Dense block on x: ({layer: Σ_t x_tj per sample [B, in]}, {layer: variance over tokens per sample [B, in]})
+    of every prunable layer's input (float32, population variance). Only DSnoT asks for these."""
+    _, inputs = family_of(cfg).block(cfg, p, x, ctx)
+    sums = {k: jnp.sum(v.astype(F32), axis=1) for k, v in inputs.items()}
+    var = {k: jnp.mean(jnp.square(v.astype(F32) - jnp.mean(v.astype(F32), axis=1, keepdims=True)), axis=1)
+           for k, v in inputs.items()}
+    return sums, var
+
+
+def running_mean_sums(per_sample_sums: np.ndarray) -> np.ndarray:
+    """Σ_n (Σ_t X_n[t, j]) / N, accumulated as the reference's float32 running mean over samples."""
+    acc = np.zeros(np.shape(per_sample_sums)[1], np.float32)
+    for n, row in enumerate(np.asarray(per_sample_sums, np.float32)):
+        acc *= np.float32(n / (n + 1))
+        acc += row / np.float32(n + 1)
+    return acc
+
+
+def running_mean_vars(per_sample_vars: np.ndarray, tokens: int) -> np.ndarray:
+    """Token-weighted running mean of per-sample variances, in float32 as the reference accumulates it
+    (the mean of within-sample variances, not the variance of the pooled tokens)."""
+    rows = np.asarray(per_sample_vars, np.float32)
+    acc, seen = rows[0].copy(), tokens
+    for row in rows[1:]:
+        acc = (acc * np.float32(seen) + row * np.float32(tokens)) / np.float32(seen + tokens)
+        seen += tokens
+    return acc
+
+
 def running_mean_norms(per_sample_sumsq: np.ndarray) -> np.ndarray:
     """a_j = sqrt(Σ_n ‖X_n[:, j]‖² / N), accumulated as the reference's float32 running mean."""
     sq = np.square(np.sqrt(np.asarray(per_sample_sumsq, np.float32)))  # torch.norm(...) ** 2
@@ -106,10 +137,15 @@ def running_mean_norms(per_sample_sumsq: np.ndarray) -> np.ndarray:
 class BlockStats:
     act_norm: dict  # {layer: f32[in]}
     hessian: dict  # {layer: f32[in, in]} (sparsegpt only)
+    input_sum: dict | None = None  # {layer: f32[in]} mean over samples of Σ_t x_tj (moments=True only)
+    input_var: dict | None = None  # {layer: f32[in]} mean over samples of the token variance (moments=True only)
 
 
-def collect_block_stats(cfg, p, xs, ctx, hessian: bool = False) -> tuple[list, BlockStats]:
-    """Run the dense block over every batch of the stream; returns (dense outputs, statistics)."""
+def collect_block_stats(cfg, p, xs, ctx, hessian: bool = False, moments: bool = False) -> tuple[list, BlockStats]:
+    """Run the dense block over every batch of the stream; returns (dense outputs, statistics).
+
+    moments=True also fills input_sum / input_var (DSnoT) from a separate forward, so the other
+    statistics are computed exactly as without it."""
     ys, sumsqs, xtxs = [], [], []
     for x in xs:
         y, s, h = block_stats(cfg, p, x, ctx, hessian)
@@ -118,7 +154,13 @@ def collect_block_stats(cfg, p, xs, ctx, hessian: bool = False) -> tuple[list, B
     n = sum(x.shape[0] for x in xs)
     act = {k: running_mean_norms(np.concatenate([np.asarray(s[k]) for s in sumsqs])) for k in names}
     hess = {k: (2.0 / n) * sum(np.asarray(h[k], np.float32) for h in xtxs) for k in xtxs[0]} if hessian else {}
-    return ys, BlockStats(act, hess)
+    stats = BlockStats(act, hess)
+    if moments:
+        mom = [block_input_moments(cfg, p, x, ctx) for x in xs]
+        stats.input_sum = {k: running_mean_sums(np.concatenate([np.asarray(m[0][k]) for m in mom])) for k in names}
+        stats.input_var = {k: running_mean_vars(np.concatenate([np.asarray(m[1][k]) for m in mom]), xs[0].shape[1])
+                           for k in names}
+    return ys, stats
 
 
 # ---------------------------------------------------------------- masks of one layer
@@ -194,7 +236,8 @@ def sequential_prune(cfg: ModelConfig, params: dict, windows: np.ndarray, dist: 
     blocks, masks = [], {}
     for b in tqdm(range(cfg.num_layers), desc=f"pruning ({method})", disable=not progress, leave=False):
         p = params["blocks"][b]
-        _, stats = collect_block_stats(cfg, p, xs, ctxs[b], hessian=(method == "sparsegpt"))
+        _, stats = collect_block_stats(cfg, p, xs, ctxs[b], hessian=(method == "sparsegpt"),
+                                       moments=bool(getattr(refine, "needs_input_moments", False)))
         p_new, m = prune_block(cfg, b, p, stats, dist, method, structure, refine)
         xs = [block_apply(cfg, p_new, x, ctxs[b])[0] for x in xs]
         blocks.append(p_new)
