@@ -1,0 +1,281 @@
+"""Zero-shot accuracy through lm-eval (SPEC §8), on a model exported as a Hugging Face folder.
+
+The paper's tasks (`PAPER_TASKS`) download their data from the Hugging Face Hub. Offline, use the
+task shipped with this package, `pydoc_next_sentence` (built by scripts/make_pydoc_mc_task.py from
+held-out pydoc text: pick the true next sentence among four), or your own lm-eval YAML tasks given
+with `tasks_dir`.
+
+    neuroal-jax export --model smollm2-135m --out smollm2-hf
+    neuroal-jax eval-zeroshot --model smollm2-hf --tasks pydoc_next_sentence
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+#: The paper's zero-shot suite (Hugging Face Hub datasets); the default.
+PAPER_TASKS = ("rte", "winogrande", "boolq", "hellaswag", "arc_easy", "arc_challenge", "openbookqa")
+#: Task folder shipped as package data; always on lm-eval's include path.
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+#: Tasks that run without the Hub.
+OFFLINE_TASKS = ("pydoc_next_sentence",)
+INSTALL_HINT = "pip install 'neuroal-jax[eval]'"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+# ---------------------------------------------------------------- checks
+
+def _require_lm_eval():
+    """(lm_eval, TaskManager, HFLM), or ImportError with the install command."""
+    try:
+        import lm_eval
+        from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
+    except ImportError as e:
+        raise ImportError(f"zero-shot evaluation needs lm-eval with its Hugging Face backend "
+                          f"(torch, accelerate): {INSTALL_HINT} (missing: {e.name or e})") from None
+    return lm_eval, TaskManager, HFLM
+
+
+def parse_tasks(tasks: str | Sequence[str] | None) -> list[str]:
+    """Task names from "t1,t2" or a sequence; None gives the paper's suite."""
+    if tasks is None:
+        return list(PAPER_TASKS)
+    names = tasks.split(",") if isinstance(tasks, str) else list(tasks)
+    names = [n.strip() for n in names if n.strip()]
+    if not names:
+        raise ValueError("no task given; e.g. --tasks pydoc_next_sentence")
+    return list(dict.fromkeys(names))
+
+
+def _looks_like_path(model: str) -> bool:
+    """A string that cannot be a Hub id ("org/name" or "name")."""
+    return (model.startswith((".", "/", "~")) or model.count("/") > 1 or os.sep != "/" and os.sep in model
+            or model.endswith((".gguf", ".safetensors", ".json")))
+
+
+def check_model(model: str) -> bool:
+    """Validate --model; True for a local Hugging Face folder, False for a Hub id."""
+    path = Path(model).expanduser()
+    if path.exists():
+        if path.is_file() and path.suffix == ".gguf":
+            raise ValueError(f"{model} is a GGUF file; lm-eval needs a Hugging Face folder: "
+                             f"neuroal-jax export --model {model} --out DIR, then --model DIR")
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise ValueError(f"{model} is not a Hugging Face model folder (no config.json); "
+                             "write one with `neuroal-jax export --model ... --out DIR`")
+        if not any((path / f).is_file() for f in TOKENIZER_FILES):
+            raise ValueError(f"{model} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); lm-eval needs one: "
+                             "export from a model that has a tokenizer, or save one into the folder")
+        return True
+    if _looks_like_path(model):
+        raise FileNotFoundError(f"model folder {model} does not exist")
+    return False
+
+
+def _suggest(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
+    return ", ".join(dict.fromkeys(close + list(OFFLINE_TASKS) + list(PAPER_TASKS[:3])))
+
+
+# ---------------------------------------------------------------- tasks
+
+def _absolute_data_files(value, base: Path):
+    """`data_files` (str, list or split → str/list) with paths relative to `base` made absolute."""
+    if isinstance(value, dict):
+        return {k: _absolute_data_files(v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_absolute_data_files(v, base) for v in value]
+    if isinstance(value, str) and not Path(value).is_absolute() and "://" not in value:
+        return str((base / value).resolve())
+    return value
+
+
+def materialise_tasks(src: Path, dst: Path) -> Path:
+    """Copy the task YAMLs under `src` to `dst`, making relative `data_files` absolute.
+
+    lm-eval 0.4.13 passes `dataset_kwargs.data_files` to `datasets.load_dataset`, which resolves
+    relative paths against the working directory, not the YAML's folder.
+    """
+    import yaml
+
+    for path in sorted(src.rglob("*.yaml")):
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+        files = (cfg.get("dataset_kwargs") or {}).get("data_files")
+        if files is not None:
+            cfg["dataset_kwargs"]["data_files"] = _absolute_data_files(files, path.parent)
+        out = dst / path.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return dst
+
+
+def task_manager(task_names: Sequence[str], include: list[Path]):
+    """A TaskManager that knows every requested task, or ValueError naming the unknown ones.
+
+    Indexing lm-eval's ~15k built-in tasks takes tens of seconds, so local folders are tried first.
+    """
+    _, TaskManager, _ = _require_lm_eval()
+    paths = [str(p) for p in include]
+    local = TaskManager(include_path=paths, include_defaults=False)
+    if all(t in local.all_tasks for t in task_names):
+        return local
+    full = TaskManager(include_path=paths)
+    unknown = [t for t in task_names if t not in full.all_tasks]
+    if unknown:
+        raise ValueError(f"unknown lm-eval task(s) {', '.join(unknown)}; did you mean: "
+                         f"{_suggest(unknown[0], full.all_tasks)}? (lm-eval has {len(full.all_tasks)} tasks; "
+                         "offline, use pydoc_next_sentence or YAML tasks in --tasks-dir)")
+    return full
+
+
+def load_tasks(manager, task_names: Sequence[str]) -> list:
+    """Instantiate the tasks (this reads or downloads their data); Hub failures → ConnectionError."""
+    try:
+        return list(manager.load(list(task_names))["tasks"].values())
+    except Exception as e:  # datasets raises many types when the Hub is unreachable
+        detail = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        hub = [t for t in task_names if t not in OFFLINE_TASKS]
+        raise ConnectionError(
+            f"could not load the data of task(s) {', '.join(task_names)} ({detail}). Tasks such as "
+            f"{', '.join(hub or PAPER_TASKS[:2])} download their data from the Hugging Face Hub; offline, "
+            "use the shipped task --tasks pydoc_next_sentence, or local YAML tasks (dataset_path: json) "
+            "in --tasks-dir") from None
+
+
+# ---------------------------------------------------------------- evaluation
+
+def load_lm(model: str, batch_size: int, device: str):
+    """lm-eval's HFLM on a local folder or Hub id, with load failures turned into clear errors."""
+    _, _, HFLM = _require_lm_eval()
+    local = check_model(model)
+    try:
+        return HFLM(pretrained=str(Path(model).expanduser()) if local else model,
+                    batch_size=batch_size, device=device)
+    except OSError as e:
+        if local:
+            raise ValueError(f"could not load the Hugging Face folder {model}: {e}") from None
+        raise ConnectionError(f"{model!r} is not a local folder, and loading it as a Hugging Face Hub id "
+                              f"failed ({str(e).splitlines()[0]}); give an exported folder "
+                              "(neuroal-jax export --model ... --out DIR)") from None
+
+
+def summarize(results: dict) -> dict[str, dict]:
+    """{task: {"acc": .., "acc_stderr": .., "acc_norm": .., ..., "n": docs}} from lm-eval's results."""
+    out = {}
+    for task, row in results["results"].items():
+        metrics = {}
+        for key, value in row.items():
+            if "," not in key:
+                continue
+            metric, filt = key.split(",", 1)
+            name = metric if filt == "none" else f"{metric},{filt}"
+            metrics[name] = float(value) if isinstance(value, (int, float)) else None
+        n = results.get("n-samples", {}).get(task, {})
+        metrics["n"] = n.get("effective")
+        out[task] = metrics
+    return out
+
+
+def run_zeroshot(model_dir: str | os.PathLike, tasks: str | Sequence[str] | None = None,
+                 tasks_dir: str | os.PathLike | None = None, batch_size: int = 8, limit: int | None = None,
+                 device: str = "cpu") -> dict[str, dict]:
+    """0-shot lm-eval on `model_dir` (an exported Hugging Face folder, or a Hub id).
+
+    tasks: names or "t1,t2" (default: PAPER_TASKS, which need the Hub); the shipped offline task
+    folder is always on the include path, `tasks_dir` adds yours (in those YAMLs, relative
+    `data_files` resolve against the working directory). limit: only the first N documents per task.
+    Returns {task: {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr", ..., "n"}}.
+    """
+    lm_eval, _, _ = _require_lm_eval()
+    names, model = parse_tasks(tasks), os.fspath(model_dir)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    if tasks_dir is not None and not Path(tasks_dir).is_dir():
+        raise FileNotFoundError(f"tasks folder {tasks_dir} does not exist")
+    check_model(model)
+    with tempfile.TemporaryDirectory(prefix="neuroal-tasks-") as tmp:
+        include = [materialise_tasks(TASKS_DIR, Path(tmp))] + ([Path(tasks_dir)] if tasks_dir else [])
+        manager = task_manager(names, include)
+        task_objs = load_tasks(manager, names)
+        lm = load_lm(model, batch_size, device)
+        results = lm_eval.simple_evaluate(model=lm, tasks=task_objs, task_manager=manager, num_fewshot=0,
+                                          limit=limit, log_samples=False, batch_size=batch_size, device=device)
+    return summarize(results)
+
+
+# ---------------------------------------------------------------- command line
+
+def format_table(summary: dict[str, dict]) -> str:
+    """A plain-text table: task, documents, acc ± stderr, acc_norm."""
+    def num(x):
+        return f"{x:.4f}" if isinstance(x, float) else "-"
+
+    rows = [("task", "n", "acc", "± stderr", "acc_norm")]
+    rows += [(t, str(m.get("n") or "-"), num(m.get("acc")), num(m.get("acc_stderr")), num(m.get("acc_norm")))
+             for t, m in summary.items()]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def _write_json(path: str, obj: dict) -> None:
+    """Write JSON atomically (temporary sibling, then rename)."""
+    tmp = Path(f"{path}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def cmd_eval_zeroshot(args) -> int:
+    t0 = time.perf_counter()
+    summary = run_zeroshot(args.model, tasks=args.tasks, tasks_dir=args.tasks_dir, batch_size=args.batch_size,
+                           limit=args.limit, device=args.device)
+    print(f"{args.model}  0-shot lm-eval" + (f"  (first {args.limit} documents per task)" if args.limit else ""))
+    print(format_table(summary))
+    if args.json:
+        _write_json(args.json, {"model": args.model, "limit": args.limit, "num_fewshot": 0, "results": summary,
+                                "seconds": round(time.perf_counter() - t0, 3)})
+    return 0
+
+
+def add_cli(subparsers) -> argparse.ArgumentParser:
+    """Register the `eval-zeroshot` subcommand on an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "eval-zeroshot", help="zero-shot accuracy with lm-eval (SPEC §8)",
+        description="Run lm-eval 0-shot (acc) on a Hugging Face folder written by `neuroal-jax export` "
+                    f"(or a Hub id). Default tasks: {','.join(PAPER_TASKS)} (Hugging Face Hub). Offline: "
+                    "--tasks pydoc_next_sentence (shipped), or your YAML tasks with --tasks-dir.")
+    p.add_argument("--model", required=True, metavar="DIR|ID", help="exported Hugging Face folder or Hub id")
+    p.add_argument("--tasks", default=None, help=f"comma-separated lm-eval tasks (default: {','.join(PAPER_TASKS)})")
+    p.add_argument("--tasks-dir", default=None, metavar="DIR", help="extra folder of lm-eval YAML tasks")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N documents per task")
+    p.add_argument("--batch-size", type=int, default=8, help="lm-eval batch size (default: 8)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.set_defaults(func=cmd_eval_zeroshot)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m neuroal_jax.zeroshot eval-zeroshot ...` (the same command as `neuroal-jax eval-zeroshot`)."""
+    parser = argparse.ArgumentParser(prog="python -m neuroal_jax.zeroshot")
+    add_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, ImportError, ConnectionError) as e:
+        print(f"neuroal-jax: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
