@@ -391,3 +391,25 @@ def test_gguf_model_and_tokenizer_load_without_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[0] == "30"
+
+
+@pytest.mark.slow
+def test_smollm2_perplexity_matches_transformers(smollm2):
+    """JAX perplexity on 8 × 256 held-out pydoc windows equals transformers' PyTorch perplexity (≤ 0.1 %)."""
+    import math
+
+    import torch
+
+    from neuroal_jax.data import eval_windows
+    from neuroal_jax.evaluation import perplexity
+
+    windows = eval_windows("pydoc", smollm2.tokenizer, 256, 8)
+    ours = perplexity(smollm2.config, smollm2.params, windows, batch_size=8, progress=False)
+    ref_model = _transformers_gguf_model(smollm2.source)
+    with torch.no_grad():
+        logits = ref_model(torch.as_tensor(windows, dtype=torch.long)).logits.float()
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                            torch.as_tensor(windows[:, 1:], dtype=torch.long).reshape(-1))
+    ref = math.exp(float(nll))
+    print(f"SmolLM2-135M pydoc 8x256 perplexity: JAX {ours:.4f}, PyTorch {ref:.4f}")
+    assert abs(ours - ref) / ref < 1e-3

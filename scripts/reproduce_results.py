@@ -1,0 +1,69 @@
+"""Reproduce the README's results table: perplexity on held-out pydoc after pruning a model with
+magnitude / wanda / multiflow at 50 / 60 / 70 % and uniform / OWL / NeuroAL (both steps).
+
+    .venv/bin/python scripts/reproduce_results.py --model smollm2-135m --out results/smollm2.json
+
+Calibration: `pydoc` (calibration split), --nsamples × --seqlen; evaluation: held-out `pydoc` windows
+of --seqlen tokens. Prints a markdown table and writes every row (with chosen λs and timings) as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+from converters import load_model
+from neuroal_jax.compare import compare
+from neuroal_jax.report import write_json
+
+
+def markdown(results: dict) -> str:
+    top_ups = results["top_ups"]
+    lines = ["| method | sparsity | dense | " + " | ".join(top_ups) + " | NeuroAL λ (block, row) |",
+             "|---|---|---|" + "---|" * len(top_ups) + "---|"]
+    for r in results["runs"]:
+        rows = {x["top_up"]: x for x in r["rows"]}
+        ppl = {k: v["perplexity"][results["eval"]] for k, v in rows.items()}
+        best = min(ppl[t] for t in top_ups)
+        cells = [f"**{ppl[t]:.2f}**" if ppl[t] == best else f"{ppl[t]:.2f}" for t in top_ups]
+        lam = rows.get("neuroal", {})
+        lams = f"{lam.get('lambda_block')}, {lam.get('lambda_row')}" if lam else "-"
+        lines.append(f"| {r['method']} | {r['sparsity']:.0%} | {ppl['dense']:.2f} | " + " | ".join(cells) + f" | {lams} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--methods", default="magnitude,wanda,multiflow")
+    ap.add_argument("--sparsities", default="0.5,0.6,0.7")
+    ap.add_argument("--top-ups", default="uniform,owl,neuroal")
+    ap.add_argument("--nsamples", type=int, default=32)
+    ap.add_argument("--seqlen", type=int, default=256)
+    ap.add_argument("--eval", default="pydoc")
+    ap.add_argument("--out", default="results/results.json", help="JSON file with every row")
+    args = ap.parse_args()
+
+    model = load_model(args.model)
+    top_ups = args.top_ups.split(",")
+    results = {"model": args.model, "eval": args.eval, "top_ups": top_ups, "nsamples": args.nsamples,
+               "seqlen": args.seqlen, "machine": f"{platform.machine()} {platform.processor()}".strip(), "runs": []}
+    t0 = time.perf_counter()
+    for method in args.methods.split(","):
+        for s in (float(x) for x in args.sparsities.split(",")):
+            summary = compare(model, method=method, sparsity=s, top_ups=top_ups, calib="pydoc", eval=[args.eval],
+                              nsamples=args.nsamples, seqlen=args.seqlen, progress=False)
+            results["runs"].append({"method": method, "sparsity": s, "rows": summary["rows"]})
+            print(f"[{time.perf_counter() - t0:7.0f} s] {method} {s:.0%}: " + ", ".join(
+                f"{r['top_up']} {r['perplexity'][args.eval]:.2f}" for r in summary["rows"]), flush=True)
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            write_json(args.out, results)
+    print()
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
