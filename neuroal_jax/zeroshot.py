@@ -250,7 +250,7 @@ def cmd_eval_zeroshot(args) -> int:
 def add_cli(subparsers) -> argparse.ArgumentParser:
     """Register the `eval-zeroshot` subcommand on an argparse subparsers object."""
     p = subparsers.add_parser(
-        "eval-zeroshot", help="zero-shot accuracy with lm-eval (SPEC §8)",
+        "eval-zeroshot", help="zero-shot accuracy (0-shot acc) of an exported model with lm-eval",
         description="Run lm-eval 0-shot (acc) on a Hugging Face folder written by `neuroal-jax export` "
                     f"(or a Hub id). Default tasks: {','.join(PAPER_TASKS)} (Hugging Face Hub). Offline: "
                     "--tasks pydoc_next_sentence (shipped), or your YAML tasks with --tasks-dir.")

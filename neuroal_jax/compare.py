@@ -1,0 +1,125 @@
+"""Compare top-ups side by side: dense vs uniform / OWL / NeuroAL ... on one model, one table.
+
+    neuroal-jax compare --model smollm2-135m --method wanda --sparsity 0.7 \
+        --top-ups uniform,owl,neuroal --calib pydoc --eval pydoc --nsamples 32 --seqlen 256 --out runs/main
+
+The model is loaded once; each top-up's pruned model, masks, report and plots go to OUT/<top-up>/,
+the table to OUT/summary.json and a combined block-sparsity plot to OUT/comparison.png.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .api import prune, resolve_model
+from .io_utils import atomic_dir
+
+
+def compare(model, *, method: str = "wanda", sparsity: float = 0.7, top_ups=("uniform", "owl", "neuroal"),
+            calib: str = "pydoc", eval=("pydoc",), nsamples: int = 32, seqlen: int = 256,
+            eval_nsamples: int | None = None, seed: int = 0, out=None, force: bool = False,
+            options: dict | None = None, batch_size: int = 8, progress: bool = True) -> dict:
+    """{"rows": [{"top_up", "sparsity", "perplexity": {spec: ppl}, ...}], "settings": {...}}."""
+    from .data import eval_windows
+    from .evaluation import perplexity
+    from .report import write_json
+
+    from converters import LoadedModel, load_model
+
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    name, cfg, params, tokenizer, _ = resolve_model(loaded)
+    specs = [eval] if isinstance(eval, str) else list(eval)
+    dense = {s: perplexity(cfg, params, eval_windows(s, tokenizer, seqlen, eval_nsamples), batch_size,
+                           progress=progress, desc=f"dense perplexity {s}") for s in specs}
+    rows = [{"top_up": "dense", "sparsity": 0.0, "perplexity": dense}]
+
+    def run_all(folder: Path | None) -> list:
+        reports = []
+        for top_up in top_ups:
+            t0 = time.perf_counter()
+            r = prune(loaded, method=method, sparsity=sparsity, top_up=top_up, calib=calib, nsamples=nsamples,
+                      seqlen=seqlen, seed=seed, eval=specs, eval_nsamples=eval_nsamples, options=options,
+                      batch_size=batch_size, progress=progress, out=None if folder is None else folder / top_up)
+            reports.append(r.report)
+            rows.append({"top_up": top_up, "sparsity": r.report["sparsity"], "perplexity": r.report["perplexity"],
+                         "lambda_block": r.report.get("lambda_block"), "lambda_row": r.report.get("lambda_row"),
+                         "seconds": round(time.perf_counter() - t0, 1)})
+        return reports
+
+    settings = {"model": name, "method": method, "target_sparsity": sparsity, "calib": calib,
+                "nsamples": nsamples, "seqlen": seqlen, "seed": seed, "eval_nsamples": eval_nsamples}
+    summary = {"settings": settings, "rows": rows}
+    if out is None:
+        run_all(None)
+        return summary
+    with atomic_dir(out, force=force) as tmp:
+        reports = run_all(tmp)
+        write_json(tmp / "summary.json", summary)
+        comparison_plot(reports, tmp / "comparison.png")
+    return summary
+
+
+def comparison_plot(reports: list, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=120)
+    for r in reports:
+        blocks = sorted(r["block_sparsity"], key=int)
+        ax.plot([int(b) for b in blocks], [r["block_sparsity"][b] for b in blocks], marker=".", label=r["top_up"])
+    ax.set_xlabel("block")
+    ax.set_ylabel("achieved sparsity")
+    ax.set_title(f"{reports[0]['model']}: {reports[0]['method']} at {reports[0]['target_sparsity']:.0%}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def format_table(summary: dict) -> str:
+    specs = list(summary["rows"][0]["perplexity"])
+    head = f"{'top-up':<14}{'sparsity':>9}" + "".join(f"{'ppl ' + s:>16}" for s in specs) + f"{'λ block':>9}{'λ row':>7}{'s':>7}"
+    lines = [head, "-" * len(head)]
+    for r in summary["rows"]:
+        lam = lambda v: f"{v:.2f}" if v is not None else "-"  # noqa: E731
+        lines.append(f"{r['top_up']:<14}{r['sparsity']:>9.4f}" + "".join(f"{r['perplexity'][s]:>16.3f}" for s in specs)
+                     + f"{lam(r.get('lambda_block')):>9}{lam(r.get('lambda_row')):>7}{r.get('seconds', 0):>7.0f}")
+    return "\n".join(lines)
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "compare", help="dense vs several top-ups on one model: a perplexity table and plots",
+        description="Load a model once, prune it with each --top-ups entry (same method, sparsity and "
+                    "calibration), evaluate perplexity and print one table. This is the README's main job.")
+    p.add_argument("--model", default="smollm2-135m", help="model spec (default: smollm2-135m)")
+    p.add_argument("--method", default="wanda", help="magnitude | wanda | multiflow | sparsegpt (default wanda)")
+    p.add_argument("--sparsity", type=float, default=0.7, help="target sparsity (default 0.7)")
+    p.add_argument("--top-ups", default="uniform,owl,neuroal", help="comma-separated (default uniform,owl,neuroal)")
+    p.add_argument("--calib", default="pydoc", help="calibration data spec (default pydoc)")
+    p.add_argument("--eval", default="pydoc", help="comma-separated perplexity test sets (default pydoc)")
+    p.add_argument("--nsamples", type=int, default=32, help="calibration windows (default 32)")
+    p.add_argument("--seqlen", type=int, default=256, help="window length (default 256)")
+    p.add_argument("--eval-nsamples", type=int, default=None, help="evaluate at most N windows (default all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--out", default=None, help="write per-top-up folders, summary.json and comparison.png here")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=_cmd)
+
+
+def _cmd(args) -> int:
+    summary = compare(args.model, method=args.method, sparsity=args.sparsity,
+                      top_ups=[t for t in args.top_ups.split(",") if t], calib=args.calib,
+                      eval=[s for s in args.eval.split(",") if s], nsamples=args.nsamples, seqlen=args.seqlen,
+                      eval_nsamples=args.eval_nsamples, seed=args.seed, out=args.out, force=args.force,
+                      batch_size=args.batch_size)
+    s = summary["settings"]
+    print(f"\n{s['model']}: {s['method']} at {s['target_sparsity']:.0%}, calibration {s['calib']} "
+          f"{s['nsamples']} × {s['seqlen']}\n")
+    print(format_table(summary))
+    if args.out:
+        print(f"\nwrote {args.out}/ (per top-up: pruned HF checkpoint, masks, report.json, plots; "
+              "summary.json, comparison.png)")
+    return 0

@@ -1,0 +1,121 @@
+"""The prune report: a JSON-safe dict written atomically as `report.json`, and its text summary."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+
+
+def json_safe(obj):
+    """Recursively convert NumPy/JAX values, tuples, paths and dataclasses to plain JSON types.
+
+    Non-finite floats become None (strict JSON); dict keys become strings.
+    """
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in obj]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return json_safe(dataclasses.asdict(obj))
+    if isinstance(obj, (str, bool)) or obj is None:
+        return obj
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "__array__"):  # numpy / jax arrays
+        arr = np.asarray(obj)
+        return json_safe(arr.item() if arr.ndim == 0 else arr.tolist())
+    return str(obj)
+
+
+def write_json(path: str | os.PathLike, obj) -> Path:
+    """Write JSON atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def versions() -> dict:
+    """Versions of the packages that decide the numbers."""
+    import jax
+
+    from . import __version__
+    out = {"neuroal_jax": __version__, "jax": jax.__version__, "jaxlib": _version("jaxlib"),
+           "numpy": np.__version__, "python": platform.python_version(), "backend": jax.default_backend()}
+    return out
+
+
+def _version(package: str) -> str | None:
+    try:
+        from importlib.metadata import version
+        return version(package)
+    except Exception:
+        return None
+
+
+def distribution_summary(dist: dict) -> dict:
+    """Target sparsity per layer: a float, or {"mean", "min", "max"} of a per-row vector."""
+    out = {}
+    for k, v in dist.items():
+        if np.ndim(v) == 0:
+            out[k] = float(v)
+        else:
+            a = np.asarray(v, np.float64)
+            out[k] = {"mean": float(a.mean()), "min": float(a.min()), "max": float(a.max())}
+    return out
+
+
+#: Report keys that the allocation's `info` may not overwrite (besides the settings).
+CORE_KEYS = ("model", "method", "top_up", "target_sparsity", "sparsity", "layer_sparsity", "block_sparsity",
+             "timings", "perplexity", "versions", "distribution")
+
+
+def build_report(*, model: str, method: str, top_up: str, target_sparsity: float, summary: dict,
+                 timings: dict, perplexity: dict, settings: dict, dist: dict, info: dict) -> dict:
+    """The report dict: core results, the settings (structure, calib, nsamples, ...) at the top level, and
+    the allocation's `info` merged in (an info key that clashes with a core or settings key is kept as
+    "info.<key>")."""
+    report = {
+        "model": model, "method": method, "top_up": top_up, "target_sparsity": float(target_sparsity),
+        "sparsity": summary["sparsity"], "perplexity": perplexity, "timings": timings, **settings,
+        "versions": versions(), "block_sparsity": summary["block_sparsity"],
+        "layer_sparsity": summary["layer_sparsity"], "distribution": distribution_summary(dist),
+    }
+    taken = set(CORE_KEYS) | set(settings)
+    for k, v in (info or {}).items():
+        report[f"info.{k}" if k in taken else k] = v
+    return json_safe(report)
+
+
+def format_summary(report: dict) -> str:
+    """A short human-readable summary: what was done, achieved sparsity, timings, perplexities."""
+    lines = [f"model {report['model']}  method {report['method']}  top-up {report['top_up']}  "
+             f"structure {report.get('structure', 'row')}",
+             f"sparsity: target {report['target_sparsity']:.4f}  achieved {report['sparsity']:.4f} "
+             f"(over prunable layers; blocks {min(report['block_sparsity'].values()):.3f}"
+             f"–{max(report['block_sparsity'].values()):.3f})"]
+    t = report.get("timings", {})
+    lines.append("timings: " + "  ".join(f"{k} {v:.1f}s" for k, v in t.items()))
+    ppl = report.get("perplexity") or {}
+    if ppl:
+        width = max(len("dataset"), *(len(k) for k in ppl))
+        lines += ["", f"{'dataset':<{width}}  perplexity", f"{'-' * width}  ----------"]
+        lines += [f"{k:<{width}}  {v:10.4f}" if v is not None else f"{k:<{width}}  {'nan':>10}"
+                  for k, v in ppl.items()]
+    return "\n".join(lines)

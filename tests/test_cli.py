@@ -1,0 +1,173 @@
+"""The `neuroal-jax` command line: commands end to end (in process) and bad input (as a subprocess)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from neuroal_jax import cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli_env() -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "HF_HUB_OFFLINE": "1", "JAX_PLATFORMS": "cpu"}
+    env.pop("NEUROAL_DEBUG", None)
+    return env
+
+
+def run_cli_all(*argvs: list[str]) -> list[subprocess.CompletedProcess]:
+    """`python -m neuroal_jax.cli ARGS` for each argv, as a user would run it, in concurrent fresh processes."""
+    procs = [subprocess.Popen([sys.executable, "-m", "neuroal_jax.cli", *argv], cwd=REPO, env=cli_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for argv in argvs]
+    done = []
+    for argv, proc in zip(argvs, procs):
+        out, err = proc.communicate(timeout=600)
+        done.append(subprocess.CompletedProcess(argv, proc.returncode, out, err))
+    return done
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, *names: str) -> None:
+    """Exit 2, one `neuroal-jax: error:` line naming every `names`, no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("neuroal-jax: error:")]
+    assert len(errors) == 1, proc.stderr
+    for name in names:
+        assert name in errors[0], (name, errors[0])
+
+
+# ---------------------------------------------------------------- commands, in process
+
+def test_eval_ppl(tiny_llama_dir, tiny_tokens, tmp_path, capsys):
+    out = tmp_path / "ppl.json"
+    rc = cli.main(["eval-ppl", "--model", str(tiny_llama_dir), "--dataset", f"tokens:{tiny_tokens}",
+                   "--seqlen", "64", "--nsamples", "4", "--json", str(out), "--quiet"])
+    assert rc == 0
+    assert "perplexity" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["windows"] == 4 and result["seqlen"] == 64 and result["perplexity"] > 1
+
+
+def test_export(tiny_llama_dir, tmp_path, capsys):
+    out = tmp_path / "exported"
+    assert cli.main(["export", "--model", str(tiny_llama_dir), "--out", str(out)]) == 0
+    assert (out / "config.json").exists() and (out / "model.safetensors").exists()
+    assert cli.main(["export", "--model", str(tiny_llama_dir), "--out", str(out)]) == 2  # exists, no --force
+    assert "already exists" in capsys.readouterr().err
+    assert cli.main(["export", "--model", str(tiny_llama_dir), "--out", str(out), "--force"]) == 0
+
+
+def test_prune_end_to_end(tiny_llama_dir, tiny_tokens, tmp_path, capsys):
+    out = tmp_path / "pruned"
+    rc = cli.main(["prune", "--model", str(tiny_llama_dir), "--method", "wanda", "--sparsity", "0.5",
+                   "--top-up", "owl", "--owl-m", "4", "--calib", f"tokens:{tiny_tokens}", "--nsamples", "8",
+                   "--seqlen", "64", "--eval", f"tokens:{tiny_tokens}", "--eval-nsamples", "4", "--out", str(out),
+                   "--quiet"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "achieved 0." in printed and "perplexity" in printed and f"tokens:{tiny_tokens}" in printed
+    for name in ("config.json", "model.safetensors", "report.json", "masks", "plots/block_sparsity.png",
+                 "plots/owl_outlier_ratios.png"):
+        assert (out / name).exists(), name
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"] == str(tiny_llama_dir) and report["top_up"] == "owl"
+    assert report["options"] == {"owl_m": 4.0} and report["owl_m"] == 4.0
+    assert report["sparsity"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_help_texts(capsys):
+    for argv in (["--help"], ["prune", "--help"], ["eval-ppl", "--help"], ["export", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        assert e.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--top-up", "--structure", "--owl-lambda", "--alpha-epsilon", "--eval-nsamples", "uniform", "owl"):
+        assert flag in text, flag
+
+
+# ---------------------------------------------------------------- top-up option registration
+
+def test_options_from_fallback_flags():
+    modules = []
+    parser = argparse.ArgumentParser()
+    cli.add_topup_options(parser, modules)
+    args = parser.parse_args(["--owl-m", "7", "--neuroal-step", "block", "--lambdas-block", "0.01,0.05",
+                              "--option", "max_cycles=20", "--option", "name=abc"])
+    assert cli.options_from_args(args, modules) == {"owl_m": 7.0, "neuroal_step": "block",
+                                                     "lambdas_block": [0.01, 0.05], "max_cycles": 20, "name": "abc"}
+    assert cli.options_from_args(parser.parse_args([]), modules) == {}
+
+
+def test_module_hooks_replace_fallbacks():
+    def add(group):
+        group.add_argument("--owl-m", dest="my_owl_m", type=int)
+
+    own = types.SimpleNamespace(__name__="neuroal_jax.allocation", add_cli_options=add,
+                                options_from_args=lambda a: {"owl_m": a.my_owl_m})
+    parser = argparse.ArgumentParser()
+    cli.add_topup_options(parser, [own])  # no clash with the fallback --owl-m
+    args = parser.parse_args(["--owl-m", "3"])
+    assert cli.options_from_args(args, [own]) == {"owl_m": 3}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--owl-lambda", "0.1"])  # that fallback belonged to the replaced module
+
+
+# ---------------------------------------------------------------- bad input, as a subprocess
+
+@pytest.fixture(scope="module")
+def unknown_family_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("weird") / "model"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model_type": "no_such_family", "hidden_size": 8}))
+    return d
+
+
+def prune_args(model, tokens, tmp, *extra):
+    return ["prune", "--model", str(model), "--method", "wanda", "--sparsity", "0.5", "--top-up", "uniform",
+            "--calib", f"tokens:{tokens}", "--nsamples", "4", "--seqlen", "64", "--out", str(tmp / "out"),
+            "--quiet", *extra]
+
+
+def test_bad_inputs_give_one_line_errors(tiny_llama_dir, tiny_tokens, unknown_family_dir, tmp_path):
+    """As a subprocess: exit 2, one `neuroal-jax: error:` line naming the bad value, no traceback."""
+    cases = [
+        (["eval-ppl", "--model", str(tiny_llama_dir), "--dataset", "nosuchset"], ["'nosuchset'"]),
+        (["eval-ppl", "--model", str(tiny_llama_dir), "--dataset", f"tokens:{tiny_tokens}", "--seqlen", "512"],
+         ["seqlen 512", "256"]),
+        (prune_args(tiny_llama_dir, tiny_tokens, tmp_path, "--sparsity", "1.5"), ["1.5"]),
+        (prune_args("/no/such/model", tiny_tokens, tmp_path), ["/no/such/model"]),
+        (prune_args(unknown_family_dir, tiny_tokens, tmp_path), ["no_such_family"]),
+    ]
+    for proc, (_, names) in zip(run_cli_all(*(argv for argv, _ in cases)), cases):
+        assert_clean_error(proc, *names)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("extra, names", [
+    (("--seqlen", "4096"), ["seqlen 4096", "256"]),
+    (("--calib", "nosuchcalib"), ["'nosuchcalib'"]),
+    (("--method", "nosuchmethod"), ["nosuchmethod", "wanda"]),
+    (("--top-up", "nosuchtopup"), ["nosuchtopup", "uniform"]),
+    (("--structure", "4:2"), ["4:2"]),
+    (("--structure", "2:4", "--sparsity", "0.6"), ["2:4", "0.6"]),
+    (("--lambdas-block", "0.1,x"), ["0.1,x"]),
+])
+def test_bad_prune_inputs_in_process(tiny_llama_dir, tiny_tokens, tmp_path, capsys, extra, names):
+    try:
+        rc = cli.main(prune_args(tiny_llama_dir, tiny_tokens, tmp_path, *extra))
+    except SystemExit as e:  # argparse
+        rc = e.code
+    assert rc == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("neuroal-jax: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert all(n in lines[0] for n in names), lines[0]
+    assert not (tmp_path / "out").exists()
