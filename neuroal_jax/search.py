@@ -22,8 +22,9 @@ from .alignment import get_metric
 from .allocation import Allocation, PruneJob, clip_sparsity, minmax_densities, register_allocation
 from .config import ModelConfig
 from .models import NEXT_BLOCK, block_contexts, embed, family_of
-from .pruning import (Distribution, block_distribution, block_stats, check_method, keep_and_ties, layer_keys)
+from .pruning import Distribution, block_distribution, block_stats, check_method, keep_and_ties, layer_keys
 from .scores import LayerStats, get_score
+from .sparsegpt import block_threshold_ranks, sparsegpt_core
 
 BLOCK_LAMBDAS = (0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10, 0.12, 0.15, 0.20, 0.25)
 ROW_LAMBDAS = (0.00, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10, 0.12, 0.15, 0.20, 0.25)
@@ -110,19 +111,34 @@ def _norms(sumsq: dict) -> dict:
     return {k: jnp.sqrt(running_mean_sq(v)) for k, v in sumsq.items()}
 
 
+def layer_targets(method: str, target, shape) -> tuple[np.ndarray, str]:
+    """What one candidate's layer needs on device: per-row keep counts and tie rule, or for SparseGPT
+    its slab threshold ranks (k_block, k_last)."""
+    if method != "sparsegpt":
+        return keep_and_ties(target, shape)
+    if np.ndim(target) != 0:
+        raise ValueError("sparsegpt takes one sparsity per layer (block step only)")
+    return np.asarray(block_threshold_ranks(*shape, float(target)), np.int32), "sparsegpt"
+
+
+def _sparsify(method, ties, p, name, k, a_dense, hessian):
+    W = p[name]["weight"]
+    if method == "sparsegpt":
+        W_new = sparsegpt_core(W.astype(F32), hessian, k[0], k[1])[0]
+        return W_new.astype(W.dtype)
+    scores = get_score(method)(W, LayerStats(act_norm=a_dense[name], hessian=None))
+    return jnp.where(M.topk_mask(scores, k, ties=ties), W, jnp.zeros((), W.dtype))
+
+
 def _candidate_block(cfg, method, ties, metric, p, x, ctx, keep, a_dense_given):
-    """One candidate: (next stream, aᴰ, aˢ, per-layer alignment). x [N, T, H]; keep {layer: [out]}."""
-    if a_dense_given is None:
-        _, sumsq, _ = block_stats(cfg, p, x, ctx, False)
-        a_dense = _norms(sumsq)
-    else:
-        a_dense = a_dense_given
+    """One candidate: (next stream, aᴰ, aˢ, per-layer alignment). x [N, T, H]; keep {layer: [out]}
+    (SparseGPT: {layer: [k_block, k_last]}, with the Hessian from the dense block on this stream)."""
+    _, sumsq, xtx = block_stats(cfg, p, x, ctx, method == "sparsegpt")
+    a_dense = _norms(sumsq) if a_dense_given is None else a_dense_given
     sparse = dict(p)
     for name, k in keep.items():
-        W = p[name]["weight"]
-        scores = get_score(method)(W, LayerStats(act_norm=a_dense[name], hessian=None))
-        mask = M.topk_mask(scores, k, ties=ties)
-        sparse[name] = {**p[name], "weight": jnp.where(mask, W, jnp.zeros((), W.dtype))}
+        hessian = (2.0 / x.shape[0]) * xtx[name] if method == "sparsegpt" else None
+        sparse[name] = {**p[name], "weight": _sparsify(method, ties, p, name, k, a_dense, hessian)}
     y, sumsq, _ = block_stats(cfg, sparse, x, ctx, False)
     a_sparse = _norms(sumsq)
     align = {k: get_metric(metric)(a_dense[k], a_sparse[k]) for k in keep}
@@ -190,8 +206,8 @@ def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dis
         a_dense_given = None
         if dense_stream == "model":
             dense_x, a_dense_given = _dense_step(cfg, p, dense_x, ctx)
-        keeps_ties = {name: [keep_and_ties(dists[i][f"{b}.{name}"], p[name]["weight"].shape) for i in range(K)]
-                      for name in fam.prunable}
+        keeps_ties = {name: [layer_targets(method, dists[i][f"{b}.{name}"], p[name]["weight"].shape)
+                             for i in range(K)] for name in fam.prunable}
         ties = {t for v in keeps_ties.values() for _, t in v}
         if len(ties) != 1:
             raise ValueError("candidates of one step must all be scalar or all be per-row distributions")

@@ -150,3 +150,13 @@ def test_sparsegpt_rejects_row_step(tiny_llama):
     cfg, params = tiny_llama
     with pytest.raises(ValueError, match="sparsegpt supports only the NeuroAL block step"):
         neuroal_search(cfg, params, np.zeros((2, 8), np.int32), 0.5, "sparsegpt", SearchSettings(), progress=False)
+
+
+def test_sparsegpt_block_step_runs_and_prunes(tiny_llama):
+    cfg, params = tiny_llama
+    w = np.random.default_rng(0).integers(0, cfg.vocab_size, (4, 32)).astype(np.int32)
+    r = neuroal_search(cfg, params, w, 0.6, "sparsegpt", SearchSettings(step="block", lambdas_block=(0.01, 0.1)),
+                       progress=False)
+    assert r.row is None and r.block.best_lambda in (0.01, 0.1) and np.all(np.isfinite(r.block.totals))
+    pruned, masks = sequential_prune(cfg, params, w, r.dist, "sparsegpt", progress=False)
+    assert 0.59 < 1 - np.mean([np.mean(np.asarray(m)) for m in masks.values()]) < 0.62
