@@ -14,7 +14,7 @@ from neuroal_jax.io_utils import atomic_dir
 from neuroal_jax.models import validate_params
 
 from . import safetensors_io
-from .hf_tables import GENERIC_IGNORED, TABLES, HFTable, table_for_model_type
+from .hf_tables import GENERIC_IGNORED, TABLES, table_for_model_type
 
 #: Buffers some checkpoints carry that are recomputed by the model.
 IGNORED_TENSORS = re.compile(r".*(rotary_emb\.inv_freq|attn\.masked_bias|attn\.bias)$")

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from .config import ModelConfig
-from .pruning import (BlockStats, Distribution, Structure, block_distribution, dense_activation_norms,
+from .pruning import (Distribution, Structure, block_distribution, dense_activation_norms,
                       uniform_distribution)
 
 

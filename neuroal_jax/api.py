@@ -34,8 +34,8 @@ from .pruning import Structure, check_method, check_sparsity, sequential_prune, 
 
 #: Modules that register top-ups in `neuroal_jax.allocation.ALLOCATIONS` when imported.
 TOPUP_MODULES = ("neuroal_jax.allocation", "neuroal_jax.alphapruning", "neuroal_jax.dsnot", "neuroal_jax.search")
-#: Top-ups that leave every layer at the target sparsity, so they work with N:M structure.
-NM_TOPUPS = ("uniform", "dsnot")
+#: Top-ups that work with N:M structure (it fixes every layer's sparsity at N/M; DSnoT rejects N:M itself).
+NM_TOPUPS = ("uniform",)
 
 
 def load_topup_modules() -> list:

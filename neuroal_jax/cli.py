@@ -99,6 +99,16 @@ FALLBACK_OPTIONS: dict[str, tuple[Option, ...]] = {
                "AlphaPruning: ε, block sparsities span [1-ε, 1+ε] × s before rescaling (default: 0.3)",
                metavar="ε"),
     ),
+    "neuroal_jax.dsnot": (
+        Option("--dsnot-max-cycles", "dsnot_max_cycles", "DSnoT: at most this many prune-and-regrow cycles "
+               "(default: 50)", type=int, metavar="N"),
+        Option("--dsnot-threshold", "dsnot_threshold", "DSnoT: a row stops once its reconstruction error is at "
+               "most this (default: 0.1)", metavar="T"),
+        Option("--dsnot-var-power", "dsnot_var_power", "DSnoT: power of the input variance in the regrow order "
+               "(default: 1)", metavar="P"),
+        Option("--dsnot-skip", "dsnot_skip", "DSnoT: layers left unrefined: mlp (reference), self_attn or none "
+               "(default: mlp)", type=str, choices=("mlp", "self_attn", "none")),
+    ),
     # ---- NeuroAL options (SPEC §5–6): the keys `neuroal_jax.search.neuroal` reads from PruneJob.options.
     # Move them into `neuroal_jax.search.add_cli_options` / `options_from_args` to own them there; these
     # fallbacks then step aside automatically.

@@ -21,7 +21,6 @@ import numpy as np
 
 def sequential_evaluator():
     """evaluate_candidates with one candidate per call: a jitted, un-vmapped `_candidate_block`."""
-    from functools import partial
 
     import jax
     import jax.numpy as jnp

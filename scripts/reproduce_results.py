@@ -9,7 +9,6 @@ of --seqlen tokens. Prints a markdown table and writes every row (with chosen λ
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path

@@ -112,6 +112,21 @@ def test_owl_info_merged_and_plotted(tiny_llama, tiny_tokens, tmp_path):
     assert r["block_sparsity"]["0"] != r["block_sparsity"]["1"]
 
 
+@pytest.mark.parametrize("top_up", api.available_topups())
+def test_every_registered_top_up(tiny_llama, tiny_tokens, tmp_path, top_up):
+    """Any top-up in the registry runs through prune; its info is in report.json and the plots are written."""
+    options = {"lambdas_block": [0.01, 0.05], "lambdas_row": [0.0, 0.05]} if top_up == "neuroal" else None
+    result = run(tiny_llama, tiny_tokens, top_up=top_up, options=options, out=tmp_path / top_up)
+    on_disk = json.loads((tmp_path / top_up / "report.json").read_text())
+    assert on_disk["top_up"] == top_up and 0.3 < on_disk["sparsity"] < 0.7
+    assert {"block_sparsity.png", "layer_sparsity.png"} <= {p.name for p in (tmp_path / top_up / "plots").iterdir()}
+    assert set(load_masks(tmp_path / top_up)) == set(result.masks)
+    if top_up == "alphapruning" and "alpha" in on_disk:
+        assert (tmp_path / top_up / "plots" / "alpha.png").exists()
+    if top_up == "neuroal":
+        assert (tmp_path / top_up / "plots" / "neuroal_alignment.png").exists()
+
+
 def test_nm_structure(tiny_llama, tiny_tokens):
     result = run(tiny_llama, tiny_tokens, structure="2:4", method="magnitude")
     assert result.out is None and result.report["structure"] == "2:4"
@@ -140,6 +155,7 @@ def no_work(monkeypatch):
     (dict(structure="banana"), r"unknown structure 'banana'"),
     (dict(structure="2:4", sparsity=0.6), r"sparsity=0.5"),
     (dict(structure="2:4", top_up="owl"), r"top-up 'owl'"),
+    (dict(structure="2:4", top_up="dsnot"), r"top-up 'dsnot'"),
     (dict(calib="nosuch"), r"unknown dataset spec 'nosuch'"),
     (dict(eval=["nosuch"]), r"unknown dataset spec 'nosuch'"),
     (dict(nsamples=0), r"nsamples"),
