@@ -83,13 +83,15 @@ def block_distribution(cfg: ModelConfig, block_sparsity) -> Distribution:
 
 # ---------------------------------------------------------------- statistics
 
-@partial(jax.jit, static_argnums=(0, 4))
-def block_stats(cfg: ModelConfig, p: dict, x, ctx, hessian: bool = False):
-    """Dense block on x: (output, {layer: Σ_t x_tj² per sample [B, in]}, {layer: Σ_b,t XᵀX [in, in]})."""
+@partial(jax.jit, static_argnums=(0, 4, 5))
+def block_stats(cfg: ModelConfig, p: dict, x, ctx, hessian: bool = False, outputs: bool = True):
+    """Dense block on x: (output, {layer: Σ_t x_tj² per sample [B, in]}, {layer: Σ_b,t XᵀX [in, in]}).
+
+    outputs=False returns None for the output, so XLA skips the work only it needs (the last layer)."""
     y, inputs = family_of(cfg).block(cfg, p, x, ctx)
     sumsq = {k: jnp.sum(jnp.square(v.astype(F32)), axis=1) for k, v in inputs.items()}
     xtx = {k: jnp.einsum("bti,btj->ij", v.astype(F32), v.astype(F32)) for k, v in inputs.items()} if hessian else {}
-    return y, sumsq, xtx
+    return (y if outputs else None), sumsq, xtx
 
 
 @partial(jax.jit, static_argnums=0)
@@ -141,14 +143,15 @@ class BlockStats:
     input_var: dict | None = None  # {layer: f32[in]} mean over samples of the token variance (moments=True only)
 
 
-def collect_block_stats(cfg, p, xs, ctx, hessian: bool = False, moments: bool = False) -> tuple[list, BlockStats]:
-    """Run the dense block over every batch of the stream; returns (dense outputs, statistics).
+def collect_block_stats(cfg, p, xs, ctx, hessian: bool = False, moments: bool = False,
+                        outputs: bool = True) -> tuple[list, BlockStats]:
+    """Run the dense block over every batch of the stream; returns (dense outputs or Nones, statistics).
 
     moments=True also fills input_sum / input_var (DSnoT) from a separate forward, so the other
     statistics are computed exactly as without it."""
     ys, sumsqs, xtxs = [], [], []
     for x in xs:
-        y, s, h = block_stats(cfg, p, x, ctx, hessian)
+        y, s, h = block_stats(cfg, p, x, ctx, hessian, outputs)
         ys.append(y), sumsqs.append(s), xtxs.append(h)
     names = sumsqs[0].keys()
     n = sum(x.shape[0] for x in xs)
@@ -237,7 +240,7 @@ def sequential_prune(cfg: ModelConfig, params: dict, windows: np.ndarray, dist: 
     for b in tqdm(range(cfg.num_layers), desc=f"pruning ({method})", disable=not progress, leave=False):
         p = params["blocks"][b]
         _, stats = collect_block_stats(cfg, p, xs, ctxs[b], hessian=(method == "sparsegpt"),
-                                       moments=bool(getattr(refine, "needs_input_moments", False)))
+                                       moments=bool(getattr(refine, "needs_input_moments", False)), outputs=False)
         p_new, m = prune_block(cfg, b, p, stats, dist, method, structure, refine)
         xs = [block_apply(cfg, p_new, x, ctxs[b])[0] for x in xs]
         blocks.append(p_new)
