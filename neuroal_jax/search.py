@@ -24,6 +24,7 @@ from .config import ModelConfig
 from .models import NEXT_BLOCK, block_contexts, embed, family_of
 from .pruning import Distribution, block_distribution, block_stats, check_method, keep_and_ties, layer_keys
 from .scores import LayerStats, get_score
+from .sharding import make_mesh, padded_width, replicate, shard_candidates, shard_params, to_host
 from .sparsegpt import block_threshold_ranks, sparsegpt_core
 
 BLOCK_LAMBDAS = (0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10, 0.12, 0.15, 0.20, 0.25)
@@ -180,29 +181,31 @@ class StepResult:
 
 def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dists: list, method: str,
                         metric: str = "neuron", lambda_chunk: int | None = None, dense_stream: str = "candidate",
-                        progress: bool = True, desc: str = "NeuroAL candidates"):
+                        progress: bool = True, desc: str = "NeuroAL candidates", mesh=None):
     """Alignment of every candidate distribution, block by block on each candidate's sparse stream.
 
+    mesh: a `sharding.make_mesh` mesh; the candidate axis is sharded over its λ devices.
     Returns (totals [K], per-layer alignment {key: [K]}, deltas [K × {key: δ}]).
     """
     K = len(dists)
     chunk = K if not lambda_chunk else min(int(lambda_chunk), K)
-    # Every chunk is padded (repeating its last candidate) to one size of at least 2: one compiled
-    # program for all chunks, and XLA's size-1 specialisation (different rounding) never kicks in,
-    # so any lambda_chunk gives bit-identical results.
-    width = max(chunk, 2)
+    # Every chunk is padded (repeating its last candidate) to one width, a multiple of the λ devices
+    # with at least 2 per device: one compiled program for all chunks, and XLA's size-1
+    # specialisation (different rounding) never kicks in, so any lambda_chunk or device count gives
+    # the same results.
+    width = padded_width(chunk, mesh)
     fam = family_of(cfg)
     windows = jnp.asarray(np.asarray(windows, np.int32))
-    ctxs = block_contexts(cfg, windows.shape[1])
-    x0 = embed(cfg, params, windows)
+    ctxs = replicate(block_contexts(cfg, windows.shape[1]), mesh)
+    x0 = replicate(embed(cfg, params, windows), mesh)
     chunks = [list(range(i, min(i + chunk, K))) for i in range(0, K, chunk)]
     padded = [c + [c[-1]] * (width - len(c)) for c in chunks]
-    streams = [jnp.broadcast_to(x0, (width, *x0.shape)) for _ in chunks]
+    streams = [shard_candidates(jnp.broadcast_to(x0, (width, *x0.shape)), mesh) for _ in chunks]
     dense_x = x0
     per_layer = {k: np.zeros(K) for k in layer_keys(cfg)}
     deltas = [dict() for _ in range(K)]
     for b in tqdm(range(cfg.num_layers), desc=desc, disable=not progress, leave=False):
-        p, ctx = params["blocks"][b], ctxs[b]
+        p, ctx = shard_params(params["blocks"][b], mesh), ctxs[b]
         a_dense_given = None
         if dense_stream == "model":
             dense_x, a_dense_given = _dense_step(cfg, p, dense_x, ctx)
@@ -213,13 +216,14 @@ def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dis
             raise ValueError("candidates of one step must all be scalar or all be per-row distributions")
         ties = ties.pop()
         for c, idx in enumerate(chunks):
-            keeps = {name: jnp.asarray(np.stack([v[i][0] for i in padded[c]])) for name, v in keeps_ties.items()}
+            keeps = shard_candidates({name: np.stack([v[i][0] for i in padded[c]]) for name, v in keeps_ties.items()},
+                                     mesh)
             y, a_d, a_s, align = candidates_block(cfg, method, ties, metric, p, streams[c], ctx, keeps, a_dense_given)
             streams[c] = y
             a_d = {k: (jnp.broadcast_to(v, (width, *v.shape)) if v.ndim == 1 else v) for k, v in a_d.items()}
-            delta = {k: np.asarray(a_d[k] - a_s[k]) for k in a_s}
+            delta = {k: to_host(a_d[k] - a_s[k]) for k in a_s}
             for name in fam.prunable:
-                vals = np.asarray(align[name], np.float64)
+                vals = to_host(align[name]).astype(np.float64)
                 for j, i in enumerate(idx):
                     per_layer[f"{b}.{name}"][i] = vals[j]
                     deltas[i][f"{b}.{name}"] = delta[name][j]
@@ -244,6 +248,11 @@ class SearchSettings:
     alignment: str = "neuron"
     lambda_chunk: int | None = None
     dense_stream: str = "candidate"
+    devices: int | None = None  # None: one device, no mesh
+    model_parallel: int = 1
+
+    def mesh(self):
+        return None if self.devices is None and self.model_parallel == 1 else make_mesh(self.devices, self.model_parallel)
 
     def validate(self, method: str) -> "SearchSettings":
         if self.step not in STEPS:
@@ -289,7 +298,7 @@ def neuroal_search(cfg: ModelConfig, params: dict, windows: np.ndarray, sparsity
     t0 = time.perf_counter()
     win = np.asarray(windows)[:settings.search_samples]
     kw = dict(metric=settings.alignment, lambda_chunk=settings.lambda_chunk,
-              dense_stream=settings.dense_stream, progress=progress)
+              dense_stream=settings.dense_stream, progress=progress, mesh=settings.mesh())
     block = row = None
     if settings.step in ("block", "both"):
         lams = settings.lambdas_block or default_block_lambdas(sparsity)
@@ -316,7 +325,8 @@ def neuroal(job: PruneJob) -> Allocation:
         lambdas_block=tuple(o["lambdas_block"]) if o.get("lambdas_block") else None,
         lambdas_row=tuple(o["lambdas_row"]) if o.get("lambdas_row") else None,
         search_samples=o.get("search_samples") or 8, alignment=o.get("alignment") or "neuron",
-        lambda_chunk=o.get("lambda_chunk"), dense_stream=o.get("dense_stream") or "candidate")
+        lambda_chunk=o.get("lambda_chunk"), dense_stream=o.get("dense_stream") or "candidate",
+        devices=o.get("devices"), model_parallel=o.get("model_parallel") or 1)
     if job.structure.kind != "row":
         raise ValueError(f"NeuroAL allocates per-row sparsities; structure {job.structure} is not supported")
     result = neuroal_search(job.cfg, job.params, job.windows, job.sparsity, job.method, settings, job.progress)

@@ -1,0 +1,45 @@
+"""λ candidates sharded over a device mesh give the single-device search (4 CPU devices, subprocess)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neuroal_jax.sharding import make_mesh, padded_width
+
+TESTS = Path(__file__).parent
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("fixture")
+@pytest.mark.parametrize("chunk", [0, 3])
+def test_sharded_search_equals_one_device(chunk):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, str(TESTS / "scripts" / "sharded_search.py"), str(TESTS), str(chunk)],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert len(runs) == 3
+    one = runs[0]
+    assert [r["stream_devices"] for r in runs] == [[1], [4], [4]]
+    for r in runs[1:]:
+        assert (r["lambda_block"], r["lambda_row"]) == (one["lambda_block"], one["lambda_row"])
+        np.testing.assert_allclose(r["block"], one["block"], rtol=1e-6)
+        np.testing.assert_allclose(r["row"], one["row"], rtol=1e-6)
+        assert r["masks"] == one["masks"]
+
+
+def test_padded_width_keeps_two_candidates_per_device():
+    assert padded_width(14, None) == 14
+    assert padded_width(1, None) == 2
+    assert padded_width(1, make_mesh(1)) == 2
+
+
+def test_make_mesh_rejects_bad_device_counts():
+    with pytest.raises(ValueError, match="devices must be between 1 and the 1 available"):
+        make_mesh(devices=3)
+    with pytest.raises(ValueError, match="model_parallel must divide"):
+        make_mesh(devices=1, model_parallel=2)
