@@ -57,8 +57,8 @@ def config_from_hf(hf: dict) -> ModelConfig:
     return ModelConfig(family=t.family, **kw)
 
 
-def config_to_hf(cfg: ModelConfig) -> dict:
-    """A HF config.json dict (v4 style, readable by transformers 4.x and 5.x)."""
+def config_to_hf(cfg: ModelConfig, dtype: str = "float32") -> dict:
+    """A HF config.json dict (v4 style, readable by transformers 4.x and 5.x); `dtype` of the weights."""
     t = TABLES[cfg.family]
     hf = {"architectures": [t.architecture], "model_type": t.model_types[0]}
     for k, ours in t.fields.items():
@@ -66,51 +66,76 @@ def config_to_hf(cfg: ModelConfig) -> dict:
         hf[k] = list(v) if isinstance(v, tuple) else v
     hf.update(t.fixed)
     hf.update(t.underive(cfg))
-    hf["torch_dtype"] = "float32"
+    hf["torch_dtype"] = dtype
     return hf
 
 
 # ---------------------------------------------------------------- weights
 
-def params_from_tensors(cfg: ModelConfig, tensors: dict, source: str = "checkpoint", dtype=np.float32) -> dict:
-    """Nest HF-named tensors into our params pytree using the family's table."""
+def with_model_prefix(tensors: dict) -> dict:
+    """Checkpoints saved from the bare decoder (e.g. facebook/opt-*: "decoder.layers...") get "model."."""
+    if any(name.startswith("model.") for name in tensors):
+        return tensors
+    return {(n if n.startswith("lm_head.") else f"model.{n}"): v for n, v in tensors.items()}
+
+
+def place(cfg: ModelConfig, name: str) -> tuple | None:
+    """Where a HF tensor goes in our pytree: ("blocks", index, module, kind), (top, kind), () to skip it
+    (a saved copy of a tied head, a recomputed buffer), or None when the family's table does not map it."""
     t = TABLES[cfg.family]
-    if not any(name.startswith("model.") for name in tensors):  # e.g. facebook/opt-*: "decoder.layers..."
-        tensors = {(n if n.startswith("lm_head.") else f"model.{n}"): v for n, v in tensors.items()}
+    if name.startswith(t.blocks + "."):
+        index, rest = name[len(t.blocks) + 1:].split(".", 1)
+        module, kind = rest.rsplit(".", 1)
+        if int(index) < cfg.num_layers:
+            return ("blocks", int(index), module, kind)
+    top = next((ours for ours, hf in t.top.items() if name.startswith(hf + ".")), None)
+    if top == "lm_head" and cfg.tie_word_embeddings:
+        return ()
+    if top is not None:
+        return (top, name[len(t.top[top]) + 1:])
+    return () if IGNORED_TENSORS.match(name) else None
+
+
+def params_from_tensors(cfg: ModelConfig, tensors: dict, source: str = "checkpoint", dtype=np.float32,
+                        validate: bool = True) -> dict:
+    """Nest HF-named tensors into our params pytree using the family's table."""
     params: dict = {"blocks": [{} for _ in range(cfg.num_layers)]}
     unexpected = []
-    for name, arr in tensors.items():
-        leaf = jnp.asarray(np.asarray(arr, dtype=dtype))
-        if name.startswith(t.blocks + "."):
-            index, rest = name[len(t.blocks) + 1:].split(".", 1)
-            module, kind = rest.rsplit(".", 1)
-            if int(index) < cfg.num_layers:
-                params["blocks"][int(index)].setdefault(module, {})[kind] = leaf
-                continue
-        top = next((ours for ours, hf in t.top.items() if name.startswith(hf + ".")), None)
-        if top == "lm_head" and cfg.tie_word_embeddings:
-            continue  # a saved copy of the tied embedding
-        if top is not None:
-            params.setdefault(top, {})[name[len(t.top[top]) + 1:]] = leaf
-        elif not IGNORED_TENSORS.match(name):
+    for name, arr in with_model_prefix(tensors).items():
+        where = place(cfg, name)
+        if where is None:
             unexpected.append(name)
+        elif where:
+            leaf = jnp.asarray(np.asarray(arr, dtype=dtype))
+            if where[0] == "blocks":
+                params["blocks"][where[1]].setdefault(where[2], {})[where[3]] = leaf
+            else:
+                params.setdefault(where[0], {})[where[1]] = leaf
     if unexpected:
         raise ValueError(f"{source}: tensors the {cfg.family} table does not map: {unexpected[:8]}")
-    validate_params(cfg, params, source=f"weights in {source}")
+    if validate:
+        validate_params(cfg, params, source=f"weights in {source}")
     return params
+
+
+def top_tensors(cfg: ModelConfig, params: dict) -> dict[str, np.ndarray]:
+    """The non-block params (embedding, final norm, untied head) under their HF names."""
+    t = TABLES[cfg.family]
+    return {f"{hf}.{kind}": np.asarray(arr) for ours, hf in t.top.items() for kind, arr in params.get(ours, {}).items()}
+
+
+def block_tensors(cfg: ModelConfig, b: int, block: dict) -> dict[str, np.ndarray]:
+    """Block b's params under their HF names."""
+    prefix = f"{TABLES[cfg.family].blocks}.{b}"
+    return {f"{prefix}.{module}.{kind}": np.asarray(arr) for module, leaves in block.items()
+            for kind, arr in leaves.items()}
 
 
 def tensors_from_params(cfg: ModelConfig, params: dict) -> dict[str, np.ndarray]:
     """Flatten our params pytree back to HF tensor names (tied lm_head omitted)."""
-    t = TABLES[cfg.family]
-    out = {}
-    for ours, hf in t.top.items():
-        for kind, arr in params.get(ours, {}).items():
-            out[f"{hf}.{kind}"] = np.asarray(arr)
+    out = top_tensors(cfg, params)
     for i, block in enumerate(params["blocks"]):
-        for module, leaves in block.items():
-            for kind, arr in leaves.items():
-                out[f"{t.blocks}.{i}.{module}.{kind}"] = np.asarray(arr)
+        out.update(block_tensors(cfg, i, block))
     return out
 
 
@@ -176,7 +201,8 @@ def export_hf(cfg: ModelConfig, params: dict, out: str | os.PathLike, tokenizer=
     """Write a HF PyTorch checkpoint folder (config.json, model.safetensors, tokenizer) atomically."""
     validate_params(cfg, params)
     with atomic_dir(out, force=force) as tmp:
-        (tmp / "config.json").write_text(json.dumps(config_to_hf(cfg), indent=2) + "\n")
+        dtype = np.dtype(params["embed"]["weight"].dtype).name
+        (tmp / "config.json").write_text(json.dumps(config_to_hf(cfg, dtype), indent=2) + "\n")
         safetensors_io.save_file(tensors_from_params(cfg, params), tmp / "model.safetensors")
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))

@@ -60,7 +60,7 @@ def available_topups() -> list[str]:
 class PruneResult:
     config: ModelConfig
     params: dict  # the pruned params
-    masks: dict  # {"<block>.<module>": bool[out, in]}, True = kept
+    masks: dict | None  # {"<block>.<module>": bool[out, in]}, True = kept (None when streamed: load_masks(out))
     dist: dict  # {"<block>.<module>": float | float64[out]}: the targets the pruning used
     report: dict  # what report.json holds
     out: Path | None  # the output folder, if one was written
@@ -109,9 +109,10 @@ def check_model_fits(cfg: ModelConfig, params: dict, structure: Structure, seqle
                          "pass a smaller seqlen")
     if structure.kind == "nm":
         from .models import family_of
-        for b, block in enumerate(params["blocks"]):
+        shapes = family_of(cfg).param_shapes(cfg)["blocks"]
+        for b, block in enumerate(shapes):
             for name in family_of(cfg).prunable:
-                inp = block[name]["weight"].shape[1]
+                inp = block[name]["weight"][1]
                 if inp % structure.m:
                     raise ValueError(f"structure {structure}: layer {b}.{name} has {inp} input features, "
                                      f"not divisible by M={structure.m}")
@@ -130,18 +131,42 @@ def check_out(out, force: bool) -> Path | None:
 
 # ---------------------------------------------------------------- pieces
 
-def resolve_model(model) -> tuple[str, ModelConfig, dict, Any, str | None]:
+DTYPES = ("float32", "bfloat16")
+
+
+def check_dtype(dtype: str) -> np.dtype:
+    """The NumPy dtype of a --dtype name (weights and activations; statistics stay float32)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    import ml_dtypes
+    return np.dtype(ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float32)
+
+
+def _cast(params: dict, dtype: np.dtype) -> dict:
+    import jax
+    import jax.numpy as jnp
+    if params["embed"]["weight"].dtype == dtype:
+        return params
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
+
+
+def resolve_model(model, dtype: str = "float32", stream: bool = False) -> tuple[str, ModelConfig, dict, Any, str | None]:
     """(name, config, params, tokenizer, source) of a spec string / path (the name is the spec as given),
-    a LoadedModel, or a (config, params) pair."""
+    a LoadedModel, or a (config, params) pair; params in `dtype`. stream=True opens a spec with lazily
+    read blocks (converters.stream.open_streamed)."""
+    np_dtype = check_dtype(dtype)
     if isinstance(model, (str, os.PathLike)):
-        from converters import load_model
-        loaded = load_model(os.fspath(model))
+        if stream:
+            from converters.stream import open_streamed as load_model
+        else:
+            from converters import load_model
+        loaded = load_model(os.fspath(model), dtype=np_dtype)
         return os.fspath(model), loaded.config, loaded.params, loaded.tokenizer, _source(loaded)
     if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], ModelConfig):
-        return "in-memory", model[0], model[1], None, None
+        return "in-memory", model[0], _cast(model[1], np_dtype), None, None
     if hasattr(model, "config") and hasattr(model, "params"):
-        return (str(getattr(model, "name", "in-memory")), model.config, model.params, getattr(model, "tokenizer", None),
-                _source(model))
+        return (str(getattr(model, "name", "in-memory")), model.config, _cast(model.params, np_dtype),
+                getattr(model, "tokenizer", None), _source(model))
     raise ValueError(f"model must be a spec string, a LoadedModel or a (config, params) pair, got {type(model).__name__}")
 
 
@@ -196,7 +221,8 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
           structure: str | Structure = "row", calib: str = "c4", nsamples: int = 128, seqlen: int = 2048,
           seed: int = 0, out: str | os.PathLike | None = None, eval: Sequence[str] | str = (),
           eval_nsamples: int | None = None, force: bool = False, options: dict | None = None,
-          batch_size: int = 8, progress: bool = True) -> PruneResult:
+          batch_size: int = 8, progress: bool = True, dtype: str = "float32", stream: bool = False,
+          resume: bool = False) -> PruneResult:
     """Prune `model` one-shot with `method` scores and `top_up` sparsity allocation.
 
     model: spec string for `converters.load_model` (built-in name, .gguf, HF folder or Hub id), a
@@ -209,6 +235,10 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
     eval: perplexity test sets (same spec syntax), each on at most `eval_nsamples` windows of `seqlen`.
     options: top-up options, e.g. {"owl_m": 5, "owl_lambda": 0.08}; recorded in the report.
     out: write the output folder (atomically; an existing folder needs `force`).
+    dtype: "float32" or "bfloat16" weights and activations (statistics and scores stay float32).
+    stream: read the model and write `out` one block at a time (needs `out`; see neuroal_jax.streaming);
+        the result's params then read their blocks lazily from `out`. resume: continue an interrupted
+        streamed run of the same settings (implies stream).
     """
     from .data import calibration_windows, eval_windows, parse_spec
     from .evaluation import perplexity
@@ -230,12 +260,23 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
     parse_spec(calib)
     for s in specs:
         parse_spec(s)
+    np_dtype = check_dtype(dtype)
+    stream = stream or resume
+    if stream and out is None:
+        raise ValueError("stream=True (--stream, --resume) writes the model block by block and needs an output folder")
     out = check_out(out, force)
 
     timer = Timer()
     with timer("load"):
-        name, cfg, params, tokenizer, source = resolve_model(model)
+        name, cfg, params, tokenizer, source = resolve_model(model, dtype, stream)
     check_model_fits(cfg, params, st, seqlen)
+    settings = {"model_source": source, "family": cfg.family, "structure": str(st), "calib": calib,
+                "nsamples": nsamples, "seqlen": seqlen, "seed": seed, "dtype": dtype, "stream": stream,
+                "batch_size": batch_size, "eval_nsamples": eval_nsamples, "options": options}
+    if stream:
+        from . import streaming
+        part, resumed = streaming.open_run(out, {"model": name, "method": method, "top_up": top_up,
+                                                 "sparsity": sparsity, **settings}, force, resume)
 
     with timer("calibration"):
         windows = calibration_windows(calib, tokenizer, nsamples, seqlen, seed)
@@ -244,22 +285,27 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
             test_sets = {s: eval_windows(s, tokenizer, seqlen, eval_nsamples) for s in specs}
 
     with timer("allocation"):
-        job = PruneJob(cfg, params, windows, sparsity, method, st, options, batch_size, progress)
-        allocation = get_allocation(top_up)(job)
+        allocation = streaming.load_allocation(part) if stream and resumed else None
+        if allocation is None:
+            job = PruneJob(cfg, params, windows, sparsity, method, st, options, batch_size, progress)
+            allocation = get_allocation(top_up)(job)
+            if stream and allocation.refine is None:  # a refining top-up (DSnoT) is rebuilt on resume
+                streaming.save_allocation(part, allocation)
     with timer("prune"):
-        pruned, masks = sequential_prune(cfg, params, windows, allocation.dist, method, st, batch_size,
-                                         allocation.refine, progress)
-        summary = sparsity_summary(cfg, masks)
+        if stream:
+            summary = streaming.streamed_prune(cfg, params, windows, allocation.dist, method, st, batch_size,
+                                               allocation.refine, progress, part, np_dtype)
+            pruned, masks = streaming.reopen_pruned(cfg, params, part, np_dtype), None
+        else:
+            pruned, masks = sequential_prune(cfg, params, windows, allocation.dist, method, st, batch_size,
+                                             allocation.refine, progress)
+            summary = sparsity_summary(cfg, masks)
 
     ppl = {}
     if specs:
         with timer("eval"):
             for s, w in test_sets.items():
                 ppl[s] = perplexity(cfg, pruned, w, batch_size=batch_size, progress=progress, desc=f"perplexity {s}")
-
-    settings = {"model_source": source, "family": cfg.family, "structure": str(st), "calib": calib,
-                "nsamples": nsamples, "seqlen": seqlen, "seed": seed,
-                "batch_size": batch_size, "eval_nsamples": eval_nsamples, "options": options}
 
     def make_report(export_started: float | None = None) -> dict:
         timings = timer.rounded()
@@ -272,6 +318,9 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
 
     if out is None:
         report = make_report()
+    elif stream:
+        report = _finish_streamed(part, out, tokenizer, make_report)
+        pruned = streaming.reopen_pruned(cfg, params, out, np_dtype)
     else:
         from .io_utils import atomic_dir
         t0 = time.perf_counter()
@@ -279,3 +328,16 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
             report = write_outputs(tmp, cfg, pruned, tokenizer, masks, allocation.dist, lambda: make_report(t0))
     return PruneResult(cfg, pruned, masks, allocation.dist, report, out, tokenizer)
 
+
+def _finish_streamed(part: Path, out: Path, tokenizer, make_report: Callable[[], dict]) -> dict:
+    """Tokenizer, report and plots into the finished run's folder, then rename it to `out`."""
+    from .plots import save_plots
+    from .report import write_json
+    from .streaming import finish_run
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(part))
+    report = make_report()
+    save_plots(report, part / "plots")
+    write_json(part / "report.json", report)
+    finish_run(part, out)
+    return report

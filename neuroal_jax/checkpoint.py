@@ -6,6 +6,9 @@ One orbax PyTree checkpoint (folder `masks/` of a prune output folder) holds
      "dist":  {"<block>.<module>": float (one sparsity for the layer) | float64[out] (per row)},
      "format_version": 1}
 
+A block-streamed prune (`stream=True`) writes the same tree once per block, as `masks/block-00000/`,
+`masks/block-00001/`, ... (each is also the run's resume point); the readers below merge them.
+
 Bool masks are stored as they are; orbax's compression brings a random 50% mask to about
 1.6 bits per weight. Everything comes back as NumPy on the host.
 
@@ -16,6 +19,7 @@ Bool masks are stored as they are; orbax's compression brings a random 50% mask 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -46,25 +50,50 @@ def save_masks(directory: str | os.PathLike, masks: dict, dist: dict | None = No
     return directory
 
 
-def _resolve(directory: str | os.PathLike) -> Path:
-    """Accept the checkpoint folder itself or a prune output folder that holds `masks/`."""
+def block_dir(directory: str | os.PathLike, b: int) -> Path:
+    return Path(directory) / f"block-{b:05d}"
+
+
+def _is_checkpoint(d: Path) -> bool:
+    return (d / "_METADATA").exists() or (d / "_CHECKPOINT_METADATA").exists()
+
+
+def _block_checkpoints(d: Path) -> list[Path]:
+    """Finished per-block checkpoints (orbax's temporary folders have a suffix and are skipped)."""
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.glob("block-[0-9]*") if re.fullmatch(r"block-\d{5}", p.name) and _is_checkpoint(p))
+
+
+def _resolve(directory: str | os.PathLike) -> list[Path]:
+    """The checkpoint folder(s) of a masks checkpoint, a per-block one, or a prune output folder."""
     d = Path(directory).absolute()
-    if (d / MASKS_DIR / "_METADATA").exists() or (d / MASKS_DIR / "_CHECKPOINT_METADATA").exists():
-        return d / MASKS_DIR
+    for cand in (d / MASKS_DIR, d):
+        if _is_checkpoint(cand):
+            return [cand]
+        if blocks := _block_checkpoints(cand):
+            return blocks
     if not d.is_dir():
         raise FileNotFoundError(f"{directory}: no such masks checkpoint")
-    if not ((d / "_METADATA").exists() or (d / "_CHECKPOINT_METADATA").exists()):
-        raise FileNotFoundError(f"{directory} is not a masks checkpoint (no orbax metadata, no masks/ inside)")
-    return d
+    raise FileNotFoundError(f"{directory} is not a masks checkpoint (no orbax metadata, no masks/ inside)")
 
 
-def _restore(directory) -> dict:
-    tree = _checkpointer().restore(_resolve(directory))
+def _restore_one(directory: Path) -> dict:
+    tree = _checkpointer().restore(directory)
     version = int(tree.get("format_version", 1))
     if version > FORMAT_VERSION:
         raise ValueError(f"{directory}: masks format version {version} is newer than this neuroal_jax "
                          f"reads ({FORMAT_VERSION})")
     return tree
+
+
+def _restore(directory) -> dict:
+    merged = {"masks": {}, "dist": {}}
+    for d in _resolve(directory):
+        tree = _restore_one(d)
+        merged["masks"].update(tree.get("masks", {}))
+        merged["dist"].update(tree.get("dist") or {})
+    return merged
 
 
 def load_masks(directory: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -131,6 +131,10 @@ FALLBACK_OPTIONS: dict[str, tuple[Option, ...]] = {
         Option("--dense-stream", "dense_stream",
                "NeuroAL: dense activations on each candidate's sparse stream (reference, default) or on "
                "the dense model's stream (paper's Algorithm 1)", type=str, choices=("candidate", "model")),
+        Option("--devices", "devices", "NeuroAL: shard the λ candidates over the first N devices "
+               "(default: one device)", type=int, metavar="N"),
+        Option("--model-parallel", "model_parallel", "NeuroAL: also split every weight's rows over M of those "
+               "devices (M divides N; default: 1)", type=int, metavar="M"),
     ),
 }
 
@@ -180,10 +184,14 @@ def cmd_prune(args) -> int:
     from .report import format_summary
 
     options = options_from_args(args, load_topup_modules())
+    if args.distributed:
+        from .sharding import initialize_distributed
+        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     result = prune(args.model, method=args.method, sparsity=args.sparsity, top_up=args.top_up,
                    structure=args.structure, calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen,
                    seed=args.seed, out=args.out, eval=args.eval or (), eval_nsamples=args.eval_nsamples,
-                   force=args.force, options=options, batch_size=args.batch_size, progress=not args.quiet)
+                   force=args.force, options=options, batch_size=args.batch_size, progress=not args.quiet,
+                   dtype=args.dtype, stream=args.stream, resume=args.resume)
     print(format_summary(result.report))
     print(f"\nwrote {result.out} (Hugging Face checkpoint, masks/, report.json, plots/)")
     return 0
@@ -263,6 +271,20 @@ def _add_prune(sub) -> None:
                    help="evaluate only the first N windows of each test set (default: all)")
     g.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g = p.add_argument_group("scale: precision, memory, interrupted runs, several hosts")
+    g.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="weights and activations (statistics and scores stay float32; default: float32)")
+    g.add_argument("--stream", action="store_true",
+                   help="read the model and write --out one block at a time (peak memory about one block plus "
+                        "activations) with a resume point after every block")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted --stream run of the same settings (implies --stream)")
+    g.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize first (multi-host; run the same command on every host)")
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="with --distributed: process 0's address "
+                   "(default: auto-detected on SLURM / Open MPI / TPU)")
+    g.add_argument("--num-processes", type=int, metavar="N", help="with --distributed: number of processes")
+    g.add_argument("--process-id", type=int, metavar="I", help="with --distributed: this process's index")
     add_topup_options(p, modules)
     p.set_defaults(func=cmd_prune)
 

@@ -8,22 +8,31 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import ModelConfig
-from .models import block_contexts, final_hidden_states, head_params, token_nll
+from .models import block_apply, block_contexts, embed, head_params, token_nll
 
 
 def perplexity(cfg: ModelConfig, params: dict, windows: np.ndarray, batch_size: int = 8,
                progress: bool = True, desc: str = "perplexity") -> float:
-    """exp(mean NLL) of windows [n, seqlen]; the last batch is padded and its padding ignored."""
+    """exp(mean NLL) of windows [n, seqlen]; the last batch is padded and its padding ignored.
+
+    Runs block by block over all batches (the same jitted ops as a whole forward, in another order),
+    so `params["blocks"]` may be a lazy sequence that reads each block from disk once."""
     windows = np.asarray(windows, dtype=np.int32)
     n, seqlen = windows.shape
-    ctxs, head = block_contexts(cfg, seqlen), head_params(params)
-    total = 0.0
-    for start in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
+    batches = []
+    for start in range(0, n, batch_size):
         batch = windows[start:start + batch_size]
-        real = len(batch)
-        if real < batch_size and n > batch_size:  # keep one compiled shape
-            batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - real, axis=0)])
-        tokens = jnp.asarray(batch)
-        per_window = np.asarray(token_nll(cfg, head, final_hidden_states(cfg, params, tokens, ctxs), tokens))
-        total += float(per_window[:real].sum())
+        if len(batch) < batch_size and n > batch_size:  # keep one compiled shape
+            batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - len(batch), axis=0)])
+        batches.append(jnp.asarray(batch))
+    xs = [embed(cfg, params, tokens) for tokens in batches]
+    ctxs = block_contexts(cfg, seqlen)
+    for b in tqdm(range(cfg.num_layers), desc=desc, disable=not progress, leave=False):
+        p = params["blocks"][b]
+        xs = [block_apply(cfg, p, x, ctxs[b])[0] for x in xs]
+    head = head_params(params)
+    total = 0.0
+    for i, (x, tokens) in enumerate(zip(xs, batches)):
+        real = min(batch_size, n - i * batch_size)
+        total += float(np.asarray(token_nll(cfg, head, x, tokens))[:real].sum())
     return math.exp(total / (n * (seqlen - 1)))

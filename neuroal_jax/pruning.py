@@ -229,20 +229,36 @@ def embed_batches(cfg: ModelConfig, params: dict, windows: np.ndarray, batch_siz
     return [embed(cfg, params, jnp.asarray(windows[i:i + batch_size])) for i in range(0, len(windows), batch_size)]
 
 
+def prune_blocks(cfg: ModelConfig, params: dict, windows: np.ndarray, dist: Distribution, method: str,
+                 structure: Structure = Structure(), batch_size: int = 8, refine: Callable | None = None,
+                 progress: bool = True, restore: Callable[[int], tuple | None] | None = None):
+    """Yield (b, pruned block b params, {key: mask} of block b), block by block on the sparse stream.
+
+    Only block b's weights are touched at step b, so `params["blocks"]` may be a lazy sequence that
+    reads each block from disk. `restore(b)` returns the (params, masks) of a block pruned by an earlier,
+    interrupted run, or None; a restored block only advances the stream."""
+    check_method(method)
+    xs = embed_batches(cfg, params, windows, batch_size)
+    ctxs = block_contexts(cfg, np.shape(windows)[1])
+    for b in tqdm(range(cfg.num_layers), desc=f"pruning ({method})", disable=not progress, leave=False):
+        done = restore(b) if restore is not None else None
+        if done is None:
+            p = params["blocks"][b]
+            _, stats = collect_block_stats(cfg, p, xs, ctxs[b], hessian=(method == "sparsegpt"),
+                                           moments=bool(getattr(refine, "needs_input_moments", False)),
+                                           outputs=False)
+            done = prune_block(cfg, b, p, stats, dist, method, structure, refine)
+        p_new, m = done
+        xs = [block_apply(cfg, p_new, x, ctxs[b])[0] for x in xs]
+        yield b, p_new, m
+
+
 def sequential_prune(cfg: ModelConfig, params: dict, windows: np.ndarray, dist: Distribution, method: str,
                      structure: Structure = Structure(), batch_size: int = 8, refine: Callable | None = None,
                      progress: bool = True) -> tuple[dict, dict]:
     """Prune the whole model block by block on the sparse stream. Returns (pruned params, masks)."""
-    check_method(method)
-    xs = embed_batches(cfg, params, windows, batch_size)
-    ctxs = block_contexts(cfg, np.shape(windows)[1])
     blocks, masks = [], {}
-    for b in tqdm(range(cfg.num_layers), desc=f"pruning ({method})", disable=not progress, leave=False):
-        p = params["blocks"][b]
-        _, stats = collect_block_stats(cfg, p, xs, ctxs[b], hessian=(method == "sparsegpt"),
-                                       moments=bool(getattr(refine, "needs_input_moments", False)), outputs=False)
-        p_new, m = prune_block(cfg, b, p, stats, dist, method, structure, refine)
-        xs = [block_apply(cfg, p_new, x, ctxs[b])[0] for x in xs]
+    for _, p_new, m in prune_blocks(cfg, params, windows, dist, method, structure, batch_size, refine, progress):
         blocks.append(p_new)
         masks.update(m)
     return {**params, "blocks": blocks}, masks
@@ -262,14 +278,22 @@ def dense_activation_norms(cfg: ModelConfig, params: dict, windows: np.ndarray, 
 
 # ---------------------------------------------------------------- summaries
 
-def sparsity_summary(cfg: ModelConfig, masks: dict) -> dict:
+def layer_sparsities(masks: dict) -> tuple[dict, dict]:
+    """({key: fraction pruned}, {key: number of weights}) of some layers' masks."""
+    return ({k: 1.0 - float(np.mean(np.asarray(m))) for k, m in masks.items()},
+            {k: int(np.size(m)) for k, m in masks.items()})
+
+
+def summarize_sparsity(cfg: ModelConfig, layer: dict, sizes: dict) -> dict:
     """Achieved sparsity: overall (over prunable layers), per layer and per block."""
-    layer = {k: 1.0 - float(np.mean(np.asarray(m))) for k, m in masks.items()}
-    sizes = {k: int(np.size(m)) for k, m in masks.items()}
     blocks = {}
     for b in range(cfg.num_layers):
-        ks = [k for k in masks if k.split(".", 1)[0] == str(b)]
+        ks = [k for k in layer if k.split(".", 1)[0] == str(b)]
         total = sum(sizes[k] for k in ks)
         blocks[str(b)] = sum(layer[k] * sizes[k] for k in ks) / total if total else 0.0
-    overall = sum(layer[k] * sizes[k] for k in masks) / max(1, sum(sizes.values()))
+    overall = sum(layer[k] * sizes[k] for k in layer) / max(1, sum(sizes.values()))
     return {"sparsity": overall, "layer_sparsity": layer, "block_sparsity": blocks}
+
+
+def sparsity_summary(cfg: ModelConfig, masks: dict) -> dict:
+    return summarize_sparsity(cfg, *layer_sparsities(masks))

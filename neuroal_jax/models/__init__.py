@@ -29,8 +29,13 @@ def block_apply(cfg: ModelConfig, p: dict, x, ctx):
 
 
 @partial(jax.jit, static_argnums=0)
+def _embed(cfg: ModelConfig, top: dict, tokens):
+    return family_of(cfg).embed(cfg, top, tokens)
+
+
 def embed(cfg: ModelConfig, params: dict, tokens):
-    return family_of(cfg).embed(cfg, params, tokens)
+    """Token embeddings [B, T, H]; only the top-level params are passed in (blocks may be lazy)."""
+    return _embed(cfg, {k: v for k, v in params.items() if k != "blocks"}, tokens)
 
 
 def block_contexts(cfg: ModelConfig, seqlen: int) -> list[dict]:

@@ -1,0 +1,200 @@
+"""Block streaming: read a model one block at a time and write a pruned one the same way.
+
+    model = open_streamed("llama-7b/")            # or a .gguf file, or a built-in name
+    model.params["blocks"][3]                     # read from disk now (memory-mapped), not cached
+    with ShardWriter(folder, model.config) as w:  # model-block-00003.safetensors, ..., index.json
+        w.write_block(3, pruned_block)
+
+Only the embedding, final norm and head are held in memory; `params["blocks"]` is a `LazyBlocks`
+sequence, so code that visits blocks in order (the pruning pass, the NeuroAL search, OWL's
+statistics, perplexity) holds about one block at a time.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Callable
+
+import jax.numpy as jnp
+import numpy as np
+
+from neuroal_jax.config import ModelConfig
+from neuroal_jax.models import family_of
+
+from . import safetensors_io
+from .hf import (block_tensors, config_from_hf, config_to_hf, place, resolve_hf_source, top_tensors, weight_files,
+                 with_model_prefix)
+
+INDEX = "model.safetensors.index.json"
+
+
+class LazyBlocks(Sequence):
+    """`params["blocks"]` that loads block b from disk on every `[b]` (nothing is cached)."""
+
+    def __init__(self, cfg: ModelConfig, load: Callable[[int], dict]):
+        self._cfg, self._load = cfg, load
+
+    def __len__(self) -> int:
+        return self._cfg.num_layers
+
+    def __getitem__(self, b):
+        if isinstance(b, slice):
+            return [self[i] for i in range(*b.indices(len(self)))]
+        if not -len(self) <= b < len(self):
+            raise IndexError(f"block {b} out of range for a {len(self)}-block model")
+        block = self._load(b % len(self))
+        check_block(self._cfg, b % len(self), block)
+        return block
+
+
+def check_block(cfg: ModelConfig, b: int, block: dict) -> None:
+    expected = family_of(cfg).param_shapes(cfg)["blocks"][b]
+    got = {m: {k: tuple(v.shape) for k, v in leaves.items()} for m, leaves in block.items()}
+    want = {m: dict(leaves) for m, leaves in expected.items()}
+    if got != want:
+        raise ValueError(f"block {b} does not match a {cfg.family} block: got {got}, expected {want}")
+
+
+def _nest(cfg: ModelConfig, tensors: dict, dtype, source: str) -> tuple[dict, dict]:
+    """(top-level params, {block: params}) of some HF-named tensors."""
+    top, blocks = {}, {}
+    for name, arr in with_model_prefix(tensors).items():
+        where = place(cfg, name)
+        if where is None:
+            raise ValueError(f"{source}: tensor {name} is not mapped by the {cfg.family} table")
+        if not where:
+            continue
+        leaf = jnp.asarray(np.asarray(arr, dtype=dtype))
+        if where[0] == "blocks":
+            blocks.setdefault(where[1], {}).setdefault(where[2], {})[where[3]] = leaf
+        else:
+            top.setdefault(where[0], {})[where[1]] = leaf
+    return top, blocks
+
+
+# ---------------------------------------------------------------- readers
+
+def _hf_streamed(folder: Path, dtype) -> tuple[ModelConfig, dict]:
+    cfg = config_from_hf(json.loads((folder / "config.json").read_text()))
+    files = [f for f in weight_files(folder)]
+    if any(f.suffix != ".safetensors" for f in files):
+        raise ValueError(f"{folder}: block streaming reads safetensors checkpoints (or GGUF), not .bin files")
+    located = {}  # HF name -> file
+    for f in files:
+        header, _ = safetensors_io.read_header(f)
+        located.update({name: f for name in header})
+    by_block: dict[int, dict[Path, list[str]]] = {}
+    top_names: dict[Path, list[str]] = {}
+    renamed = with_model_prefix(dict.fromkeys(located))
+    for (name, f), hf_name in zip(located.items(), renamed):
+        where = place(cfg, hf_name)
+        target = by_block.setdefault(where[1], {}) if where and where[0] == "blocks" else top_names
+        target.setdefault(f, []).append(name)
+
+    def read(groups: dict) -> dict:
+        tensors = {}
+        for f, names in groups.items():
+            tensors.update(safetensors_io.load_file(f, set(names)))
+        return tensors
+
+    top, _ = _nest(cfg, read(top_names), dtype, str(folder))
+
+    def load(b: int) -> dict:
+        return _nest(cfg, read(by_block.get(b, {})), dtype, str(folder))[1].get(b, {})
+
+    return cfg, {**top, "blocks": LazyBlocks(cfg, load)}
+
+
+def _gguf_streamed(path: Path, dtype) -> tuple[ModelConfig, dict]:
+    from gguf.quants import dequantize
+
+    from .gguf import _check_tensor_names, convert_tensor, get_arch, hf_config_from_gguf, open_gguf, read_metadata
+
+    reader = open_gguf(path)
+    meta = read_metadata(reader)
+    shapes = {t.name: tuple(int(d) for d in reversed(t.shape)) for t in reader.tensors}
+    table = get_arch(meta.get("general.architecture", "<missing general.architecture>"))
+    _check_tensor_names(table, shapes)
+    cfg = config_from_hf(hf_config_from_gguf(meta, shapes))
+    groups: dict[int | None, list] = {}
+    for t in reader.tensors:
+        groups.setdefault(int(t.name.split(".")[1]) if t.name.startswith("blk.") else None, []).append(t)
+
+    def read(ts) -> dict:
+        tensors = {}
+        for t in ts:
+            arr = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(shapes[t.name])
+            tensors.update(convert_tensor(table, cfg, t.name, arr))
+        return tensors
+
+    top, _ = _nest(cfg, read(groups.get(None, [])), dtype, str(path))
+
+    def load(b: int) -> dict:
+        return _nest(cfg, read(groups.get(b, [])), dtype, str(path))[1].get(b, {})
+
+    return cfg, {**top, "blocks": LazyBlocks(cfg, load)}
+
+
+def open_streamed(spec: str | os.PathLike, dtype=np.float32, tokenizer: bool = True):
+    """Like `converters.load_model`, but blocks are read on access: a LoadedModel whose
+    params["blocks"] is a LazyBlocks sequence."""
+    from .load import LoadedModel, _folder_tokenizer, load_tokenizer, resolve_spec
+
+    spec = os.fspath(spec)
+    kind, where = resolve_spec(spec)
+    if kind in ("builtin", "gguf"):
+        cfg, params = _gguf_streamed(Path(where), dtype)
+        tok = load_tokenizer(spec) if tokenizer else None
+        return LoadedModel(spec if kind == "builtin" else Path(where).stem, cfg, params, tok, Path(where))
+    folder = resolve_hf_source(str(where))
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"{folder}: no config.json")
+    cfg, params = _hf_streamed(folder, dtype)
+    return LoadedModel(spec if kind == "hub" else folder.name, cfg, params,
+                       _folder_tokenizer(folder) if tokenizer else None, folder)
+
+
+# ---------------------------------------------------------------- writer
+
+def block_file(b: int) -> str:
+    return f"model-block-{b:05d}.safetensors"
+
+
+TOP_FILE = "model-top.safetensors"
+
+
+class ShardWriter:
+    """Writes a HF checkpoint one block at a time: one safetensors shard per block, one for the
+    embedding/norm/head, then `model.safetensors.index.json` and config.json (`finish`). Every file is
+    written atomically, so a block's shard is either whole or absent."""
+
+    def __init__(self, folder: str | os.PathLike, cfg: ModelConfig):
+        self.folder, self.cfg = Path(folder), cfg
+
+    def write_top(self, params: dict) -> None:
+        safetensors_io.save_file(top_tensors(self.cfg, params), self.folder / TOP_FILE)
+
+    def write_block(self, b: int, block: dict) -> None:
+        safetensors_io.save_file(block_tensors(self.cfg, b, block), self.folder / block_file(b))
+
+    def has_block(self, b: int) -> bool:
+        return (self.folder / block_file(b)).is_file()
+
+    def read_block(self, b: int, dtype) -> dict:
+        tensors = safetensors_io.load_file(self.folder / block_file(b))
+        return _nest(self.cfg, tensors, dtype, str(self.folder))[1][b]
+
+    def finish(self, dtype_name: str) -> None:
+        files = [TOP_FILE] + [block_file(b) for b in range(self.cfg.num_layers)]
+        weight_map, total = {}, 0
+        for f in files:
+            header, _ = safetensors_io.read_header(self.folder / f)
+            for name, info in header.items():
+                weight_map[name] = f
+                total += info["data_offsets"][1] - info["data_offsets"][0]
+        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+        (self.folder / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+        hf = config_to_hf(self.cfg, dtype_name)
+        (self.folder / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
