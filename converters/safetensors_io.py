@@ -73,5 +73,5 @@ def save_file(tensors: dict[str, np.ndarray], path: str | os.PathLike, metadata:
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
         for arr in arrays.values():
-            f.write(arr.tobytes())
+            f.write(arr.reshape(-1).view(np.uint8).data)  # no extra copy of the tensor
     os.replace(tmp, path)

@@ -204,7 +204,8 @@ def cmd_eval_ppl(args) -> int:
     from .evaluation import perplexity
     from .report import write_json
 
-    model = load_model(args.model)
+    from .api import check_dtype
+    model = load_model(args.model, dtype=check_dtype(args.dtype))
     seqlen = default_seqlen(model.config, args.seqlen)
     if seqlen > model.config.max_position_embeddings:
         raise ValueError(f"seqlen {seqlen} exceeds the model's context length "
@@ -298,6 +299,8 @@ def _add_eval_ppl(sub) -> None:
     p.add_argument("--seqlen", type=int, default=None, help="window length (default: min(2048, context length))")
     p.add_argument("--nsamples", type=int, default=None, help="evaluate only the first N windows (default: all)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="weights and activations (default: float32)")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval_ppl)

@@ -89,7 +89,8 @@ def test_help_texts(capsys):
             cli.main(argv)
         assert e.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--top-up", "--structure", "--owl-lambda", "--alpha-epsilon", "--eval-nsamples", "uniform", "owl"):
+    for flag in ("--top-up", "--structure", "--owl-lambda", "--alpha-epsilon", "--eval-nsamples", "uniform", "owl",
+                 "--dtype", "--stream", "--resume", "--distributed", "--devices", "--model-parallel"):
         assert flag in text, flag
 
 
@@ -159,6 +160,9 @@ def test_bad_inputs_give_one_line_errors(tiny_llama_dir, tiny_tokens, unknown_fa
     (("--structure", "4:2"), ["4:2"]),
     (("--structure", "2:4", "--sparsity", "0.6"), ["2:4", "0.6"]),
     (("--lambdas-block", "0.1,x"), ["0.1,x"]),
+    (("--dtype", "float16"), ["float16", "bfloat16"]),
+    (("--top-up", "neuroal", "--devices", "3"), ["devices must be between 1 and the 1 available", "3"]),
+    (("--top-up", "neuroal", "--devices", "1", "--model-parallel", "2"), ["model_parallel must divide"]),
 ])
 def test_bad_prune_inputs_in_process(tiny_llama_dir, tiny_tokens, tmp_path, capsys, extra, names):
     try:

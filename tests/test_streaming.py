@@ -127,3 +127,23 @@ def test_killed_run_resumes_to_the_same_output(deep_dir, tiny_tokens, tmp_path):
     assert (ra["lambda_block"], ra["lambda_row"]) == (rb["lambda_block"], rb["lambda_row"])
     assert ra["alignment_row"] == rb["alignment_row"]
     assert ra["layer_sparsity"] == rb["layer_sparsity"]
+
+
+def test_bfloat16_streamed_equals_in_memory_and_reloads(deep_dir, tiny_tokens, tmp_path):
+    torch = pytest.importorskip("torch")
+    from transformers import AutoModelForCausalLM
+
+    f32 = _run(str(deep_dir), None, "uniform", tiny_tokens)
+    mem = _run(str(deep_dir), tmp_path / "mem", "uniform", tiny_tokens, dtype="bfloat16")
+    st = _run(str(deep_dir), tmp_path / "st", "uniform", tiny_tokens, dtype="bfloat16", stream=True)
+    assert str(mem.params["blocks"][0]["mlp.up_proj"]["weight"].dtype) == "bfloat16"
+    ours, ref = load_masks(tmp_path / "st"), load_masks(tmp_path / "mem")
+    assert all(np.array_equal(ours[k], ref[k]) for k in ref)
+    assert st.report["perplexity"] == mem.report["perplexity"] and mem.report["dtype"] == "bfloat16"
+    (key, p32), (_, p16) = next(iter(f32.report["perplexity"].items())), next(iter(mem.report["perplexity"].items()))
+    assert p16 == pytest.approx(p32, rel=0.05) and p16 != p32
+    assert json.loads((tmp_path / "st" / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "st"))
+    W = model.model.layers[3].mlp.down_proj.weight
+    assert W.dtype == torch.bfloat16
+    assert np.array_equal((W == 0).numpy(), ~ours["3.mlp.down_proj"])
