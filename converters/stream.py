@@ -78,7 +78,7 @@ def _nest(cfg: ModelConfig, tensors: dict, dtype, source: str) -> tuple[dict, di
 
 def _hf_streamed(folder: Path, dtype) -> tuple[ModelConfig, dict]:
     cfg = config_from_hf(json.loads((folder / "config.json").read_text()))
-    files = [f for f in weight_files(folder)]
+    files = weight_files(folder)
     if any(f.suffix != ".safetensors" for f in files):
         raise ValueError(f"{folder}: block streaming reads safetensors checkpoints (or GGUF), not .bin files")
     located = {}  # HF name -> file

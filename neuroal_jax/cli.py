@@ -354,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"neuroal-jax: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("neuroal-jax: interrupted", file=sys.stderr)
+        resumable = getattr(args, "stream", False) or getattr(args, "resume", False)
+        print("neuroal-jax: interrupted" + ("; the finished blocks are kept: rerun with --resume to continue"
+                                            if resumable else ""), file=sys.stderr)
         return 130
 
 

@@ -24,10 +24,15 @@ def atomic_dir(out: str | os.PathLike, force: bool = False):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    replace_dir(tmp, out)
+
+
+def replace_dir(src: Path, out: Path) -> None:
+    """Rename folder `src` to `out`; an existing `out` is moved aside first and removed after."""
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         os.replace(out, old)
-    os.replace(tmp, out)
+    os.replace(src, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

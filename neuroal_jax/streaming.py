@@ -61,17 +61,11 @@ def open_run(out: Path, settings: dict, force: bool, resume: bool) -> tuple[Path
 def finish_run(part: Path, out: Path) -> None:
     """Drop the resume bookkeeping and rename the completed run to `out` (replacing an existing `out`,
     which the caller allowed)."""
-    import os
+    from .io_utils import replace_dir
     shutil.rmtree(part / ALLOCATION_DIR, ignore_errors=True)
     for f in (ALLOCATION_INFO, RUN_FILE):
         (part / f).unlink(missing_ok=True)
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(part, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_dir(part, Path(out))
 
 
 # ---------------------------------------------------------------- the allocation, computed once
