@@ -9,6 +9,7 @@ of --seqlen tokens. Prints a markdown table and writes every row (with chosen λ
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import time
 from pathlib import Path
@@ -42,16 +43,28 @@ def main() -> int:
     ap.add_argument("--nsamples", type=int, default=32)
     ap.add_argument("--seqlen", type=int, default=256)
     ap.add_argument("--eval", default="pydoc")
-    ap.add_argument("--out", default="results/results.json", help="JSON file with every row")
+    ap.add_argument("--out", default="results/results.json",
+                    help="JSON file with every row; rows already in it (same model and settings) are kept and "
+                         "not run again, so an interrupted run continues")
     args = ap.parse_args()
 
     model = load_model(args.model)
     top_ups = args.top_ups.split(",")
     results = {"model": args.model, "eval": args.eval, "top_ups": top_ups, "nsamples": args.nsamples,
                "seqlen": args.seqlen, "machine": f"{platform.machine()} {platform.processor()}".strip(), "runs": []}
+    if Path(args.out).exists():
+        old = json.loads(Path(args.out).read_text())
+        changed = [k for k in ("model", "eval", "top_ups", "nsamples", "seqlen") if old.get(k) != results[k]]
+        if changed:
+            raise SystemExit(f"{args.out} holds results with other settings ({', '.join(changed)}); "
+                             "pass another --out")
+        results["runs"] = old["runs"]
+    done = {(r["method"], r["sparsity"]) for r in results["runs"]}
     t0 = time.perf_counter()
     for method in args.methods.split(","):
         for s in (float(x) for x in args.sparsities.split(",")):
+            if (method, s) in done:
+                continue
             summary = compare(model, method=method, sparsity=s, top_ups=top_ups, calib="pydoc", eval=[args.eval],
                               nsamples=args.nsamples, seqlen=args.seqlen, progress=False)
             results["runs"].append({"method": method, "sparsity": s, "rows": summary["rows"]})
