@@ -365,25 +365,36 @@ def convert_tensor(table: GGUFArch, cfg: ModelConfig, gguf_name: str, arr: np.nd
     return {hf_name: arr}
 
 
-def load_gguf(source, dtype=np.float32) -> tuple[ModelConfig, dict]:
-    """(config, params) of a GGUF file (a path or an `open_gguf` reader); tensors dequantized to `dtype`."""
-    from gguf.quants import dequantize
+def gguf_model(reader) -> tuple[ModelConfig, GGUFArch, dict[str, tuple[int, ...]]]:
+    """(config, architecture table, {tensor name: shape in HF order}) of an open GGUF file."""
+    from .hf import config_from_hf
 
-    from .hf import config_from_hf, params_from_tensors
-
-    reader = _reader(source)
-    path = Path(reader.data.filename)
     meta = read_metadata(reader)
     shapes = {t.name: tuple(int(d) for d in reversed(t.shape)) for t in reader.tensors}
     table = get_arch(meta.get("general.architecture", "<missing general.architecture>"))
     _check_tensor_names(table, shapes)
-    cfg = config_from_hf(hf_config_from_gguf(meta, shapes))
-    tensors = {}
-    for t in reader.tensors:
+    return config_from_hf(hf_config_from_gguf(meta, shapes)), table, shapes
+
+
+def dequantized(table: GGUFArch, cfg: ModelConfig, shapes: dict, tensors) -> dict[str, np.ndarray]:
+    """{HF name: float32 array} of some GGUF reader tensors, dequantized, llama.cpp's transforms undone."""
+    from gguf.quants import dequantize
+
+    out = {}
+    for t in tensors:
         arr = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(shapes[t.name])
-        for name, value in convert_tensor(table, cfg, t.name, arr).items():
-            tensors[name] = value.astype(dtype, copy=False)
-    return cfg, params_from_tensors(cfg, tensors, source=str(path), dtype=dtype)
+        out.update(convert_tensor(table, cfg, t.name, arr))
+    return out
+
+
+def load_gguf(source, dtype=np.float32) -> tuple[ModelConfig, dict]:
+    """(config, params) of a GGUF file (a path or an `open_gguf` reader); tensors dequantized to `dtype`."""
+    from .hf import params_from_tensors
+
+    reader = _reader(source)
+    cfg, table, shapes = gguf_model(reader)
+    tensors = dequantized(table, cfg, shapes, reader.tensors)
+    return cfg, params_from_tensors(cfg, tensors, source=str(Path(reader.data.filename)), dtype=dtype)
 
 
 # ---------------------------------------------------------------- tokenizer

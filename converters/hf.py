@@ -96,11 +96,10 @@ def place(cfg: ModelConfig, name: str) -> tuple | None:
     return () if IGNORED_TENSORS.match(name) else None
 
 
-def params_from_tensors(cfg: ModelConfig, tensors: dict, source: str = "checkpoint", dtype=np.float32,
-                        validate: bool = True) -> dict:
-    """Nest HF-named tensors into our params pytree using the family's table."""
-    params: dict = {"blocks": [{} for _ in range(cfg.num_layers)]}
-    unexpected = []
+def nest_tensors(cfg: ModelConfig, tensors: dict, dtype=np.float32, source: str = "checkpoint") -> tuple[dict, dict]:
+    """(top-level params, {block index: block params}) of some HF-named tensors, as `dtype` arrays.
+    A name the family's table does not map is an error."""
+    top, blocks, unexpected = {}, {}, []
     for name, arr in with_model_prefix(tensors).items():
         where = place(cfg, name)
         if where is None:
@@ -108,13 +107,19 @@ def params_from_tensors(cfg: ModelConfig, tensors: dict, source: str = "checkpoi
         elif where:
             leaf = jnp.asarray(np.asarray(arr, dtype=dtype))
             if where[0] == "blocks":
-                params["blocks"][where[1]].setdefault(where[2], {})[where[3]] = leaf
+                blocks.setdefault(where[1], {}).setdefault(where[2], {})[where[3]] = leaf
             else:
-                params.setdefault(where[0], {})[where[1]] = leaf
+                top.setdefault(where[0], {})[where[1]] = leaf
     if unexpected:
         raise ValueError(f"{source}: tensors the {cfg.family} table does not map: {unexpected[:8]}")
-    if validate:
-        validate_params(cfg, params, source=f"weights in {source}")
+    return top, blocks
+
+
+def params_from_tensors(cfg: ModelConfig, tensors: dict, source: str = "checkpoint", dtype=np.float32) -> dict:
+    """Nest HF-named tensors into our params pytree using the family's table."""
+    top, blocks = nest_tensors(cfg, tensors, dtype, source)
+    params = {**top, "blocks": [blocks.get(b, {}) for b in range(cfg.num_layers)]}
+    validate_params(cfg, params, source=f"weights in {source}")
     return params
 
 

@@ -17,15 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable
 
-import jax.numpy as jnp
 import numpy as np
 
 from neuroal_jax.config import ModelConfig
 from neuroal_jax.models import family_of
 
 from . import safetensors_io
-from .hf import (block_tensors, config_from_hf, config_to_hf, place, resolve_hf_source, top_tensors, weight_files,
-                 with_model_prefix)
+from .hf import (block_tensors, config_from_hf, config_to_hf, nest_tensors, place, resolve_hf_source, top_tensors,
+                 weight_files, with_model_prefix)
 
 INDEX = "model.safetensors.index.json"
 
@@ -57,23 +56,6 @@ def check_block(cfg: ModelConfig, b: int, block: dict) -> None:
         raise ValueError(f"block {b} does not match a {cfg.family} block: got {got}, expected {want}")
 
 
-def _nest(cfg: ModelConfig, tensors: dict, dtype, source: str) -> tuple[dict, dict]:
-    """(top-level params, {block: params}) of some HF-named tensors."""
-    top, blocks = {}, {}
-    for name, arr in with_model_prefix(tensors).items():
-        where = place(cfg, name)
-        if where is None:
-            raise ValueError(f"{source}: tensor {name} is not mapped by the {cfg.family} table")
-        if not where:
-            continue
-        leaf = jnp.asarray(np.asarray(arr, dtype=dtype))
-        if where[0] == "blocks":
-            blocks.setdefault(where[1], {}).setdefault(where[2], {})[where[3]] = leaf
-        else:
-            top.setdefault(where[0], {})[where[1]] = leaf
-    return top, blocks
-
-
 # ---------------------------------------------------------------- readers
 
 def _hf_streamed(folder: Path, dtype) -> tuple[ModelConfig, dict]:
@@ -81,60 +63,35 @@ def _hf_streamed(folder: Path, dtype) -> tuple[ModelConfig, dict]:
     files = weight_files(folder)
     if any(f.suffix != ".safetensors" for f in files):
         raise ValueError(f"{folder}: block streaming reads safetensors checkpoints (or GGUF), not .bin files")
-    located = {}  # HF name -> file
-    for f in files:
-        header, _ = safetensors_io.read_header(f)
-        located.update({name: f for name in header})
-    by_block: dict[int, dict[Path, list[str]]] = {}
-    top_names: dict[Path, list[str]] = {}
-    renamed = with_model_prefix(dict.fromkeys(located))
-    for (name, f), hf_name in zip(located.items(), renamed):
+    # HF name (after the "model." fix-up) -> (file, name in the file)
+    located = with_model_prefix({name: (f, name) for f in files for name in safetensors_io.read_header(f)[0]})
+    groups: dict[int | None, dict[Path, set[str]]] = {}  # block index (None: top level) -> {file: names}
+    for hf_name, (f, name) in located.items():
         where = place(cfg, hf_name)
-        target = by_block.setdefault(where[1], {}) if where and where[0] == "blocks" else top_names
-        target.setdefault(f, []).append(name)
+        groups.setdefault(where[1] if where and where[0] == "blocks" else None, {}).setdefault(f, set()).add(name)
 
-    def read(groups: dict) -> dict:
+    def nest(b: int | None) -> tuple[dict, dict]:
         tensors = {}
-        for f, names in groups.items():
-            tensors.update(safetensors_io.load_file(f, set(names)))
-        return tensors
+        for f, names in groups.get(b, {}).items():
+            tensors.update(safetensors_io.load_file(f, names))
+        return nest_tensors(cfg, tensors, dtype, str(folder))
 
-    top, _ = _nest(cfg, read(top_names), dtype, str(folder))
-
-    def load(b: int) -> dict:
-        return _nest(cfg, read(by_block.get(b, {})), dtype, str(folder))[1].get(b, {})
-
-    return cfg, {**top, "blocks": LazyBlocks(cfg, load)}
+    return cfg, {**nest(None)[0], "blocks": LazyBlocks(cfg, lambda b: nest(b)[1].get(b, {}))}
 
 
 def _gguf_streamed(path: Path, dtype) -> tuple[ModelConfig, dict]:
-    from gguf.quants import dequantize
-
-    from .gguf import _check_tensor_names, convert_tensor, get_arch, hf_config_from_gguf, open_gguf, read_metadata
+    from .gguf import dequantized, gguf_model, open_gguf
 
     reader = open_gguf(path)
-    meta = read_metadata(reader)
-    shapes = {t.name: tuple(int(d) for d in reversed(t.shape)) for t in reader.tensors}
-    table = get_arch(meta.get("general.architecture", "<missing general.architecture>"))
-    _check_tensor_names(table, shapes)
-    cfg = config_from_hf(hf_config_from_gguf(meta, shapes))
-    groups: dict[int | None, list] = {}
+    cfg, table, shapes = gguf_model(reader)
+    groups: dict[int | None, list] = {}  # block index (None: top level) -> reader tensors
     for t in reader.tensors:
         groups.setdefault(int(t.name.split(".")[1]) if t.name.startswith("blk.") else None, []).append(t)
 
-    def read(ts) -> dict:
-        tensors = {}
-        for t in ts:
-            arr = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(shapes[t.name])
-            tensors.update(convert_tensor(table, cfg, t.name, arr))
-        return tensors
+    def nest(b: int | None) -> tuple[dict, dict]:
+        return nest_tensors(cfg, dequantized(table, cfg, shapes, groups.get(b, [])), dtype, str(path))
 
-    top, _ = _nest(cfg, read(groups.get(None, [])), dtype, str(path))
-
-    def load(b: int) -> dict:
-        return _nest(cfg, read(groups.get(b, [])), dtype, str(path))[1].get(b, {})
-
-    return cfg, {**top, "blocks": LazyBlocks(cfg, load)}
+    return cfg, {**nest(None)[0], "blocks": LazyBlocks(cfg, lambda b: nest(b)[1].get(b, {}))}
 
 
 def open_streamed(spec: str | os.PathLike, dtype=np.float32, tokenizer: bool = True):
@@ -184,7 +141,7 @@ class ShardWriter:
 
     def read_block(self, b: int, dtype) -> dict:
         tensors = safetensors_io.load_file(self.folder / block_file(b))
-        return _nest(self.cfg, tensors, dtype, str(self.folder))[1][b]
+        return nest_tensors(self.cfg, tensors, dtype, str(self.folder))[1][b]
 
     def finish(self, dtype_name: str) -> None:
         files = [TOP_FILE] + [block_file(b) for b in range(self.cfg.num_layers)]

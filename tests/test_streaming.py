@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -140,7 +139,7 @@ def test_bfloat16_streamed_equals_in_memory_and_reloads(deep_dir, tiny_tokens, t
     ours, ref = load_masks(tmp_path / "st"), load_masks(tmp_path / "mem")
     assert all(np.array_equal(ours[k], ref[k]) for k in ref)
     assert st.report["perplexity"] == mem.report["perplexity"] and mem.report["dtype"] == "bfloat16"
-    (key, p32), (_, p16) = next(iter(f32.report["perplexity"].items())), next(iter(mem.report["perplexity"].items()))
+    (_, p32), (_, p16) = next(iter(f32.report["perplexity"].items())), next(iter(mem.report["perplexity"].items()))
     assert p16 == pytest.approx(p32, rel=0.05) and p16 != p32
     assert json.loads((tmp_path / "st" / "config.json").read_text())["torch_dtype"] == "bfloat16"
     model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "st"))
