@@ -23,6 +23,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from .runtime import reexec_with_hugepages
+
 MODEL_HELP = ("a built-in name (smollm2-135m, gemma3-270m), a .gguf file, a local Hugging Face folder "
               "or a Hub id")
 DATASET_HELP = "c4 | wikitext2 | ptb (Hub), pydoc (offline), text:PATH, tokens:PATH.npy"
@@ -345,6 +347,8 @@ def one_line(e: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # a real command line: once, with huge-page malloc (neuroal_jax.runtime)
+        reexec_with_hugepages(["-m", "neuroal_jax.cli", *sys.argv[1:]])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -122,35 +122,59 @@ def layer_targets(method: str, target, shape) -> tuple[np.ndarray, str]:
     return np.asarray(block_threshold_ranks(*shape, float(target)), np.int32), "sparsegpt"
 
 
-def _sparsify(method, ties, p, name, k, a_dense, hessian):
-    W = p[name]["weight"]
-    if method == "sparsegpt":
-        W_new = sparsegpt_core(W.astype(F32), hessian, k[0], k[1])[0]
-        return W_new.astype(W.dtype)
-    scores = get_score(method)(W, LayerStats(act_norm=a_dense[name], hessian=None))
-    return jnp.where(M.topk_mask(scores, k, ties=ties), W, jnp.zeros((), W.dtype))
+def _dense_pass(cfg, method, p, x, ctx):
+    """Dense block on one candidate's stream x [N, T, H]: (aᴰ {layer: [in]}, SparseGPT Hessians or {})."""
+    _, sumsq, xtx = block_stats(cfg, p, x, ctx, method == "sparsegpt")
+    return _norms(sumsq), {k: (2.0 / x.shape[0]) * v for k, v in xtx.items()}
+
+
+def _sparse_weights(method, ties, p, keep, a_dense, hessian, batched):
+    """Pruned weights of every prunable layer. batched: a_dense/keep/hessian carry a leading candidate
+    axis [K, ...]; the masks are then built in one call over all candidates (rows folded), outside any
+    vmap, so the mask function's data-dependent shortcuts stay shortcuts."""
+    out = {}
+    for name, k in keep.items():
+        W = p[name]["weight"]
+        if method == "sparsegpt":
+            core = lambda h, kk: sparsegpt_core(W.astype(F32), h, kk[0], kk[1])[0].astype(W.dtype)
+            out[name] = (jax.vmap(core) if batched else core)(hessian[name], k)
+            continue
+        score = lambda a: get_score(method)(W, LayerStats(act_norm=a, hessian=None))
+        scores = (jax.vmap(score) if batched else score)(a_dense[name])
+        out[name] = jnp.where(M.topk_mask(scores, k, ties=ties), W, jnp.zeros((), W.dtype))
+    return out
+
+
+def _sparse_pass(cfg, metric, p, weights, x, ctx, a_dense):
+    """Sparse block on one candidate's stream: (next stream, aˢ, per-layer alignment)."""
+    sparse = {**p, **{name: {**p[name], "weight": w} for name, w in weights.items()}}
+    y, sumsq, _ = block_stats(cfg, sparse, x, ctx, False)
+    a_sparse = _norms(sumsq)
+    return y, a_sparse, {k: get_metric(metric)(a_dense[k], a_sparse[k]) for k in weights}
 
 
 def _candidate_block(cfg, method, ties, metric, p, x, ctx, keep, a_dense_given):
     """One candidate: (next stream, aᴰ, aˢ, per-layer alignment). x [N, T, H]; keep {layer: [out]}
     (SparseGPT: {layer: [k_block, k_last]}, with the Hessian from the dense block on this stream)."""
-    _, sumsq, xtx = block_stats(cfg, p, x, ctx, method == "sparsegpt")
-    a_dense = _norms(sumsq) if a_dense_given is None else a_dense_given
-    sparse = dict(p)
-    for name, k in keep.items():
-        hessian = (2.0 / x.shape[0]) * xtx[name] if method == "sparsegpt" else None
-        sparse[name] = {**p[name], "weight": _sparsify(method, ties, p, name, k, a_dense, hessian)}
-    y, sumsq, _ = block_stats(cfg, sparse, x, ctx, False)
-    a_sparse = _norms(sumsq)
-    align = {k: get_metric(metric)(a_dense[k], a_sparse[k]) for k in keep}
+    a_dense, hessian = _dense_pass(cfg, method, p, x, ctx)
+    a_dense = a_dense if a_dense_given is None else a_dense_given
+    weights = _sparse_weights(method, ties, p, keep, a_dense, hessian, batched=False)
+    y, a_sparse, align = _sparse_pass(cfg, metric, p, weights, x, ctx, a_dense)
     return y, a_dense, a_sparse, align
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def candidates_block(cfg, method, ties, metric, p, xs, ctx, keeps, a_dense_given=None):
-    """All candidates of one block at once: vmap over the stream and per-row keep counts."""
-    fn = partial(_candidate_block, cfg, method, ties, metric)
-    return jax.vmap(fn, in_axes=(None, 0, None, 0, None))(p, xs, ctx, keeps, a_dense_given)
+    """All candidates of one block at once, the same three phases as `_candidate_block`: the dense
+    pass vmapped over the streams xs [K, N, T, H], the masks of all candidates in one call per layer,
+    the sparse pass vmapped over streams and weights."""
+    a_dense, hessian = jax.vmap(partial(_dense_pass, cfg, method), in_axes=(None, 0, None))(p, xs, ctx)
+    if a_dense_given is not None:
+        a_dense = jax.tree.map(lambda v: jnp.broadcast_to(v, (xs.shape[0], *v.shape)), a_dense_given)
+    weights = _sparse_weights(method, ties, p, keeps, a_dense, hessian, batched=True)
+    y, a_sparse, align = jax.vmap(partial(_sparse_pass, cfg, metric), in_axes=(None, 0, 0, None, 0))(
+        p, weights, xs, ctx, a_dense)
+    return y, a_dense, a_sparse, align
 
 
 @partial(jax.jit, static_argnums=0)
@@ -220,7 +244,6 @@ def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dis
                                      mesh)
             y, a_d, a_s, align = candidates_block(cfg, method, ties, metric, p, streams[c], ctx, keeps, a_dense_given)
             streams[c] = y
-            a_d = {k: (jnp.broadcast_to(v, (width, *v.shape)) if v.ndim == 1 else v) for k, v in a_d.items()}
             delta = {k: to_host(a_d[k] - a_s[k]) for k in a_s}
             for name in fam.prunable:
                 vals = to_host(align[name]).astype(np.float64)

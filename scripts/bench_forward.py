@@ -138,4 +138,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from neuroal_jax.runtime import reexec_with_hugepages
+
+    reexec_with_hugepages()  # huge-page malloc, as the CLI runs
     sys.exit(main())

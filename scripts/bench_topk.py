@@ -199,4 +199,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from neuroal_jax.runtime import reexec_with_hugepages
+
+    reexec_with_hugepages()  # huge-page malloc, as the CLI runs
     main()

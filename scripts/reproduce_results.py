@@ -36,13 +36,13 @@ def markdown(results: dict) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--methods", default="magnitude,wanda,multiflow")
-    ap.add_argument("--sparsities", default="0.5,0.6,0.7")
-    ap.add_argument("--top-ups", default="uniform,owl,neuroal")
-    ap.add_argument("--nsamples", type=int, default=32)
-    ap.add_argument("--seqlen", type=int, default=256)
-    ap.add_argument("--eval", default="pydoc")
+    ap.add_argument("--model", default="smollm2-135m", help="built-in name, .gguf, HF folder or Hub id")
+    ap.add_argument("--methods", default="magnitude,wanda,multiflow", help="comma-separated scores")
+    ap.add_argument("--sparsities", default="0.5,0.6,0.7", help="comma-separated target sparsities")
+    ap.add_argument("--top-ups", default="uniform,owl,neuroal", help="comma-separated top-ups (dense is always added)")
+    ap.add_argument("--nsamples", type=int, default=32, help="calibration windows")
+    ap.add_argument("--seqlen", type=int, default=256, help="tokens per window")
+    ap.add_argument("--eval", default="pydoc", help="evaluation dataset (held-out split)")
     ap.add_argument("--out", default="results/results.json",
                     help="JSON file with every row; rows already in it (same model and settings) are kept and "
                          "not run again, so an interrupted run continues")
@@ -78,4 +78,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    from neuroal_jax.runtime import reexec_with_hugepages
+
+    reexec_with_hugepages()  # huge-page malloc, as the CLI runs
     raise SystemExit(main())

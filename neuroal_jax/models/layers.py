@@ -103,17 +103,19 @@ def causal_mask(seqlen: int, window: int | None = None):
 
 
 def attention(q, k, v, mask, scale: float, softcap: float | None = None):
-    """q[B,T,H,D], k/v[B,T,KV,D] (grouped-query: H % KV == 0), mask bool[T,T] -> [B,T,H,D]."""
-    groups = q.shape[2] // k.shape[2]
-    if groups > 1:
-        k = jnp.repeat(k, groups, axis=2)
-        v = jnp.repeat(v, groups, axis=2)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(F32) * scale
+    """q[B,T,H,D], k/v[B,T,KV,D] (grouped-query: H % KV == 0), mask bool[T,T] -> [B,T,H,D].
+
+    Query heads are grouped by their shared k/v head ([B,T,KV,G,D]) rather than k/v being repeated:
+    the same products, one larger matmul per k/v head and no copies."""
+    B, T, H, D = q.shape
+    kv = k.shape[2]
+    qg = q.reshape(B, T, kv, H // kv, D)
+    logits = jnp.einsum("bqhgd,bkhd->bhgqk", qg, k).astype(F32) * scale
     if softcap is not None:
         logits = jnp.tanh(logits / softcap) * softcap
-    logits = jnp.where(mask[None, None], logits, jnp.finfo(F32).min)
+    logits = jnp.where(mask, logits, jnp.finfo(F32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+    return jnp.einsum("bhgqk,bkhd->bqhgd", probs, v).reshape(B, T, H, D)
 
 
 def split_heads(x, n_heads: int, head_dim: int):

@@ -1,0 +1,40 @@
+"""Process set-up for fast CPU runs: transparent huge pages for large buffers.
+
+XLA:CPU allocates its large intermediates (activations, attention logits, candidate streams) with
+glibc malloc, which maps each one fresh and unmaps it on free; with 4 KiB pages every run of a jitted
+block then spends much of its time in page faults. The glibc tunable `glibc.malloc.hugetlb=1`
+(glibc ≥ 2.35; ignored elsewhere) backs those mappings with 2 MiB transparent huge pages: on the
+build machine the NeuroAL search block is ~15–20 % faster and attention ~2× faster. Tunables are read at
+process start, so the command-line tools re-execute themselves once with it set.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
+OPT_OUT = "NEUROAL_JAX_HUGEPAGES"  # set to 0 to keep the process as started
+
+
+def hugepage_env(env: dict | None = None) -> dict:
+    """A copy of env (default os.environ) with the huge-page malloc tunable added."""
+    env = dict(os.environ if env is None else env)
+    tunables = env.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.hugetlb" not in tunables:
+        env["GLIBC_TUNABLES"] = f"{tunables}:{HUGEPAGE_TUNABLE}" if tunables else HUGEPAGE_TUNABLE
+    return env
+
+
+def reexec_with_hugepages(argv: list[str] | None = None) -> None:
+    """Re-run this Python with interpreter arguments argv (default sys.argv: the script and its
+    arguments; a module passes ["-m", name, *args]) and the tunable set, unless it is set already,
+    opted out of (NEUROAL_JAX_HUGEPAGES=0) or the platform is not Linux. Returns only when nothing
+    was done."""
+    if not sys.platform.startswith("linux") or os.environ.get(OPT_OUT) == "0":
+        return
+    if "glibc.malloc.hugetlb" in os.environ.get("GLIBC_TUNABLES", ""):
+        return
+    argv = list(sys.argv if argv is None else argv)
+    env = {**hugepage_env(), OPT_OUT: "0"}  # never loop
+    sys.stdout.flush(), sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *argv], env)
