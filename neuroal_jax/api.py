@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .allocation import ALLOCATIONS, PruneJob, get_allocation
-from .config import ModelConfig
+from .config import DTYPES, ModelConfig
 from .pruning import Structure, check_method, check_sparsity, sequential_prune, sparsity_summary
 
 #: Modules that register top-ups in `neuroal_jax.allocation.ALLOCATIONS` when imported.
@@ -130,9 +130,6 @@ def check_out(out, force: bool) -> Path | None:
 
 
 # ---------------------------------------------------------------- pieces
-
-DTYPES = ("float32", "bfloat16")
-
 
 def check_dtype(dtype: str) -> np.dtype:
     """The NumPy dtype of a --dtype name (weights and activations; statistics stay float32)."""

@@ -23,6 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from .config import DTYPES
 from .runtime import reexec_with_hugepages
 
 MODEL_HELP = ("a built-in name (smollm2-135m, gemma3-270m), a .gguf file, a local Hugging Face folder "
@@ -275,7 +276,7 @@ def _add_prune(sub) -> None:
     g.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g = p.add_argument_group("scale: precision, memory, interrupted runs, several hosts")
-    g.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+    g.add_argument("--dtype", default="float32", choices=DTYPES,
                    help="weights and activations (statistics and scores stay float32; default: float32)")
     g.add_argument("--stream", action="store_true",
                    help="read the model and write --out one block at a time (peak memory about one block plus "
@@ -301,7 +302,7 @@ def _add_eval_ppl(sub) -> None:
     p.add_argument("--seqlen", type=int, default=None, help="window length (default: min(2048, context length))")
     p.add_argument("--nsamples", type=int, default=None, help="evaluate only the first N windows (default: all)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+    p.add_argument("--dtype", default="float32", choices=DTYPES,
                    help="weights and activations (default: float32)")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -9,6 +9,9 @@ import dataclasses
 from dataclasses import dataclass
 
 
+DTYPES = ("float32", "bfloat16")  # weights and activations; statistics and scores stay float32
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     family: str

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import sys
 
-HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
+TUNABLE = "glibc.malloc.hugetlb"
+HUGEPAGE_TUNABLE = f"{TUNABLE}=1"
 OPT_OUT = "NEUROAL_JAX_HUGEPAGES"  # set to 0 to keep the process as started
 
 
@@ -20,7 +21,7 @@ def hugepage_env(env: dict | None = None) -> dict:
     """A copy of env (default os.environ) with the huge-page malloc tunable added."""
     env = dict(os.environ if env is None else env)
     tunables = env.get("GLIBC_TUNABLES", "")
-    if "glibc.malloc.hugetlb" not in tunables:
+    if TUNABLE not in tunables:  # a value the user chose (even hugetlb=0) is kept
         env["GLIBC_TUNABLES"] = f"{tunables}:{HUGEPAGE_TUNABLE}" if tunables else HUGEPAGE_TUNABLE
     return env
 
@@ -30,11 +31,11 @@ def reexec_with_hugepages(argv: list[str] | None = None) -> None:
     arguments; a module passes ["-m", name, *args]) and the tunable set, unless it is set already,
     opted out of (NEUROAL_JAX_HUGEPAGES=0) or the platform is not Linux. Returns only when nothing
     was done."""
-    if not sys.platform.startswith("linux") or os.environ.get(OPT_OUT) == "0":
-        return
-    if "glibc.malloc.hugetlb" in os.environ.get("GLIBC_TUNABLES", ""):
+    env = hugepage_env()
+    if (not sys.platform.startswith("linux") or os.environ.get(OPT_OUT) == "0"
+            or env.get("GLIBC_TUNABLES") == os.environ.get("GLIBC_TUNABLES")):
         return
     argv = list(sys.argv if argv is None else argv)
-    env = {**hugepage_env(), OPT_OUT: "0"}  # never loop
+    env[OPT_OUT] = "0"  # never loop
     sys.stdout.flush(), sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *argv], env)
