@@ -266,7 +266,11 @@ def open_gguf(path: str | os.PathLike):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such GGUF file")
-    return _fast_reader_class()(path)
+    try:
+        return _fast_reader_class()(path)
+    except Exception as e:  # the gguf package's reader raises whatever its parsing hits first
+        raise ValueError(f"{path} is not a readable GGUF file: truncated or corrupt "
+                         f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
 
 
 def _reader(source):

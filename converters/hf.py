@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from neuroal_jax.config import ModelConfig
-from neuroal_jax.io_utils import atomic_dir
+from neuroal_jax.io_utils import output_folder, write_json
 from neuroal_jax.models import validate_params
 
 from . import safetensors_io
@@ -146,6 +146,27 @@ def tensors_from_params(cfg: ModelConfig, params: dict) -> dict[str, np.ndarray]
 
 # ---------------------------------------------------------------- loading
 
+def read_json(path: Path) -> dict:
+    """A JSON object from a checkpoint file; an unreadable one is an error that names the file."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} must hold a JSON object, not {type(value).__name__}")
+    return value
+
+
+def read_config(folder: Path) -> ModelConfig:
+    """The ModelConfig of a HF checkpoint folder's config.json."""
+    path = Path(folder) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{folder}: no config.json")
+    try:
+        return config_from_hf(read_json(path))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from None
+
 def resolve_hf_source(source: str) -> Path:
     """A local folder as is; otherwise download the Hub repo's config, weights and tokenizer."""
     path = Path(source).expanduser()
@@ -167,7 +188,7 @@ def resolve_hf_source(source: str) -> Path:
 def weight_files(folder: Path) -> list[Path]:
     for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         if (folder / index).exists():
-            shards = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))
+            shards = sorted(set(read_json(folder / index).get("weight_map", {}).values()))
             return [folder / s for s in shards]
     for single in ("model.safetensors", "pytorch_model.bin"):
         if (folder / single).exists():
@@ -190,9 +211,7 @@ def read_tensors(path: Path) -> dict:
 def load_hf(source: str | os.PathLike, dtype=np.float32) -> tuple[ModelConfig, dict, Path]:
     """(config, params, folder) of a HF causal-LM checkpoint."""
     folder = resolve_hf_source(str(source))
-    if not (folder / "config.json").exists():
-        raise FileNotFoundError(f"{folder}: no config.json")
-    cfg = config_from_hf(json.loads((folder / "config.json").read_text()))
+    cfg = read_config(folder)
     tensors = {}
     for f in weight_files(folder):
         tensors.update(read_tensors(f))
@@ -201,16 +220,20 @@ def load_hf(source: str | os.PathLike, dtype=np.float32) -> tuple[ModelConfig, d
 
 # ---------------------------------------------------------------- export
 
-def export_hf(cfg: ModelConfig, params: dict, out: str | os.PathLike, tokenizer=None,
-              force: bool = False, extra_files: dict[str, str] | None = None) -> Path:
-    """Write a HF PyTorch checkpoint folder (config.json, model.safetensors, tokenizer) atomically."""
+def write_hf(folder: Path, cfg: ModelConfig, params: dict, tokenizer=None) -> None:
+    """config.json, model.safetensors and the tokenizer files into an existing folder."""
     validate_params(cfg, params)
-    with atomic_dir(out, force=force) as tmp:
-        dtype = np.dtype(params["embed"]["weight"].dtype).name
-        (tmp / "config.json").write_text(json.dumps(config_to_hf(cfg, dtype), indent=2) + "\n")
-        safetensors_io.save_file(tensors_from_params(cfg, params), tmp / "model.safetensors")
-        if tokenizer is not None:
-            tokenizer.save_pretrained(str(tmp))
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
+    dtype = np.dtype(params["embed"]["weight"].dtype).name
+    write_json(folder / "config.json", config_to_hf(cfg, dtype))
+    safetensors_io.save_file(tensors_from_params(cfg, params), folder / "model.safetensors")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(folder))
+
+
+def export_hf(cfg: ModelConfig, params: dict, out: str | os.PathLike, tokenizer=None, force: bool = False) -> Path:
+    """Write a HF PyTorch checkpoint folder (config.json, model.safetensors, tokenizer) atomically; an existing
+    `out` is replaced only with `force`, and only if neuroal-jax wrote it (neuroal_jax.io_utils)."""
+    validate_params(cfg, params)
+    with output_folder(out, force=force, kind="export") as tmp:
+        write_hf(tmp, cfg, params, tokenizer)
     return Path(out)

@@ -9,6 +9,8 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
+from neuroal_jax.io_utils import atomic_file
+
 DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
     "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
@@ -68,10 +70,8 @@ def save_file(tensors: dict[str, np.ndarray], path: str | os.PathLike, metadata:
     header["__metadata__"] = metadata or {"format": "pt"}
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
-    tmp = Path(f"{path}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_file(path, "wb") as f:
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
         for arr in arrays.values():
             f.write(arr.reshape(-1).view(np.uint8).data)  # no extra copy of the tensor
-    os.replace(tmp, path)

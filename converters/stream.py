@@ -11,7 +11,6 @@ statistics, perplexity) holds about one block at a time.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,10 +19,11 @@ from typing import Callable
 import numpy as np
 
 from neuroal_jax.config import ModelConfig
+from neuroal_jax.io_utils import write_json
 from neuroal_jax.models import family_of
 
 from . import safetensors_io
-from .hf import (block_tensors, config_from_hf, config_to_hf, nest_tensors, place, resolve_hf_source, top_tensors,
+from .hf import (block_tensors, config_to_hf, nest_tensors, place, read_config, resolve_hf_source, top_tensors,
                  weight_files, with_model_prefix)
 
 INDEX = "model.safetensors.index.json"
@@ -59,7 +59,7 @@ def check_block(cfg: ModelConfig, b: int, block: dict) -> None:
 # ---------------------------------------------------------------- readers
 
 def _hf_streamed(folder: Path, dtype) -> tuple[ModelConfig, dict]:
-    cfg = config_from_hf(json.loads((folder / "config.json").read_text()))
+    cfg = read_config(folder)
     files = weight_files(folder)
     if any(f.suffix != ".safetensors" for f in files):
         raise ValueError(f"{folder}: block streaming reads safetensors checkpoints (or GGUF), not .bin files")
@@ -106,8 +106,6 @@ def open_streamed(spec: str | os.PathLike, dtype=np.float32, tokenizer: bool = T
         tok = load_tokenizer(spec) if tokenizer else None
         return LoadedModel(spec if kind == "builtin" else Path(where).stem, cfg, params, tok, Path(where))
     folder = resolve_hf_source(str(where))
-    if not (folder / "config.json").exists():
-        raise FileNotFoundError(f"{folder}: no config.json")
     cfg, params = _hf_streamed(folder, dtype)
     return LoadedModel(spec if kind == "hub" else folder.name, cfg, params,
                        _folder_tokenizer(folder) if tokenizer else None, folder)
@@ -152,6 +150,5 @@ class ShardWriter:
                 weight_map[name] = f
                 total += info["data_offsets"][1] - info["data_offsets"][0]
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-        (self.folder / INDEX).write_text(json.dumps(index, indent=2) + "\n")
-        hf = config_to_hf(self.cfg, dtype_name)
-        (self.folder / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
+        write_json(self.folder / INDEX, index)
+        write_json(self.folder / "config.json", config_to_hf(self.cfg, dtype_name))

@@ -15,8 +15,8 @@ _LAZY = {
     "prune": ".api", "PruneResult": ".api",  # the one-call pipeline
     "load_masks": ".checkpoint", "load_distribution": ".checkpoint", "save_masks": ".checkpoint",
     "register_metric": ".alignment", "get_metric": ".alignment",  # NeuroAL alignment metrics
-    "register_allocation": ".allocation", "get_allocation": ".allocation",  # top-ups
-    "PruneJob": ".allocation", "Allocation": ".allocation",
+    "register_topup": ".allocation", "get_topup": ".allocation",  # top-ups
+    "PruneJob": ".allocation", "Allocation": ".allocation", "Options": ".options",
 }
 __all__ = ["ModelConfig", *_LAZY]
 

@@ -8,14 +8,16 @@ NeuroAL registers itself here too (see `neuroal_jax.search`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 
 from .config import ModelConfig
+from .options import NoOptions, Options, Target, in_range, option, positive
 from .pruning import (Distribution, Structure, block_distribution, dense_activation_norms,
                       uniform_distribution)
+from .registry import Registry
 
 
 @dataclass(frozen=True)
@@ -27,12 +29,10 @@ class PruneJob:
     sparsity: float
     method: str
     structure: Structure = Structure()
-    options: dict = field(default_factory=dict)  # top-up options, e.g. {"owl_m": 5, "owl_lambda": 0.08}
+    options: Options | dict | None = None  # the top-up's options: its TopUp.options instance (a dict or None is
+    #                                        resolved by calling the TopUp, defaults filled in)
     batch_size: int = 8
     progress: bool = True
-
-    def option(self, name: str, default):
-        return self.options.get(name, default) if self.options.get(name) is not None else default
 
 
 @dataclass
@@ -42,21 +42,45 @@ class Allocation:
     refine: Callable | None = None  # (key, W, mask, stats: BlockStats, target) -> mask
 
 
-ALLOCATIONS: dict[str, Callable[[PruneJob], Allocation]] = {}
+@dataclass(frozen=True)
+class TopUp:
+    """A registered top-up: its allocation function and its options class."""
+    name: str
+    allocate: Callable[[PruneJob], Allocation]
+    options: type[Options] = NoOptions
+    nm: bool = False  # works with N:M structure (which fixes every row's sparsity at N/M)
+
+    def resolve(self, options: Options | dict | None, target: Target) -> Options:
+        """The options this top-up runs with for `target` (from a dict or an options instance, defaults filled
+        in); a ValueError if it cannot run with them."""
+        if options is None or isinstance(options, dict):
+            options = self.options.from_dict(options, self.name)
+        if not isinstance(options, self.options):
+            raise TypeError(f"top-up {self.name!r} takes {self.options.__name__}, got {type(options).__name__}")
+        if target.structure.kind == "nm" and not self.nm:
+            valid = ", ".join(t.name for _, t in TOPUPS.items() if t.nm)
+            raise ValueError(f"top-up {self.name!r} does not work with structure {target.structure}, which fixes "
+                             f"every row's sparsity; with N:M use one of: {valid}")
+        return options.resolved(target)
+
+    def __call__(self, job: PruneJob) -> Allocation:
+        options = self.resolve(job.options, Target(job.method, job.sparsity, job.structure, len(job.windows)))
+        return self.allocate(replace(job, options=options))
 
 
-def register_allocation(name: str):
+TOPUPS: Registry[TopUp] = Registry("top-up")
+
+
+def register_topup(name: str, options: type[Options] = NoOptions, *, nm: bool = False, override: bool = False):
+    """Decorator registering `allocate(job) -> Allocation` as top-up `name` with its options dataclass."""
     def deco(fn):
-        ALLOCATIONS[name] = fn
+        TOPUPS.register(name, TopUp(name, fn, options, nm), override=override)
         return fn
     return deco
 
 
-def get_allocation(name: str) -> Callable[[PruneJob], Allocation]:
-    try:
-        return ALLOCATIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown top-up {name!r}; valid: {', '.join(ALLOCATIONS)}") from None
+def get_topup(name: str) -> TopUp:
+    return TOPUPS[name]
 
 
 def clip_sparsity(s: np.ndarray) -> np.ndarray:
@@ -68,13 +92,15 @@ def clip_sparsity(s: np.ndarray) -> np.ndarray:
 
 
 def minmax_densities(values: np.ndarray, lam: float, sparsity: float) -> np.ndarray:
-    """d = minmax(values) * 2λ, recentred so the mean density is 1 - s (float64, as the reference)."""
+    """d = minmax(values) * 2λ, recentred so the mean density is 1 - s (float64, as the reference).
+    Equal values (nothing to scale) give every entry the density 1 - s."""
     v = np.asarray(values, np.float64)
-    d = (v - v.min()) * (1.0 / (v.max() - v.min()) * lam * 2)
+    span = v.max() - v.min()
+    d = (v - v.min()) * (1.0 / span * lam * 2) if span > 0 else np.zeros_like(v)
     return d - np.mean(d) + (1 - sparsity)
 
 
-@register_allocation("uniform")
+@register_topup("uniform", nm=True)
 def uniform(job: PruneJob) -> Allocation:
     return Allocation(uniform_distribution(job.cfg, job.sparsity))
 
@@ -85,11 +111,19 @@ def outlier_ratio(scores: list[np.ndarray], m: float) -> float:
     return float(np.mean(flat > m * flat.mean(dtype=np.float32))) * 100
 
 
-@register_allocation("owl")
+@dataclass(frozen=True)
+class OWLOptions(Options):
+    owl_m: float = option(5.0, "OWL: outlier threshold M (a Wanda score above M × the mean of its block is an "
+                               "outlier)", check=positive, metavar="M")
+    owl_lambda: float = option(0.08, "OWL: λ, the half-range of the block densities around 1 - sparsity",
+                               check=in_range(0.0, 1.0), metavar="λ")
+
+
+@register_topup("owl", OWLOptions)
 def owl(job: PruneJob) -> Allocation:
     """OWL: blocks with more outlier Wanda scores (on the dense model's stream) are pruned less."""
     from .models import family_of
-    m, lam = job.option("owl_m", 5.0), job.option("owl_lambda", 0.08)
+    m, lam = job.options.owl_m, job.options.owl_lambda
     norms = dense_activation_norms(job.cfg, job.params, job.windows, job.batch_size, job.progress)
     ratios = []
     for b, block in enumerate(job.params["blocks"]):
@@ -100,6 +134,9 @@ def owl(job: PruneJob) -> Allocation:
     info = {"owl_outlier_ratios": {str(b): r for b, r in enumerate(ratios)},
             "owl_block_sparsity": {str(b): float(s) for b, s in enumerate(block_sparsity)},
             "owl_m": m, "owl_lambda": lam}
+    if max(ratios) == min(ratios):
+        info["owl_note"] = (f"every block has the same outlier ratio ({ratios[0]:g} %) at M = {m:g}, "
+                            "so the allocation is uniform")
     return Allocation(block_distribution(job.cfg, block_sparsity), info)
 
 from . import alphapruning, dsnot  # noqa: E402,F401  (register the "alphapruning" and "dsnot" top-ups)

@@ -18,9 +18,12 @@ Everything is computed from the dense weights alone (no calibration data). ε is
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from .allocation import Allocation, PruneJob, register_allocation
+from .allocation import Allocation, PruneJob, register_topup
+from .options import Options, in_range, option
 from .pruning import layer_keys
 
 F32 = np.float32
@@ -138,12 +141,16 @@ def alpha_sparsities(metric: np.ndarray, sizes: np.ndarray, sparsity: float, eps
     return ratios * (numerator / np.sum(sizes * ratios))
 
 
-@register_allocation("alphapruning")
+@dataclass(frozen=True)
+class AlphaPruningOptions(Options):
+    alpha_epsilon: float = option(0.3, "AlphaPruning: ε, block sparsities span [1-ε, 1+ε] × s before rescaling",
+                                  check=in_range(0.0, 1.0, high_open=True), metavar="ε")
+
+
+@register_topup("alphapruning", AlphaPruningOptions)
 def alphapruning(job: PruneJob) -> Allocation:
     """AlphaPruning: blocks whose layers have a larger mean ESD exponent α are pruned more (ε = alpha_epsilon)."""
-    eps = float(job.option("alpha_epsilon", 0.3))
-    if not 0.0 <= eps < 1.0:
-        raise ValueError(f"alpha_epsilon must be in [0, 1), got {eps}")
+    eps = job.options.alpha_epsilon
     keys = layer_keys(job.cfg)
     n_blocks = job.cfg.num_layers
     per_block = len(keys) // n_blocks

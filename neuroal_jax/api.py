@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -28,32 +29,33 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .allocation import ALLOCATIONS, PruneJob, get_allocation
+from .allocation import TOPUPS, Allocation, PruneJob, TopUp
 from .config import DTYPES, ModelConfig
+from .data import DatasetSpec, parse_spec
+from .io_utils import check_out, output_lock, publish, remove_ours, sibling, temp_sibling
+from .options import Options, Target
 from .pruning import Structure, check_method, check_sparsity, sequential_prune, sparsity_summary
+from .report import build_report, write_report
 
-#: Modules that register top-ups in `neuroal_jax.allocation.ALLOCATIONS` when imported.
+#: Modules that register top-ups in `neuroal_jax.allocation.TOPUPS` when imported.
 TOPUP_MODULES = ("neuroal_jax.allocation", "neuroal_jax.alphapruning", "neuroal_jax.dsnot", "neuroal_jax.search")
-#: Top-ups that work with N:M structure (it fixes every layer's sparsity at N/M; DSnoT rejects N:M itself).
-NM_TOPUPS = ("uniform",)
+#: The achieved sparsity may differ from the target by this much before prune warns (0.5 points).
+SPARSITY_TOLERANCE = 0.005
+
+
+class SparsityWarning(UserWarning):
+    """The achieved sparsity is far from the target (the top-up's clipping or rounding)."""
 
 
 def load_topup_modules() -> list:
-    """Import every module that registers a top-up; the ones not written yet are skipped."""
-    loaded = []
-    for name in TOPUP_MODULES:
-        try:
-            loaded.append(importlib.import_module(name))
-        except ImportError as e:
-            if not (isinstance(e, ModuleNotFoundError) and e.name == name):  # exists, but an import inside fails
-                warnings.warn(f"top-up module {name} could not be imported: {e}", stacklevel=2)
-    return loaded
+    """Import every module that registers a top-up."""
+    return [importlib.import_module(name) for name in TOPUP_MODULES]
 
 
 def available_topups() -> list[str]:
     """Names of the registered top-ups (after importing every top-up module)."""
     load_topup_modules()
-    return list(ALLOCATIONS)
+    return list(TOPUPS)
 
 
 @dataclass
@@ -69,7 +71,7 @@ class PruneResult:
 
 # ---------------------------------------------------------------- validation
 
-def _positive_int(name: str, value, minimum: int = 1) -> int:
+def positive_int(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
@@ -83,32 +85,29 @@ def _eval_specs(specs) -> list[str]:
     return [s.strip() for s in specs if s and s.strip()]
 
 
-def check_topup(top_up: str) -> str:
+def check_topup(top_up: str) -> TopUp:
     load_topup_modules()
-    get_allocation(top_up)  # raises with the valid names
-    return top_up
+    return TOPUPS[top_up]  # raises with the valid names
 
 
-def check_structure(structure: str | Structure, sparsity: float, top_up: str) -> Structure:
-    """Parse the structure; N:M fixes the sparsity at N/M, which only uniform-sparsity top-ups keep."""
+def check_structure(structure: str | Structure, sparsity: float) -> tuple[Structure, float]:
+    """(structure, sparsity): N:M prunes exactly N/M of every row, so the sparsity must be N/M (within 1e-6;
+    the exact value is then used)."""
     st = structure if isinstance(structure, Structure) else Structure.parse(structure)
     if st.kind == "nm":
-        if abs(sparsity - st.n / st.m) > 1e-9:
-            raise ValueError(f"structure {st} prunes exactly {st.n}/{st.m} = {st.n / st.m:g} of every row; "
-                             f"got sparsity {sparsity:g} (pass sparsity={st.n / st.m:g})")
-        if top_up not in NM_TOPUPS:
-            raise ValueError(f"top-up {top_up!r} changes per-layer sparsity, which structure {st} fixes; "
-                             f"with N:M use one of: {', '.join(NM_TOPUPS)}")
-    return st
+        exact = st.n / st.m
+        if abs(sparsity - exact) > 1e-6:
+            raise ValueError(f"structure {st} prunes exactly {st.n}/{st.m} = {exact:g} of every row; "
+                             f"got sparsity {sparsity:g} (pass sparsity={exact:g})")
+        sparsity = exact
+    return st, sparsity
 
 
-def check_model_fits(cfg: ModelConfig, params: dict, structure: Structure, seqlen: int) -> None:
+def check_model_fits(cfg: ModelConfig, structure: Structure, seqlen: int) -> None:
     """Checks that need the model: context length, and N:M groups dividing every layer's inputs."""
-    if seqlen > cfg.max_position_embeddings:
-        raise ValueError(f"seqlen {seqlen} exceeds the model's context length {cfg.max_position_embeddings}; "
-                         "pass a smaller seqlen")
+    from .models import check_seqlen, family_of
+    check_seqlen(cfg, seqlen)
     if structure.kind == "nm":
-        from .models import family_of
         shapes = family_of(cfg).param_shapes(cfg)["blocks"]
         for b, block in enumerate(shapes):
             for name in family_of(cfg).prunable:
@@ -118,15 +117,81 @@ def check_model_fits(cfg: ModelConfig, params: dict, structure: Structure, seqle
                                      f"not divisible by M={structure.m}")
 
 
-def check_out(out, force: bool) -> Path | None:
-    if out is None:
-        return None
-    out = Path(out)
-    if out.exists() and not force:
-        raise FileExistsError(f"output folder {out} already exists; pass --force (force=True) to replace it")
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder")
-    return out
+def model_path(model) -> str | None:
+    """The local file or folder a model comes from (None for a Hub id or in-memory params)."""
+    if isinstance(model, (str, os.PathLike)):
+        from converters.load import resolve_spec
+        try:
+            kind, where = resolve_spec(model)
+        except (ValueError, OSError):
+            return None
+        return None if kind == "hub" else os.fspath(where)
+    source = getattr(model, "source", None)
+    return os.fspath(source) if isinstance(source, (str, os.PathLike)) and Path(source).exists() else None
+
+
+def data_paths(flag: str, specs: Sequence[DatasetSpec]) -> list[tuple[str, str]]:
+    return [(flag, s.path) for s in specs if s.path]
+
+
+@dataclass(frozen=True)
+class PruneRequest:
+    """Every argument of `prune`, checked (`check_request`)."""
+    method: str
+    sparsity: float
+    topup: TopUp
+    options: Options  # resolved: defaults filled in
+    structure: Structure
+    calib: DatasetSpec
+    nsamples: int
+    seqlen: int
+    seed: int
+    eval: tuple[str, ...]
+    eval_nsamples: int | None
+    batch_size: int
+    dtype: str
+    stream: bool
+    resume: bool
+    force: bool
+    out: Path | None
+    progress: bool
+
+    def settings(self) -> dict:
+        """What report.json records of the request (and a resumed run must repeat)."""
+        return {"structure": str(self.structure), "calib": str(self.calib), "nsamples": self.nsamples,
+                "seqlen": self.seqlen, "seed": self.seed, "dtype": self.dtype, "stream": self.stream,
+                "batch_size": self.batch_size, "eval_nsamples": self.eval_nsamples,
+                "options": self.options.to_dict()}
+
+
+def check_request(model, *, method, sparsity, top_up, structure, calib, nsamples, seqlen, seed, out, eval,
+                  eval_nsamples, force, options, batch_size, progress, dtype, stream, resume) -> PruneRequest:
+    """Validate every argument of `prune` before any work (see its docstring)."""
+    sparsity = check_sparsity(sparsity)
+    check_method(method)
+    topup = check_topup(top_up)
+    st, sparsity = check_structure(structure, sparsity)
+    nsamples, seqlen = positive_int("nsamples", nsamples), positive_int("seqlen", seqlen, 2)
+    batch_size, seed = positive_int("batch_size", batch_size), int(seed)
+    if eval_nsamples is not None:
+        eval_nsamples = positive_int("eval_nsamples", eval_nsamples)
+    if options is not None and not isinstance(options, (dict, Options)):
+        raise ValueError(f"options must be a dict, got {type(options).__name__}")
+    resolved = topup.resolve(options, Target(method, sparsity, st, nsamples))
+    calib_spec, specs = parse_spec(calib), _eval_specs(eval)
+    eval_specs = [parse_spec(s) for s in specs]
+    check_dtype(dtype)
+    stream = stream or resume
+    if stream and out is None:
+        raise ValueError("stream=True (--stream, --resume) writes the model block by block and needs an output folder")
+    inputs = [("--model", p) for p in [model_path(model)] if p]
+    inputs += data_paths("--calib", [calib_spec]) + data_paths("--eval", eval_specs)
+    out = check_out(out, force, inputs)
+    if out is not None and not (stream and resume) and sibling(out, "partial").exists() and not force:
+        raise FileExistsError(f"an interrupted --stream run of {out} is at {sibling(out, 'partial')}; pass --stream "
+                              "--resume to continue it, or --force to discard it")
+    return PruneRequest(method, sparsity, topup, resolved, st, calib_spec, nsamples, seqlen, seed, tuple(specs),
+                        eval_nsamples, batch_size, dtype, stream, resume, force, out, progress)
 
 
 # ---------------------------------------------------------------- pieces
@@ -192,24 +257,69 @@ class Timer:
 
 def write_outputs(folder: Path, cfg: ModelConfig, params: dict, tokenizer, masks: dict, dist: dict,
                   make_report: Callable[[], dict]) -> dict:
-    """Model (HF PyTorch checkpoint), masks/ (orbax), plots/ and report.json into an existing empty folder.
+    """Model (HF PyTorch checkpoint), masks/ (orbax), plots/ and report.json into an existing folder.
 
     `make_report` is called after the model and masks are written, so its timings include them."""
-    from converters.hf import export_hf
+    from converters.hf import write_hf
 
     from .checkpoint import MASKS_DIR, save_masks
-    from .plots import save_plots
-    from .report import write_json
-    staging = folder / ".hf-export"
-    export_hf(cfg, params, staging, tokenizer=tokenizer)
-    for f in staging.iterdir():
-        os.replace(f, folder / f.name)
-    staging.rmdir()
+    write_hf(folder, cfg, params, tokenizer)
     save_masks(folder / MASKS_DIR, masks, dist)
-    report = make_report()
-    save_plots(report, folder / "plots")
-    write_json(folder / "report.json", report)
-    return report
+    return write_report(folder, make_report())
+
+
+# ---------------------------------------------------------------- where a run writes
+
+class InMemoryRun:
+    """A run that holds the pruned model in memory and writes `out` (if any) at the end, from a temporary
+    folder renamed into place."""
+
+    def __init__(self, req: PruneRequest, folder: Path | None):
+        self.req, self.folder = req, folder
+
+    def saved_allocation(self, record: dict) -> Allocation | None:
+        return None
+
+    def keep_allocation(self, allocation: Allocation) -> None:
+        pass
+
+    def prune(self, cfg, params, windows, allocation: Allocation):
+        r = self.req
+        pruned, masks = sequential_prune(cfg, params, windows, allocation.dist, r.method, r.structure, r.batch_size,
+                                         allocation.refine, r.progress)
+        return pruned, masks, sparsity_summary(cfg, masks)
+
+    def finish(self, cfg, pruned, tokenizer, masks, dist, make_report: Callable[[], dict]) -> tuple[dict, dict]:
+        if self.folder is None:
+            return make_report(), pruned
+        report = write_outputs(self.folder, cfg, pruned, tokenizer, masks, dist, make_report)
+        publish(self.folder, self.req.out, "prune")
+        return report, pruned
+
+
+@contextlib.contextmanager
+def run_destination(req: PruneRequest):
+    """The run's destination: with `out`, the output lock is held, stale temporary folders of ours are removed,
+    and an interrupted run's folder is discarded when `force` (unless resuming)."""
+    if req.out is None:
+        yield InMemoryRun(req, None)
+        return
+    with output_lock(req.out):
+        part = sibling(req.out, "partial")
+        if part.exists() and not (req.stream and req.resume):
+            if not req.force:
+                raise FileExistsError(f"an interrupted --stream run of {req.out} is at {part}; pass --stream "
+                                      "--resume to continue it, or --force to discard it")
+            remove_ours(part)
+        if req.stream:
+            from .streaming import StreamedRun
+            yield StreamedRun(req, part)
+            return
+        tmp = temp_sibling(req.out, "prune")
+        try:
+            yield InMemoryRun(req, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the call
@@ -224,117 +334,100 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
 
     model: spec string for `converters.load_model` (built-in name, .gguf, HF folder or Hub id), a
         LoadedModel, or a (ModelConfig, params) pair.
-    method: magnitude | wanda | multiflow | sparsegpt.   top_up: a name in `ALLOCATIONS`
-        (uniform, owl, alphapruning, dsnot, neuroal when installed).
+    method: magnitude | wanda | multiflow | sparsegpt.   top_up: a name in `TOPUPS`
+        (uniform, owl, alphapruning, dsnot, neuroal).
     structure: "row" (per-row, default), "layer" or "N:M" (then sparsity must be N/M).
     calib: calibration data spec (c4, wikitext2, ptb, pydoc, text:PATH, tokens:PATH.npy); `nsamples`
         windows of `seqlen` tokens (an error if seqlen exceeds the model's context), sampled with `seed`.
     eval: perplexity test sets (same spec syntax), each on at most `eval_nsamples` windows of `seqlen`.
-    options: top-up options, e.g. {"owl_m": 5, "owl_lambda": 0.08}; recorded in the report.
-    out: write the output folder (atomically; an existing folder needs `force`).
+    options: the top-up's options, e.g. {"owl_m": 5, "owl_lambda": 0.08} (its options dataclass lists them);
+        the report records every option's value, defaults included.
+    out: write the output folder (atomically). An existing folder needs `force`, and is replaced only if
+        neuroal-jax wrote it and it holds nothing else (`neuroal_jax.io_utils`).
     dtype: "float32" or "bfloat16" weights and activations (statistics and scores stay float32).
     stream: read the model and write `out` one block at a time (needs `out`; see neuroal_jax.streaming);
         the result's params then read their blocks lazily from `out`. resume: continue an interrupted
-        streamed run of the same settings (implies stream).
+        streamed run of the same settings and inputs (implies stream).
     """
-    from .data import calibration_windows, eval_windows, parse_spec
-    from .evaluation import perplexity
-    from .report import build_report
-
-    # -- validate everything before any work
-    sparsity = check_sparsity(sparsity)
-    check_method(method)
-    check_topup(top_up)
-    st = check_structure(structure, sparsity, top_up)
-    nsamples, seqlen = _positive_int("nsamples", nsamples), _positive_int("seqlen", seqlen, 2)
-    batch_size, seed = _positive_int("batch_size", batch_size), int(seed)
-    if eval_nsamples is not None:
-        eval_nsamples = _positive_int("eval_nsamples", eval_nsamples)
-    if options is not None and not isinstance(options, dict):
-        raise ValueError(f"options must be a dict, got {type(options).__name__}")
-    options = dict(options or {})
-    specs = _eval_specs(eval)
-    parse_spec(calib)
-    for s in specs:
-        parse_spec(s)
-    np_dtype = check_dtype(dtype)
-    stream = stream or resume
-    if stream and out is None:
-        raise ValueError("stream=True (--stream, --resume) writes the model block by block and needs an output folder")
-    out = check_out(out, force)
-
+    req = check_request(model, method=method, sparsity=sparsity, top_up=top_up, structure=structure, calib=calib,
+                        nsamples=nsamples, seqlen=seqlen, seed=seed, out=out, eval=eval, eval_nsamples=eval_nsamples,
+                        force=force, options=options, batch_size=batch_size, progress=progress, dtype=dtype,
+                        stream=stream, resume=resume)
     timer = Timer()
-    with timer("load"):
-        name, cfg, params, tokenizer, source = resolve_model(model, dtype, stream)
-    check_model_fits(cfg, params, st, seqlen)
-    settings = {"model_source": source, "family": cfg.family, "structure": str(st), "calib": calib,
-                "nsamples": nsamples, "seqlen": seqlen, "seed": seed, "dtype": dtype, "stream": stream,
-                "batch_size": batch_size, "eval_nsamples": eval_nsamples, "options": options}
-    if stream:
-        from . import streaming
-        part, resumed = streaming.open_run(out, {"model": name, "method": method, "top_up": top_up,
-                                                 "sparsity": sparsity, **settings}, force, resume)
+    with run_destination(req) as run:
+        with timer("load"):
+            name, cfg, params, tokenizer, source = resolve_model(model, req.dtype, req.stream)
+        check_model_fits(cfg, req.structure, req.seqlen)
+        windows, test_sets = load_data(req, tokenizer, cfg.vocab_size, timer)
+        record = {"model": name, "method": req.method, "top_up": req.topup.name, "sparsity": req.sparsity,
+                  "model_source": source, "family": cfg.family, **req.settings()}
+        with timer("allocation"):
+            allocation = run.saved_allocation({"settings": record, "inputs": input_fingerprint(
+                source, params, req.calib, windows, test_sets) if req.stream else None})
+            if allocation is None:
+                job = PruneJob(cfg, params, windows, req.sparsity, req.method, req.structure, req.options,
+                               req.batch_size, req.progress)
+                allocation = req.topup(job)
+                run.keep_allocation(allocation)
+        with timer("prune"):
+            pruned, masks, summary = run.prune(cfg, params, windows, allocation)
+        notes = sparsity_notes(req, summary)
+        ppl = evaluate(cfg, pruned, test_sets, req, timer)
+        export_started = time.perf_counter()
 
+        def make_report() -> dict:
+            timings = timer.rounded()
+            if req.out is not None:
+                timings["export"] = round(time.perf_counter() - export_started, 3)
+            timings["total"] = round(sum(timings.values()), 3)
+            return build_report(model=name, method=req.method, top_up=req.topup.name, target_sparsity=req.sparsity,
+                                summary=summary, timings=timings, perplexity=ppl,
+                                settings={"model_source": source, "family": cfg.family, **req.settings()},
+                                dist=allocation.dist, info=allocation.info, notes=notes)
+
+        report, pruned = run.finish(cfg, pruned, tokenizer, masks, allocation.dist, make_report)
+    return PruneResult(cfg, pruned, masks, allocation.dist, report, req.out, tokenizer)
+
+
+def load_data(req: PruneRequest, tokenizer, vocab_size: int, timer: Timer) -> tuple[np.ndarray, dict]:
+    """Calibration windows and {eval spec: windows}, token ids checked against the vocabulary."""
+    from .data import calibration_windows, eval_windows
     with timer("calibration"):
-        windows = calibration_windows(calib, tokenizer, nsamples, seqlen, seed)
-    if specs:
+        windows = calibration_windows(req.calib, tokenizer, req.nsamples, req.seqlen, req.seed, vocab_size)
+    test_sets = {}
+    if req.eval:
         with timer("eval_data"):
-            test_sets = {s: eval_windows(s, tokenizer, seqlen, eval_nsamples) for s in specs}
+            test_sets = {s: eval_windows(s, tokenizer, req.seqlen, req.eval_nsamples, vocab_size) for s in req.eval}
+    return windows, test_sets
 
-    with timer("allocation"):
-        allocation = streaming.load_allocation(part) if stream and resumed else None
-        if allocation is None:
-            job = PruneJob(cfg, params, windows, sparsity, method, st, options, batch_size, progress)
-            allocation = get_allocation(top_up)(job)
-            if stream and allocation.refine is None:  # a refining top-up (DSnoT) is rebuilt on resume
-                streaming.save_allocation(part, allocation)
-    with timer("prune"):
-        if stream:
-            summary = streaming.streamed_prune(cfg, params, windows, allocation.dist, method, st, batch_size,
-                                               allocation.refine, progress, part, np_dtype)
-            pruned, masks = streaming.reopen_pruned(cfg, params, part, np_dtype), None
-        else:
-            pruned, masks = sequential_prune(cfg, params, windows, allocation.dist, method, st, batch_size,
-                                             allocation.refine, progress)
-            summary = sparsity_summary(cfg, masks)
 
+def input_fingerprint(source, params, calib: DatasetSpec, windows, test_sets) -> dict:
+    """Digests of what a run reads: the model's files (sizes and modification times) or its in-memory weights,
+    the calibration windows and every evaluation set's windows. A resumed run must see the same."""
+    from .streaming import array_digest, files_digest, params_digest
+    return {"model": files_digest(source) if source else params_digest(params),
+            f"calibration windows of {calib}": array_digest(windows),
+            **{f"evaluation windows of {s}": array_digest(w) for s, w in test_sets.items()}}
+
+
+def evaluate(cfg, params, test_sets: dict, req: PruneRequest, timer: Timer) -> dict:
+    from .evaluation import perplexity
     ppl = {}
-    if specs:
+    if test_sets:
         with timer("eval"):
             for s, w in test_sets.items():
-                ppl[s] = perplexity(cfg, pruned, w, batch_size=batch_size, progress=progress, desc=f"perplexity {s}")
-
-    def make_report(export_started: float | None = None) -> dict:
-        timings = timer.rounded()
-        if export_started is not None:
-            timings["export"] = round(time.perf_counter() - export_started, 3)
-        timings["total"] = round(sum(timings.values()), 3)
-        return build_report(model=name, method=method, top_up=top_up, target_sparsity=sparsity, summary=summary,
-                            timings=timings, perplexity=ppl, settings=settings, dist=allocation.dist,
-                            info=allocation.info)
-
-    if out is None:
-        report = make_report()
-    elif stream:
-        report = _finish_streamed(part, out, tokenizer, make_report)
-        pruned = streaming.reopen_pruned(cfg, params, out, np_dtype)
-    else:
-        from .io_utils import atomic_dir
-        t0 = time.perf_counter()
-        with atomic_dir(out, force=force) as tmp:
-            report = write_outputs(tmp, cfg, pruned, tokenizer, masks, allocation.dist, lambda: make_report(t0))
-    return PruneResult(cfg, pruned, masks, allocation.dist, report, out, tokenizer)
+                ppl[s] = perplexity(cfg, params, w, batch_size=req.batch_size, progress=req.progress,
+                                    desc=f"perplexity {s}")
+    return ppl
 
 
-def _finish_streamed(part: Path, out: Path, tokenizer, make_report: Callable[[], dict]) -> dict:
-    """Tokenizer, report and plots into the finished run's folder, then rename it to `out`."""
-    from .plots import save_plots
-    from .report import write_json
-    from .streaming import finish_run
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(part))
-    report = make_report()
-    save_plots(report, part / "plots")
-    write_json(part / "report.json", report)
-    finish_run(part, out)
-    return report
+def sparsity_notes(req: PruneRequest, summary: dict) -> list[str]:
+    """A warning (also kept in the report) when the achieved sparsity misses the target by > 0.5 points."""
+    miss = summary["sparsity"] - req.sparsity
+    if abs(miss) <= SPARSITY_TOLERANCE:
+        return []
+    note = (f"achieved sparsity {summary['sparsity']:.4f} misses the target {req.sparsity:.4f} by "
+            f"{100 * abs(miss):.2f} points (top-up {req.topup.name}: its per-layer targets, clipped to "
+            "[0.01, 0.99] where the schedule leaves that range, are in report.json's 'distribution')")
+    warnings.warn(note, SparsityWarning, stacklevel=3)
+    return [note]

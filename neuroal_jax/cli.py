@@ -2,17 +2,14 @@
 
 Commands: prune, eval-ppl, eval-zeroshot, export, compare.
 
-Top-up options are registered generically. Each module in `api.TOPUP_MODULES` may expose
-
-    add_cli_options(group: argparse._ArgumentGroup) -> None     # add its flags to `prune`
-    options_from_args(args: argparse.Namespace) -> dict          # -> PruneJob.options entries
-
-and the CLI calls them. For a module without these hooks the CLI's fallback flags below
-(`FALLBACK_OPTIONS`, keyed by module) are used, so a module that adds its own hooks later
-replaces them without touching this file. `--option KEY=VALUE` passes anything else.
+Every top-up's flags come from its options dataclass (`neuroal_jax.options`): the flag, type, default,
+help and checks are written there once. `--option KEY=VALUE` passes any option of the chosen top-up
+(e.g. of a top-up registered by a plugin).
 
 Expected errors (bad input, missing files, unreachable Hub) end as one line
 `neuroal-jax: error: ...` with exit status 2; NEUROAL_DEBUG=1 shows the traceback instead.
+Ctrl-C, SIGTERM and SIGHUP stop the run cleanly (temporary folders removed; a --stream run keeps its
+finished blocks for --resume) with exit status 128 + the signal number.
 """
 from __future__ import annotations
 
@@ -21,14 +18,18 @@ import ast
 import os
 import sys
 import time
-from dataclasses import dataclass
+import warnings
 
 from .config import DTYPES
-from .runtime import reexec_with_hugepages
+from .runtime import Interrupted, handle_termination, reexec_with_hugepages
 
 MODEL_HELP = ("a built-in name (smollm2-135m, gemma3-270m), a .gguf file, a local Hugging Face folder "
               "or a Hub id")
 DATASET_HELP = "c4 | wikitext2 | ptb (Hub), pydoc (offline), text:PATH, tokens:PATH.npy"
+WINDOWS_HELP = ("Calibration: NSAMPLES windows of SEQLEN tokens at random (seeded) starts in the text or in a 1-D "
+                "tokens file; a 2-D tokens file [n, L] gives its first NSAMPLES rows, which must have L = SEQLEN. "
+                "Evaluation: the text, or each row of a tokens file, is cut into non-overlapping windows of SEQLEN "
+                "tokens; a sequence's last < SEQLEN tokens are not scored. Token ids must lie in [0, vocab_size).")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -44,17 +45,6 @@ def default_seqlen(cfg, seqlen: int | None) -> int:
 
 # ---------------------------------------------------------------- argument types
 
-def float_list(text: str) -> tuple[float, ...]:
-    """"0.01,0.02,0.05" -> (0.01, 0.02, 0.05)."""
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one number")
-    return values
-
-
 def key_value(text: str) -> tuple[str, object]:
     """"owl_m=7" -> ("owl_m", 7): the value is a Python literal if it parses as one, else a string."""
     key, sep, value = text.partition("=")
@@ -69,113 +59,29 @@ def key_value(text: str) -> tuple[str, object]:
 
 # ---------------------------------------------------------------- top-up options
 
-@dataclass(frozen=True)
-class Option:
-    """One CLI flag whose value goes into PruneJob.options[key] (omitted when not given)."""
-    flag: str
-    key: str
-    help: str
-    type: object = float
-    choices: tuple | None = None
-    metavar: str | None = None
-
-    def add(self, group) -> None:
-        group.add_argument(self.flag, dest=f"topup_{self.key}", type=self.type, default=None, choices=self.choices,
-                           metavar=self.metavar, help=self.help)
-
-
-#: Titles of the --help groups of each top-up module's flags.
-GROUP_TITLES = {"neuroal_jax.allocation": "OWL options (--top-up owl)",
-                "neuroal_jax.alphapruning": "AlphaPruning options (--top-up alphapruning)",
-                "neuroal_jax.dsnot": "DSnoT options (--top-up dsnot)",
-                "neuroal_jax.search": "NeuroAL options (--top-up neuroal)"}
-
-#: Fallback flags per top-up module, used while that module has no `add_cli_options` of its own.
-FALLBACK_OPTIONS: dict[str, tuple[Option, ...]] = {
-    "neuroal_jax.allocation": (
-        Option("--owl-m", "owl_m", "OWL: outlier threshold M (score > M × mean) (default: 5)", metavar="M"),
-        Option("--owl-lambda", "owl_lambda", "OWL: λ, the half-range of block densities (default: 0.08)",
-               metavar="λ"),
-    ),
-    "neuroal_jax.alphapruning": (
-        Option("--alpha-epsilon", "alpha_epsilon",
-               "AlphaPruning: ε, block sparsities span [1-ε, 1+ε] × s before rescaling (default: 0.3)",
-               metavar="ε"),
-    ),
-    "neuroal_jax.dsnot": (
-        Option("--dsnot-max-cycles", "dsnot_max_cycles", "DSnoT: at most this many prune-and-regrow cycles "
-               "(default: 50)", type=int, metavar="N"),
-        Option("--dsnot-threshold", "dsnot_threshold", "DSnoT: a row stops once its reconstruction error is at "
-               "most this (default: 0.1)", metavar="T"),
-        Option("--dsnot-var-power", "dsnot_var_power", "DSnoT: power of the input variance in the regrow order "
-               "(default: 1)", metavar="P"),
-        Option("--dsnot-skip", "dsnot_skip", "DSnoT: layers left unrefined: mlp (reference), self_attn or none "
-               "(default: mlp)", type=str, choices=("mlp", "self_attn", "none")),
-    ),
-    # ---- NeuroAL options (SPEC §5–6): the keys `neuroal_jax.search.neuroal` reads from PruneJob.options.
-    # Move them into `neuroal_jax.search.add_cli_options` / `options_from_args` to own them there; these
-    # fallbacks then step aside automatically.
-    "neuroal_jax.search": (
-        Option("--neuroal-step", "neuroal_step", "NeuroAL: which λ search to run (default: both)", type=str,
-               choices=("block", "row", "both")),
-        Option("--lambdas-block", "lambdas_block",
-               "NeuroAL: block-step λ values, comma-separated (default: 0.01..0.10,0.12,0.15,0.20,0.25; "
-               "without 0.25 when s >= 0.8)", type=float_list, metavar="L1,L2,..."),
-        Option("--lambdas-row", "lambdas_row",
-               "NeuroAL: row-step λ values, comma-separated (default: 0.00..0.10,0.12,0.15,0.20,0.25)",
-               type=float_list, metavar="L1,L2,..."),
-        Option("--search-samples", "search_samples",
-               "NeuroAL: calibration windows used by the λ search, the first N (default: 8)", type=int, metavar="N"),
-        Option("--alignment", "alignment", "NeuroAL: alignment metric name from the registry (default: neuron)",
-               type=str, metavar="NAME"),
-        Option("--lambda-chunk", "lambda_chunk",
-               "NeuroAL: evaluate this many λ candidates at a time to save memory (default: all)", type=int,
-               metavar="K"),
-        Option("--dense-stream", "dense_stream",
-               "NeuroAL: dense activations on each candidate's sparse stream (reference, default) or on "
-               "the dense model's stream (paper's Algorithm 1)", type=str, choices=("candidate", "model")),
-        Option("--devices", "devices", "NeuroAL: shard the λ candidates over the first N devices "
-               "(default: one device)", type=int, metavar="N"),
-        Option("--model-parallel", "model_parallel", "NeuroAL: also split every weight's rows over M of those "
-               "devices (M divides N; default: 1)", type=int, metavar="M"),
-    ),
-}
-
-
-def _module_name(module) -> str:
-    return getattr(module, "__name__", str(module))
-
-
-def add_topup_options(parser: argparse.ArgumentParser, modules: list) -> None:
-    """Add every top-up's flags to the prune parser: the module's own hook, else the fallbacks."""
-    own = {_module_name(m): m for m in modules if hasattr(m, "add_cli_options")}
-    def title(name):
-        return GROUP_TITLES.get(name, f"{name.rsplit('.', 1)[-1]} options")
-
-    for name, module in own.items():
-        module.add_cli_options(parser.add_argument_group(title(name)))
-    for name, options in FALLBACK_OPTIONS.items():
-        if name not in own:
-            group = parser.add_argument_group(title(name))
-            for opt in options:
-                opt.add(group)
+def add_topup_options(parser: argparse.ArgumentParser) -> None:
+    """One --help group per top-up with options, generated from its options dataclass."""
+    from .allocation import TOPUPS
+    for name, topup in TOPUPS.items():
+        if topup.options.option_fields():
+            topup.options.add_flags(parser.add_argument_group(f"{name} options (--top-up {name})"))
     parser.add_argument("--option", action="append", type=key_value, default=[], metavar="KEY=VALUE",
-                        help="any other top-up option, passed as PruneJob.options[KEY] (value parsed as a "
-                             "Python literal when possible); repeatable")
+                        help="any option of the chosen top-up by its key (value parsed as a Python literal when "
+                             "possible); repeatable")
 
 
-def options_from_args(args, modules: list) -> dict:
-    """PruneJob.options from the parsed flags (only the ones given)."""
-    options: dict = {}
-    own = {_module_name(m): m for m in modules if hasattr(m, "options_from_args")}
-    for name, module in own.items():
-        options.update({k: v for k, v in module.options_from_args(args).items() if v is not None})
-    for name, opts in FALLBACK_OPTIONS.items():
-        if name not in own:
-            for opt in opts:
-                value = getattr(args, f"topup_{opt.key}", None)
-                if value is not None:
-                    options[opt.key] = list(value) if isinstance(value, tuple) else value
+def options_from_args(args) -> dict:
+    """The chosen top-up's options given on the command line; a flag of another top-up is an error."""
+    from .allocation import TOPUPS
+    options = {}
+    for name, topup in TOPUPS.items():
+        given = topup.options.given_in(args)
+        if name == args.top_up:
+            options.update(given)
+        elif given:
+            from .options import flag_of
+            flag = flag_of(next(iter(given)))
+            raise ValueError(f"{flag} is an option of --top-up {name}, not of --top-up {args.top_up}")
     options.update(dict(args.option or []))
     return options
 
@@ -183,10 +89,10 @@ def options_from_args(args, modules: list) -> dict:
 # ---------------------------------------------------------------- commands
 
 def cmd_prune(args) -> int:
-    from .api import load_topup_modules, prune
+    from .api import prune
     from .report import format_summary
 
-    options = options_from_args(args, load_topup_modules())
+    options = options_from_args(args)
     if args.distributed:
         from .sharding import initialize_distributed
         initialize_distributed(args.coordinator, args.num_processes, args.process_id)
@@ -203,30 +109,38 @@ def cmd_prune(args) -> int:
 def cmd_eval_ppl(args) -> int:
     from converters import load_model
 
-    from .data import eval_windows
+    from .api import check_dtype, positive_int
+    from .data import eval_windows, parse_spec
     from .evaluation import perplexity
-    from .report import write_json
+    from .io_utils import check_json_out, write_result_json
+    from .models import check_seqlen
 
-    from .api import check_dtype
-    model = load_model(args.model, dtype=check_dtype(args.dtype))
-    seqlen = default_seqlen(model.config, args.seqlen)
-    if seqlen > model.config.max_position_embeddings:
-        raise ValueError(f"seqlen {seqlen} exceeds the model's context length "
-                         f"{model.config.max_position_embeddings}; pass a smaller --seqlen")
-    windows = eval_windows(args.dataset, model.tokenizer, seqlen, args.nsamples)
+    dtype = check_dtype(args.dtype)
+    spec = parse_spec(args.dataset)
+    for flag, value, low in (("--nsamples", args.nsamples, 1), ("--seqlen", args.seqlen, 2),
+                             ("--batch-size", args.batch_size, 1)):
+        if value is not None:
+            positive_int(flag, value, low)
+    check_json_out(args.json)
+    model = load_model(args.model, dtype=dtype)
+    seqlen = check_seqlen(model.config, default_seqlen(model.config, args.seqlen))
+    windows = eval_windows(spec, model.tokenizer, seqlen, args.nsamples, model.config.vocab_size)
     t0 = time.perf_counter()
     ppl = perplexity(model.config, model.params, windows, batch_size=args.batch_size, progress=not args.quiet)
     result = {"model": args.model, "dataset": args.dataset, "seqlen": seqlen, "windows": int(len(windows)),
               "perplexity": ppl, "seconds": round(time.perf_counter() - t0, 3)}
     print(f"{args.model}  {args.dataset}  {len(windows)} × {seqlen} tokens  perplexity {ppl:.4f}")
     if args.json:
-        write_json(args.json, result)
+        write_result_json(args.json, result)
     return 0
 
 
 def cmd_export(args) -> int:
     from converters import export_hf, load_model
 
+    from .api import model_path
+    from .io_utils import check_out
+    check_out(args.out, args.force, [("--model", p) for p in [model_path(args.model)] if p])
     model = load_model(args.model)
     out = export_hf(model.config, model.params, args.out, tokenizer=model.tokenizer, force=args.force)
     print(f"wrote {out} (Hugging Face {model.config.family} checkpoint, float32 safetensors)")
@@ -236,10 +150,9 @@ def cmd_export(args) -> int:
 # ---------------------------------------------------------------- parser
 
 def _add_prune(sub) -> None:
-    from .api import available_topups, load_topup_modules
+    from .api import available_topups
     from .pruning import METHODS
 
-    modules = load_topup_modules()
     topups = available_topups()
     p = sub.add_parser(
         "prune", help="prune a model one-shot (base method + sparsity top-up), evaluate and export it",
@@ -250,7 +163,11 @@ def _add_prune(sub) -> None:
                     "PyTorch checkpoint (config.json,\nmodel.safetensors, tokenizer), masks/ (orbax: masks and "
                     "sparsity targets; read with\nneuroal_jax.load_masks), report.json and plots/*.png.",
         epilog="example:\n  neuroal-jax prune --model smollm2-135m --method wanda --sparsity 0.5 --top-up owl \\\n"
-               "      --calib pydoc --nsamples 32 --seqlen 256 --eval pydoc --out runs/smol-wanda-owl")
+               "      --calib pydoc --nsamples 32 --seqlen 256 --eval pydoc --out runs/smol-wanda-owl\n\n"
+               "outputs: --out is built in a temporary folder next to it and renamed at the end. --force replaces\n"
+               "an existing --out only if neuroal-jax wrote it and it holds nothing else; an --out that holds an\n"
+               "input, the current folder or one above it is refused. Ctrl-C / SIGTERM leave nothing behind\n"
+               "(a --stream run keeps its finished blocks for --resume).")
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--method", required=True, choices=METHODS,
                    help="base pruning score: magnitude |W|, wanda |W|·‖x‖, multiflow, or sparsegpt "
@@ -262,10 +179,12 @@ def _add_prune(sub) -> None:
                    help="mask granularity: row (per output row, default), layer, or N:M such as 2:4 "
                         "(then --sparsity must be N/M)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (written atomically)")
-    p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    g = p.add_argument_group("data")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out if it exists and is an output of neuroal-jax (nothing else is deleted)")
+    g = p.add_argument_group("data", WINDOWS_HELP)
     g.add_argument("--calib", default="c4", help=f"calibration data: {DATASET_HELP} (default: c4)")
-    g.add_argument("--nsamples", type=int, default=128, help="calibration windows (default: 128)")
+    g.add_argument("--nsamples", type=int, default=128, help="calibration windows (default: 128; NeuroAL searches "
+                                                             "on the first --search-samples of them)")
     g.add_argument("--seqlen", type=int, default=2048,
                    help="tokens per window, calibration and evaluation; at most the model's context (default: 2048)")
     g.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default: 0)")
@@ -282,21 +201,23 @@ def _add_prune(sub) -> None:
                    help="read the model and write --out one block at a time (peak memory about one block plus "
                         "activations) with a resume point after every block")
     g.add_argument("--resume", action="store_true",
-                   help="continue an interrupted --stream run of the same settings (implies --stream)")
+                   help="continue an interrupted --stream run of the same settings and inputs (implies --stream)")
     g.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize first (multi-host; run the same command on every host)")
     g.add_argument("--coordinator", metavar="HOST:PORT", help="with --distributed: process 0's address "
                    "(default: auto-detected on SLURM / Open MPI / TPU)")
     g.add_argument("--num-processes", type=int, metavar="N", help="with --distributed: number of processes")
     g.add_argument("--process-id", type=int, metavar="I", help="with --distributed: this process's index")
-    add_topup_options(p, modules)
+    add_topup_options(p)
     p.set_defaults(func=cmd_prune)
 
 
 def _add_eval_ppl(sub) -> None:
     p = sub.add_parser("eval-ppl", help="perplexity of a model on a dataset (reference protocol)",
                        description="Tokenize the test text as one sequence, cut it into non-overlapping "
-                                   "windows of --seqlen tokens and report exp(mean next-token NLL).")
+                                   "windows of --seqlen tokens and report exp(mean next-token NLL). A tokens "
+                                   "file's rows are sequences too: each is cut into windows; a sequence's last "
+                                   "< --seqlen tokens are not scored. Token ids must lie in [0, vocab_size).")
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--dataset", default="pydoc", help=f"test set: {DATASET_HELP} (default: pydoc held-out text)")
     p.add_argument("--seqlen", type=int, default=None, help="window length (default: min(2048, context length))")
@@ -304,7 +225,8 @@ def _add_eval_ppl(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
     p.add_argument("--dtype", default="float32", choices=DTYPES,
                    help="weights and activations (default: float32)")
-    p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
+    p.add_argument("--json", metavar="PATH", help="also write the result as JSON (an existing file is replaced "
+                                                  "only if neuroal-jax wrote it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval_ppl)
 
@@ -315,7 +237,8 @@ def _add_export(sub) -> None:
                                    "transformers' AutoModelForCausalLM.from_pretrained loads.")
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--out", required=True, help="output folder (written atomically)")
-    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out if it exists and is an output of neuroal-jax (nothing else is deleted)")
     p.set_defaults(func=cmd_export)
 
 
@@ -327,12 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=ArgumentParser)
     _add_prune(sub)
     _add_eval_ppl(sub)
-    try:  # written separately; absent until then
-        from .zeroshot import add_cli as add_zeroshot
-    except ImportError:
-        add_zeroshot = None
-    if add_zeroshot is not None:
-        add_zeroshot(sub)
+    from .zeroshot import add_cli as add_zeroshot
+    add_zeroshot(sub)
     _add_export(sub)
     from .compare import add_cli as add_compare
     add_compare(sub)
@@ -347,22 +266,38 @@ def one_line(e: BaseException) -> str:
     return " ".join(str(msg).split()) or type(e).__name__
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Our own warnings as one line in the CLI's format; others as Python shows them."""
+    from .api import SparsityWarning
+    if issubclass(category, SparsityWarning):
+        print(f"neuroal-jax: warning: {message}", file=sys.stderr)
+    else:
+        warnings._showwarnmsg_impl(warnings.WarningMessage(message, category, filename, lineno, file, line))
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # a real command line: once, with huge-page malloc (neuroal_jax.runtime)
         reexec_with_hugepages(["-m", "neuroal_jax.cli", *sys.argv[1:]])
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except EXPECTED_ERRORS as e:
-        if os.environ.get("NEUROAL_DEBUG"):
-            raise
-        print(f"neuroal-jax: error: {one_line(e)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        resumable = getattr(args, "stream", False) or getattr(args, "resume", False)
-        print("neuroal-jax: interrupted" + ("; the finished blocks are kept: rerun with --resume to continue"
-                                            if resumable else ""), file=sys.stderr)
-        return 130
+    with handle_termination(), warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return args.func(args)
+        except EXPECTED_ERRORS as e:
+            if os.environ.get("NEUROAL_DEBUG"):
+                raise
+            print(f"neuroal-jax: error: {one_line(e)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as e:
+            resumable = getattr(args, "stream", False) or getattr(args, "resume", False)
+            what = "terminated" if isinstance(e, Interrupted) else "interrupted"
+            print(f"neuroal-jax: {what}" + ("; the finished blocks are kept: rerun with --resume to continue"
+                                            if resumable else "; nothing was written"), file=sys.stderr)
+            code = 128 + (e.signum if isinstance(e, Interrupted) else 2)
+            if argv is None:  # a real command line: XLA may still be running work of the interrupted call, and
+                sys.stdout.flush(), sys.stderr.flush()  # tearing the interpreter down under it can crash
+                os._exit(code)
+            return code
 
 
 if __name__ == "__main__":

@@ -11,35 +11,61 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .api import prune, resolve_model
-from .io_utils import atomic_dir
+from .api import check_request, check_topup, model_path, prune, resolve_model
+from .io_utils import check_out, output_folder, write_json
+
+
+def check_topups(top_ups) -> list[str]:
+    names = [t.strip() for t in (top_ups.split(",") if isinstance(top_ups, str) else top_ups) if t and t.strip()]
+    if not names:
+        raise ValueError(f"top_ups (--top-ups) must name at least one top-up, got {top_ups!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"top_ups (--top-ups) repeats a name: {top_ups!r}")
+    return names
 
 
 def compare(model, *, method: str = "wanda", sparsity: float = 0.7, top_ups=("uniform", "owl", "neuroal"),
             calib: str = "pydoc", eval=("pydoc",), nsamples: int = 32, seqlen: int = 256,
             eval_nsamples: int | None = None, seed: int = 0, out=None, force: bool = False,
             options: dict | None = None, batch_size: int = 8, progress: bool = True) -> dict:
-    """{"rows": [{"top_up", "sparsity", "perplexity": {spec: ppl}, ...}], "settings": {...}}."""
+    """{"rows": [{"top_up", "sparsity", "perplexity": {spec: ppl}, ...}], "settings": {...}}.
+
+    `options` go to the top-ups that take them (each top-up gets the keys its options dataclass has).
+    Everything is validated before the dense model is evaluated."""
+    from converters import LoadedModel, load_model
+
     from .data import eval_windows
     from .evaluation import perplexity
-    from .report import write_json
 
-    from converters import LoadedModel, load_model
+    top_ups = check_topups(top_ups)
+    specs = [s.strip() for s in (eval.split(",") if isinstance(eval, str) else eval) if s and s.strip()]
+    common = dict(method=method, sparsity=sparsity, calib=calib, nsamples=nsamples, seqlen=seqlen, seed=seed,
+                  eval=specs, eval_nsamples=eval_nsamples, batch_size=batch_size, progress=progress)
+    if not specs:
+        raise ValueError("compare needs at least one evaluation set (eval, --eval)")
+    per_topup = {}
+    for t in top_ups:
+        fields = {f.name for f in check_topup(t).options.option_fields()}
+        per_topup[t] = {k: v for k, v in (options or {}).items() if k in fields}
+        check_request(model, top_up=t, options=per_topup[t], structure="row", out=None, force=False,
+                      dtype="float32", stream=False, resume=False, **common)
+    unused = set(options or {}) - {k for o in per_topup.values() for k in o}
+    if unused:
+        raise ValueError(f"option(s) {', '.join(sorted(unused))} belong to none of the top-ups {', '.join(top_ups)}")
+    out = check_out(out, force, [("--model", p) for p in [model_path(model)] if p])
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     name, cfg, params, tokenizer, _ = resolve_model(loaded)
-    specs = [eval] if isinstance(eval, str) else list(eval)
-    dense = {s: perplexity(cfg, params, eval_windows(s, tokenizer, seqlen, eval_nsamples), batch_size,
-                           progress=progress, desc=f"dense perplexity {s}") for s in specs}
+    dense = {s: perplexity(cfg, params, eval_windows(s, tokenizer, seqlen, eval_nsamples, cfg.vocab_size),
+                           batch_size, progress=progress, desc=f"dense perplexity {s}") for s in specs}
     rows = [{"top_up": "dense", "sparsity": 0.0, "perplexity": dense}]
 
     def run_all(folder: Path | None) -> list:
         reports = []
         for top_up in top_ups:
             t0 = time.perf_counter()
-            r = prune(loaded, method=method, sparsity=sparsity, top_up=top_up, calib=calib, nsamples=nsamples,
-                      seqlen=seqlen, seed=seed, eval=specs, eval_nsamples=eval_nsamples, options=options,
-                      batch_size=batch_size, progress=progress, out=None if folder is None else folder / top_up)
+            r = prune(loaded, top_up=top_up, options=per_topup[top_up],
+                      out=None if folder is None else folder / top_up, **common)
             reports.append(r.report)
             rows.append({"top_up": top_up, "sparsity": r.report["sparsity"], "perplexity": r.report["perplexity"],
                          "lambda_block": r.report.get("lambda_block"), "lambda_row": r.report.get("lambda_row"),
@@ -52,7 +78,7 @@ def compare(model, *, method: str = "wanda", sparsity: float = 0.7, top_ups=("un
     if out is None:
         run_all(None)
         return summary
-    with atomic_dir(out, force=force) as tmp:
+    with output_folder(out, force=force, kind="compare") as tmp:
         reports = run_all(tmp)
         write_json(tmp / "summary.json", summary)
         comparison_plot(reports, tmp / "comparison.png")
@@ -89,12 +115,13 @@ def format_table(summary: dict) -> str:
 
 
 def add_cli(subparsers) -> None:
+    from .pruning import METHODS
     p = subparsers.add_parser(
         "compare", help="dense vs several top-ups on one model: a perplexity table and plots",
         description="Load a model once, prune it with each --top-ups entry (same method, sparsity and "
                     "calibration), evaluate perplexity and print one table. This is the README's main job.")
     p.add_argument("--model", default="smollm2-135m", help="model spec (default: smollm2-135m)")
-    p.add_argument("--method", default="wanda", help="magnitude | wanda | multiflow | sparsegpt (default wanda)")
+    p.add_argument("--method", default="wanda", choices=METHODS, help="base pruning score (default wanda)")
     p.add_argument("--sparsity", type=float, default=0.7, help="target sparsity (default 0.7)")
     p.add_argument("--top-ups", default="uniform,owl,neuroal", help="comma-separated (default uniform,owl,neuroal)")
     p.add_argument("--calib", default="pydoc", help="calibration data spec (default pydoc)")
@@ -105,14 +132,14 @@ def add_cli(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", default=None, help="write per-top-up folders, summary.json and comparison.png here")
-    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out if it exists and is an output of neuroal-jax (nothing else is deleted)")
     p.set_defaults(func=_cmd)
 
 
 def _cmd(args) -> int:
-    summary = compare(args.model, method=args.method, sparsity=args.sparsity,
-                      top_ups=[t for t in args.top_ups.split(",") if t], calib=args.calib,
-                      eval=[s for s in args.eval.split(",") if s], nsamples=args.nsamples, seqlen=args.seqlen,
+    summary = compare(args.model, method=args.method, sparsity=args.sparsity, top_ups=args.top_ups, calib=args.calib,
+                      eval=args.eval, nsamples=args.nsamples, seqlen=args.seqlen,
                       eval_nsamples=args.eval_nsamples, seed=args.seed, out=args.out, force=args.force,
                       batch_size=args.batch_size)
     s = summary["settings"]

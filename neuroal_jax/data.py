@@ -4,7 +4,13 @@ Dataset specs:
   c4, wikitext2, ptb    Hugging Face Hub sets, exactly as the reference builds them (need the Hub)
   pydoc                 the standard library's `pydoc_data.topics`, split into calibration/held-out text
   text:PATH             a local text file, or a folder of *.txt files (sorted, joined by blank lines)
-  tokens:PATH.npy       token ids as given: [n, seqlen] windows, or a 1-D stream cut into windows
+  tokens:PATH.npy       token ids (integers in [0, vocab_size)): a 1-D stream, or [n, L] rows
+
+How windows are made (nothing is dropped without being said here and in the CLI's --help):
+  calibration   from text or a 1-D stream: `nsamples` windows of `seqlen` tokens at random starts (seeded);
+                from [n, L] rows: the first `nsamples` rows, which must have exactly L = seqlen tokens
+  evaluation    the text, or each row of a tokens file, is one sequence cut into non-overlapping windows of
+                `seqlen` tokens (the perplexity protocol); a sequence's last < seqlen tokens are not scored
 """
 from __future__ import annotations
 
@@ -102,6 +108,18 @@ def encode(tokenizer, text: str) -> np.ndarray:
     return np.asarray(tokenizer(text, verbose=False)["input_ids"], dtype=np.int32)
 
 
+def check_token_ids(ids: np.ndarray, vocab_size: int | None, source: str) -> np.ndarray:
+    """`ids` unchanged, or a ValueError naming the first id outside [0, vocab_size)."""
+    if vocab_size is None or ids.size == 0:
+        return ids
+    bad = (ids < 0) | (ids >= vocab_size)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{source}: token id {int(ids[where])} at index {list(where)} is outside the model's "
+                         f"vocabulary [0, {vocab_size}) (vocab_size {vocab_size}); {int(bad.sum())} such ids")
+    return ids
+
+
 # ---------------------------------------------------------------- calibration
 
 def _random_windows(ids: np.ndarray, nsamples: int, seqlen: int, seed: int, source: str) -> np.ndarray:
@@ -128,30 +146,41 @@ def _document_windows(docs: list[str], tokenizer, nsamples: int, seqlen: int, se
     return np.stack(out)
 
 
-def _npy_tokens(path: str) -> np.ndarray:
-    arr = np.load(path)
+def npy_tokens(path: str, vocab_size: int | None = None) -> np.ndarray:
+    """int32 token ids of a .npy file (1-D or 2-D integers, each in [0, vocab_size))."""
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise ValueError(f"tokens:{path} is not a .npy file (no NumPy header); write token ids with numpy.save")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"tokens:{path} is not a NumPy .npy array of token ids ({' '.join(str(e).split())})") from None
     if arr.ndim not in (1, 2) or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"tokens:{path} must hold integer token ids, 1-D or [n, seqlen]; got {arr.dtype} {arr.shape}")
-    return arr.astype(np.int32)
+        raise ValueError(f"tokens:{path} must hold integer token ids, 1-D or [n, L]; got {arr.dtype} {arr.shape}")
+    return check_token_ids(arr, vocab_size, f"tokens:{path}").astype(np.int32)
 
 
 def calibration_windows(spec: str | DatasetSpec, tokenizer, nsamples: int, seqlen: int,
-                        seed: int = 0) -> np.ndarray:
-    """int32 [nsamples, seqlen] calibration windows (SPEC §1)."""
+                        seed: int = 0, vocab_size: int | None = None) -> np.ndarray:
+    """int32 [nsamples, seqlen] calibration windows (see the module docstring)."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     if nsamples < 1 or seqlen < 2:
         raise ValueError(f"need nsamples >= 1 and seqlen >= 2, got nsamples={nsamples}, seqlen={seqlen}")
     if spec.kind == "tokens":
-        arr = _npy_tokens(spec.path)
+        arr = npy_tokens(spec.path, vocab_size)
         if arr.ndim == 1:
             return _random_windows(arr, nsamples, seqlen, seed, str(spec))
-        if arr.shape[1] < seqlen or arr.shape[0] < nsamples:
-            raise ValueError(f"{spec} holds {arr.shape[0]} windows of {arr.shape[1]} tokens; "
-                             f"asked for {nsamples} × {seqlen}")
-        return arr[:nsamples, :seqlen]
+        if arr.shape[1] != seqlen:
+            raise ValueError(f"{spec} holds windows of {arr.shape[1]} tokens, but seqlen is {seqlen}: give rows of "
+                             "exactly seqlen tokens, or a 1-D token stream to sample windows from")
+        if arr.shape[0] < nsamples:
+            raise ValueError(f"{spec} holds {arr.shape[0]} windows; asked for nsamples={nsamples}")
+        return arr[:nsamples]
     if spec.kind == "c4":
-        return _document_windows(hub_documents("c4", "train"), tokenizer, nsamples, seqlen, seed)
-    return _random_windows(encode(tokenizer, raw_text(spec, "train")), nsamples, seqlen, seed, str(spec))
+        windows = _document_windows(hub_documents("c4", "train"), tokenizer, nsamples, seqlen, seed)
+    else:
+        windows = _random_windows(encode(tokenizer, raw_text(spec, "train")), nsamples, seqlen, seed, str(spec))
+    return check_token_ids(windows, vocab_size, f"{spec} (tokenized)")
 
 
 def raw_text(spec: DatasetSpec, split: str) -> str:
@@ -164,25 +193,33 @@ def raw_text(spec: DatasetSpec, split: str) -> str:
 
 # ---------------------------------------------------------------- evaluation
 
-def eval_windows(spec: str | DatasetSpec, tokenizer, seqlen: int, max_windows: int | None = None) -> np.ndarray:
-    """int32 [n, seqlen]: the test text as one sequence cut into non-overlapping windows (SPEC §8)."""
+def cut_windows(sequences: np.ndarray, seqlen: int) -> np.ndarray:
+    """[n, L] (or 1-D) sequences → [n × ⌊L / seqlen⌋, seqlen] non-overlapping windows, in order."""
+    rows = np.atleast_2d(sequences)
+    per_row = rows.shape[1] // seqlen
+    return rows[:, :per_row * seqlen].reshape(rows.shape[0] * per_row, seqlen)
+
+
+def eval_windows(spec: str | DatasetSpec, tokenizer, seqlen: int, max_windows: int | None = None,
+                 vocab_size: int | None = None) -> np.ndarray:
+    """int32 [n, seqlen]: each test sequence cut into non-overlapping windows (see the module docstring);
+    the first `max_windows` of them when given."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
+    if max_windows is not None and max_windows < 1:
+        raise ValueError(f"the number of evaluation windows must be >= 1, got {max_windows}")
     if spec.kind == "tokens":
-        arr = _npy_tokens(spec.path)
-        ids = arr[:, :seqlen] if arr.ndim == 2 else arr
+        sequences = npy_tokens(spec.path, vocab_size)
     else:
-        ids = encode(tokenizer, raw_text(spec, "test"))
+        sequences = encode(tokenizer, raw_text(spec, "test"))
         if spec.kind == "c4":
-            ids = ids[:256 * seqlen]
-    if ids.ndim == 1:
-        n = len(ids) // seqlen
-        ids = ids[:n * seqlen].reshape(n, seqlen)
-    if ids.shape[1] < seqlen:
-        raise ValueError(f"{spec} windows have {ids.shape[1]} tokens, fewer than seqlen={seqlen}")
+            sequences = sequences[:256 * seqlen]
+        check_token_ids(sequences, vocab_size, f"{spec} (tokenized)")
+    longest = sequences.shape[-1]
+    if longest < seqlen:
+        raise ValueError(f"{spec} holds sequences of {longest} tokens, fewer than seqlen={seqlen}")
+    ids = cut_windows(sequences, seqlen)
     if max_windows is not None:
         if len(ids) < max_windows:
             raise ValueError(f"{spec} gives only {len(ids)} windows of {seqlen} tokens; asked for {max_windows}")
         ids = ids[:max_windows]
-    if len(ids) == 0:
-        raise ValueError(f"{spec} is too short for one window of {seqlen} tokens")
     return ids

@@ -39,7 +39,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .allocation import Allocation, PruneJob, register_allocation
+from .allocation import Allocation, PruneJob, register_topup
+from .options import Options, Target, at_least, option
 from .pruning import uniform_distribution
 
 F32 = jnp.float32
@@ -163,24 +164,30 @@ class DSnoTRefine:
         return new
 
 
-@register_allocation("dsnot")
-def dsnot(job: PruneJob) -> Allocation:
-    """DSnoT: uniform sparsity, then a prune-and-regrow refinement of each (attention) layer's mask.
+@dataclass(frozen=True)
+class DSnoTOptions(Options):
+    dsnot_max_cycles: int = option(50, "DSnoT: at most this many prune-and-regrow cycles (0: no refinement)",
+                                   check=at_least(0), metavar="N")
+    dsnot_threshold: float = option(0.1, "DSnoT: a row stops once its reconstruction error is at most this",
+                                    check=at_least(0.0), metavar="T")
+    dsnot_var_power: float = option(1.0, "DSnoT: power of the input variance in the regrow order", metavar="P")
+    dsnot_skip: str = option("mlp", "DSnoT: layers left unrefined: mlp (the reference), self_attn or none",
+                             choices=SKIPS)
 
-    Options: dsnot_max_cycles (50), dsnot_threshold (0.1), dsnot_var_power (1), dsnot_skip ("mlp": refine only
-    the attention projections, as the reference; "self_attn": only the MLP; "none": every layer).
-    """
-    if job.method == "sparsegpt":
-        raise ValueError("DSnoT refines score-based masks; it does not apply to sparsegpt (use wanda, magnitude or "
-                         "multiflow as the base method)")
-    if job.structure.kind == "nm":
-        raise ValueError(f"DSnoT is implemented for unstructured masks (row or layer), not {job.structure}")
-    refine = DSnoTRefine(max_cycles=int(job.option("dsnot_max_cycles", 50)),
-                         threshold=float(job.option("dsnot_threshold", 0.1)),
-                         var_power=float(job.option("dsnot_var_power", 1.0)),
-                         skip=str(job.option("dsnot_skip", "mlp")))
-    if refine.skip not in SKIPS:
-        raise ValueError(f"dsnot_skip must be one of {SKIPS}, got {refine.skip!r}")
+    def validate(self, target: Target) -> None:
+        if target.method == "sparsegpt":
+            raise ValueError("DSnoT refines score-based masks; it does not apply to sparsegpt (use wanda, magnitude "
+                             "or multiflow as the base method)")
+
+
+@register_topup("dsnot", DSnoTOptions)
+def dsnot(job: PruneJob) -> Allocation:
+    """DSnoT: uniform sparsity, then a prune-and-regrow refinement of each (attention) layer's mask
+    (dsnot_skip "mlp": refine only the attention projections, as the reference; "self_attn": only the MLP;
+    "none": every layer)."""
+    o = job.options
+    refine = DSnoTRefine(max_cycles=o.dsnot_max_cycles, threshold=o.dsnot_threshold, var_power=o.dsnot_var_power,
+                         skip=o.dsnot_skip)
     info = {"dsnot_max_cycles": refine.max_cycles, "dsnot_threshold": refine.threshold,
             "dsnot_var_power": refine.var_power, "dsnot_skip": refine.skip, "dsnot_swaps": refine.swaps}
     return Allocation(uniform_distribution(job.cfg, job.sparsity), info, refine)

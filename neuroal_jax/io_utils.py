@@ -1,38 +1,287 @@
-"""Atomic output folders: write into a temporary sibling, rename at the end, never clobber without force."""
+"""Safe outputs: atomic files and folders, our own marker, a lock per output, and checks before any work.
+
+Rules (the README's "What happens on bad input" lists what a user sees):
+- every file is written to a temporary sibling and renamed into place (`atomic_file`, `write_json`);
+- an output folder is built in a temporary sibling `.<name>.tmp-*` and renamed to its place at the end
+  (`output_folder`); a failure, Ctrl-C or SIGTERM removes the temporary folder;
+- every folder we write carries `.neuroal-jax.json`, the list of the files we wrote. `force` replaces an
+  existing folder only if it holds nothing else (`check_replaceable`): a folder without the marker,
+  or with a file we did not write, is never deleted;
+- one run at a time per output: `output_lock` holds `.<name>.lock` (flock) next to it; the holder then
+  removes temporary folders that killed runs of ours left behind (`clean_stale`);
+- `check_out` / `check_json_out` reject an output that would hold an input, the current folder or one
+  above it, or a place that cannot be written, before any work.
+"""
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
+from typing import Iterable
+
+MARKER = ".neuroal-jax.json"
+TOOL = "neuroal-jax"
+
+
+class OutputError(ValueError):
+    """An output path that cannot or must not be written (a bad input: exit 2 on the command line)."""
+
+
+# ---------------------------------------------------------------- files
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w"):
+    """Open a temporary sibling of `path` for writing; it replaces `path` only if the block succeeds."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{secrets.token_hex(3)}")
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | os.PathLike, obj) -> Path:
+    """Write `obj` as strict JSON (NumPy values, paths and dataclasses converted), atomically."""
+    from .report import json_safe
+    with atomic_file(path) as f:
+        f.write(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
+    return Path(path)
+
+
+# ---------------------------------------------------------------- our marker
+
+def write_marker(folder: Path, kind: str, files: list[str] | None = None) -> None:
+    """Mark `folder` as ours; `files` (relative paths) is what a finished output holds."""
+    from . import __version__
+    write_json(folder / MARKER, {"tool": TOOL, "version": __version__, "kind": kind,
+                                 **({"files": files} if files is not None else {"state": "writing"})})
+
+
+def read_marker(folder: Path) -> dict | None:
+    try:
+        marker = json.loads((Path(folder) / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and marker.get("tool") == TOOL else None
+
+
+def files_under(folder: Path) -> list[str]:
+    """Relative paths of every file (and link) under `folder`, except the marker."""
+    out = []
+    for root, dirs, files in os.walk(folder):
+        rel = Path(root).relative_to(folder)
+        out += [str(rel / f) if str(rel) != "." else f for f in files]
+        out += [str(rel / d) if str(rel) != "." else d for d in dirs if os.path.islink(os.path.join(root, d))]
+    return sorted(f for f in out if f != MARKER)
+
+
+def foreign_files(folder: Path) -> list[str] | None:
+    """Files under an existing folder that we did not write; None when the folder is not ours at all
+    (no marker) and not empty."""
+    entries = files_under(folder)
+    marker = read_marker(folder)
+    if marker is None:
+        return None if entries or any(Path(folder).iterdir()) else []
+    known = set(marker.get("files") or [])
+    return [f for f in entries if f not in known]
+
+
+def check_replaceable(folder: Path, flag: str = "--out") -> None:
+    """Raise OutputError unless `folder` holds only what neuroal-jax wrote there (or nothing)."""
+    foreign = foreign_files(folder)
+    if foreign is None:
+        raise OutputError(f"{flag} {folder} exists and was not written by neuroal-jax (it has no {MARKER}); "
+                          f"--force replaces only neuroal-jax's own output folders: choose another {flag}, "
+                          "or move it away yourself")
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f", ... ({len(foreign)} files)" if len(foreign) > 5 else "")
+        raise OutputError(f"{flag} {folder} holds files neuroal-jax did not write ({shown}); --force replaces "
+                          f"only neuroal-jax's own output: choose another {flag}, or move them away yourself")
+
+
+# ---------------------------------------------------------------- checks before any work
+
+def _probe_writable(target: Path, flag: str, shown: Path) -> None:
+    """Create and remove a folder next to `target` (in its nearest existing ancestor)."""
+    anc = target.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise OutputError(f"cannot write {flag} {shown}: {anc} is not a folder")
+    try:
+        probe = anc / f".neuroal-jax-probe-{os.getpid()}-{secrets.token_hex(3)}"
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as e:
+        raise OutputError(f"cannot write {flag} {shown}: {e.strerror or e} ({anc})") from None
+
+
+def _absolute(path: str | os.PathLike) -> Path:
+    return Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
+
+
+def check_out(out: str | os.PathLike | None, force: bool, inputs: Iterable[tuple[str, str | os.PathLike]] = (),
+              flag: str = "--out") -> Path | None:
+    """Validate an output folder before any work: not the current folder or above it, not holding an input
+    (`inputs`: (flag, path) pairs), writable; an existing one needs `force` and must be ours."""
+    if out is None:
+        return None
+    out = Path(os.path.expanduser(os.fspath(out)))
+    if not out.name or out.name in (".", ".."):
+        out_abs = _absolute(out)
+    else:
+        out_abs = _absolute(out.parent) / out.name
+    cwd = Path.cwd().resolve()
+    if out_abs == cwd or out_abs in cwd.parents:
+        raise OutputError(f"{flag} {out} is the current folder or one that contains it; "
+                          "give a new folder for the output")
+    for name, path in inputs:
+        p = _absolute(path)
+        if p == out_abs or out_abs in p.parents:
+            raise OutputError(f"{flag} {out} holds an input of this run ({name} {path}); choose another {flag}")
+    if out.is_symlink():
+        raise OutputError(f"{flag} {out} is a symbolic link; give a folder path")
+    if out.exists():
+        if not out.is_dir():
+            raise OutputError(f"{flag} {out} exists and is not a folder")
+        if not force:
+            raise FileExistsError(f"output folder {out} already exists; pass --force (force=True) to replace it")
+        check_replaceable(out, flag)
+    _probe_writable(out_abs, flag, out)
+    return out
+
+
+def write_result_json(path: str | os.PathLike, result: dict) -> Path:
+    """A command's --json result, marked as ours so that a later run may replace it."""
+    return write_json(path, {"tool": TOOL, **result})
+
+
+def check_json_out(path: str | os.PathLike | None, flag: str = "--json") -> Path | None:
+    """Validate a JSON result path: its folder exists and is writable; an existing file must be one of ours."""
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {flag} {path}: the folder {path.parent} does not exist")
+    if path.exists():
+        try:
+            ours = path.is_file() and json.loads(path.read_text()).get("tool") == TOOL
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise OutputError(f"{flag} {path} exists and was not written by neuroal-jax; choose another path")
+    _probe_writable(path, flag, path)
+    return path
+
+
+# ---------------------------------------------------------------- one run per output
+
+def sibling(out: Path, suffix: str) -> Path:
+    return out.parent / f".{out.name}.{suffix}"
 
 
 @contextlib.contextmanager
-def atomic_dir(out: str | os.PathLike, force: bool = False):
-    """Yield a temporary folder that becomes `out` only if the block succeeds.
+def output_lock(out: Path):
+    """Hold `.<name>.lock` next to `out` for the block; another run on the same output is an error."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = sibling(out, "lock")
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                raise OutputError(f"another neuroal-jax run is writing {out} (it holds {path}); wait for it to "
+                                  "finish or choose another output") from None
+            raise
+        try:  # the file may have been removed by the run that held it: lock the one that is there
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        clean_stale(out)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
 
-    An existing `out` is an error unless `force`; with `force` it is replaced only at the end.
-    """
+
+def clean_stale(out: Path) -> list[Path]:
+    """Remove the temporary folders that interrupted runs of ours left next to `out` (call with the lock held)."""
+    removed = []
+    for p in Path(out).parent.glob(f".{glob_escape(Path(out).name)}.*"):
+        if not p.is_dir() or p.is_symlink() or not p.name.startswith((f".{out.name}.tmp-", f".{out.name}.old-")):
+            continue
+        if read_marker(p) is not None or not any(p.iterdir()):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+# ---------------------------------------------------------------- folders
+
+def new_folder(path: Path, kind: str) -> Path:
+    """mkdir `path` (mode from the umask, like any folder the user makes) and mark it as ours."""
+    path.mkdir(parents=True)
+    write_marker(path, kind)
+    return path
+
+
+def temp_sibling(out: Path, kind: str) -> Path:
+    return new_folder(sibling(out, f"tmp-{os.getpid()}-{secrets.token_hex(3)}"), kind)
+
+
+def publish(folder: Path, out: Path, kind: str) -> None:
+    """Record what `folder` holds in its marker and rename it to `out`, replacing an earlier output of ours."""
+    write_marker(folder, kind, files_under(folder))
+    old = None
+    if out.exists() or out.is_symlink():
+        check_replaceable(out)
+        old = sibling(out, f"old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(folder, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_ours(folder: Path) -> None:
+    """Delete a folder we wrote (it carries our marker); anything else is an error."""
+    if read_marker(folder) is None:
+        raise OutputError(f"{folder} was not written by neuroal-jax (no {MARKER}); not removing it")
+    shutil.rmtree(folder)
+
+
+@contextlib.contextmanager
+def output_folder(out: str | os.PathLike, force: bool = False, kind: str = "output", locked: bool = True):
+    """Yield a new temporary folder that becomes `out` only if the block succeeds (see the module rules).
+
+    An existing `out` is an error unless `force`, and even then must be an output of ours. `locked=False`
+    when the caller already holds `output_lock(out)`."""
     out = Path(out)
     if out.exists() and not force:
         raise FileExistsError(f"output folder {out} already exists; pass --force (force=True) to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_dir(tmp, out)
-
-
-def replace_dir(src: Path, out: Path) -> None:
-    """Rename folder `src` to `out`; an existing `out` is moved aside first and removed after."""
-    old = None
     if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(src, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        check_replaceable(out)
+    with output_lock(out) if locked else contextlib.nullcontext():
+        tmp = temp_sibling(out, kind)
+        try:
+            yield tmp
+            publish(tmp, out, kind)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -137,13 +137,13 @@ def alpha(report: dict):
 def neuroal_alignment(report: dict):
     """NeuroAL: alignment (lower = better) vs λ for the block and row steps, chosen λ marked."""
     curves = [(step, report.get(f"alignment_{step}"), report.get(f"lambda_{step}")) for step in ("block", "row")]
-    curves = [c for c in curves if isinstance(c[1], dict) and c[1]]
+    curves = [c for c in curves if isinstance(c[1], list) and c[1]]
     if not curves:
         return None
     fig, ax = new_figure()
     for step, curve, chosen in curves:
-        lams = np.asarray([float(k) for k in curve], np.float64)
-        vals = np.asarray([np.nan if v is None else float(v) for v in curve.values()], np.float64)
+        lams = np.asarray([r["lambda"] for r in curve], np.float64)
+        vals = np.asarray([np.nan if r["alignment"] is None else r["alignment"] for r in curve], np.float64)
         line, = ax.plot(lams, vals, marker="o", ms=3, label=f"{step} step")
         if chosen is not None:
             i = int(np.argmin(np.abs(lams - float(chosen))))

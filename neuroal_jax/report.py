@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import platform
@@ -39,16 +38,13 @@ def json_safe(obj):
     return str(obj)
 
 
-def write_json(path: str | os.PathLike, obj) -> Path:
-    """Write JSON atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+def write_report(folder: Path, report: dict) -> dict:
+    """report.json and plots/*.png into `folder`."""
+    from .io_utils import write_json
+    from .plots import save_plots
+    save_plots(report, folder / "plots")
+    write_json(folder / "report.json", report)
+    return report
 
 
 def versions() -> dict:
@@ -83,19 +79,21 @@ def distribution_summary(dist: dict) -> dict:
 
 #: Report keys that the allocation's `info` may not overwrite (besides the settings).
 CORE_KEYS = ("model", "method", "top_up", "target_sparsity", "sparsity", "layer_sparsity", "block_sparsity",
-             "timings", "perplexity", "versions", "distribution")
+             "timings", "perplexity", "versions", "distribution", "warnings")
 
 
 def build_report(*, model: str, method: str, top_up: str, target_sparsity: float, summary: dict,
-                 timings: dict, perplexity: dict, settings: dict, dist: dict, info: dict) -> dict:
-    """The report dict: core results, the settings (structure, calib, nsamples, ...) at the top level, and
-    the allocation's `info` merged in (an info key that clashes with a core or settings key is kept as
+                 timings: dict, perplexity: dict, settings: dict, dist: dict, info: dict,
+                 notes: list[str] = ()) -> dict:
+    """The report dict: core results, the settings (structure, calib, nsamples, ...) at the top level, the
+    run's warnings (`notes`), and the allocation's `info` merged in (an info key that clashes with a core or settings key is kept as
     "info.<key>")."""
     report = {
         "model": model, "method": method, "top_up": top_up, "target_sparsity": float(target_sparsity),
         "sparsity": summary["sparsity"], "perplexity": perplexity, "timings": timings, **settings,
         "versions": versions(), "block_sparsity": summary["block_sparsity"],
         "layer_sparsity": summary["layer_sparsity"], "distribution": distribution_summary(dist),
+        "warnings": list(notes),
     }
     taken = set(CORE_KEYS) | set(settings)
     for k, v in (info or {}).items():

@@ -1,4 +1,4 @@
-"""Process set-up for fast CPU runs: transparent huge pages for large buffers.
+"""Process set-up: transparent huge pages for large buffers (fast CPU runs), and termination signals.
 
 XLA:CPU allocates its large intermediates (activations, attention logits, candidate streams) with
 glibc malloc, which maps each one fresh and unmaps it on free; with 4 KiB pages every run of a jitted
@@ -6,11 +6,17 @@ block then spends much of its time in page faults. The glibc tunable `glibc.mall
 (glibc ≥ 2.35; ignored elsewhere) backs those mappings with 2 MiB transparent huge pages: on the
 build machine the NeuroAL search block is ~15–20 % faster and attention ~2× faster. Tunables are read at
 process start, so the command-line tools re-execute themselves once with it set.
+
+SIGTERM (what schedulers send) and SIGHUP are turned into `Interrupted`, a KeyboardInterrupt, so that
+every cleanup that runs on Ctrl-C (temporary output folders, locks) runs on them too.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 
 TUNABLE = "glibc.malloc.hugetlb"
 HUGEPAGE_TUNABLE = f"{TUNABLE}=1"
@@ -38,4 +44,36 @@ def reexec_with_hugepages(argv: list[str] | None = None) -> None:
     argv = list(sys.argv if argv is None else argv)
     env[OPT_OUT] = "0"  # never loop
     sys.stdout.flush(), sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *argv], env)
+    try:
+        os.execve(sys.executable, [sys.executable, *argv], env)
+    except OSError:  # the interpreter cannot be executed again (permissions, a sandbox): run in place
+        return
+
+
+class Interrupted(KeyboardInterrupt):
+    """A termination signal (SIGTERM, SIGHUP) received while running."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def handle_termination():
+    """Within the block, SIGTERM and SIGHUP raise `Interrupted` (main thread only; restored afterwards)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, interrupt) for s in TERMINATION_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

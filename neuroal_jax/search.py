@@ -9,7 +9,7 @@ alignment. `lambda_chunk` evaluates K candidates at a time when memory demands (
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import jax
@@ -18,11 +18,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import masks as M
-from .alignment import get_metric
-from .allocation import Allocation, PruneJob, clip_sparsity, minmax_densities, register_allocation
+from .alignment import METRICS, get_metric
+from .allocation import Allocation, PruneJob, clip_sparsity, minmax_densities, register_topup
 from .config import ModelConfig
 from .models import NEXT_BLOCK, block_contexts, embed, family_of
-from .pruning import Distribution, block_distribution, block_stats, check_method, keep_and_ties, layer_keys
+from .options import Options, Target, all_of, at_least, in_range, option, unique
+from .pruning import (Distribution, Structure, block_distribution, block_stats, check_method, keep_and_ties,
+                      layer_keys)
 from .scores import LayerStats, get_score
 from .sharding import make_mesh, padded_width, replicate, shard_candidates, shard_params, to_host
 from .sparsegpt import block_threshold_ranks, sparsegpt_core
@@ -30,6 +32,7 @@ from .sparsegpt import block_threshold_ranks, sparsegpt_core
 BLOCK_LAMBDAS = (0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10, 0.12, 0.15, 0.20, 0.25)
 ROW_LAMBDAS = (0.00, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10, 0.12, 0.15, 0.20, 0.25)
 STEPS = ("block", "row", "both")
+DEFAULT_SEARCH_SAMPLES = 8
 DENSE_STREAMS = ("candidate", "model")
 F32 = jnp.float32
 
@@ -262,32 +265,57 @@ def run_step(cfg, params, windows, lambdas, dists, method, **kw) -> StepResult:
 
 # ---------------------------------------------------------------- the search
 
+def _known_metric(name) -> str | None:
+    return None if name in METRICS else f"is not a registered alignment metric (valid: {', '.join(METRICS)})"
+
+
+LAMBDA_CHECK = all_of(in_range(0.0, 1.0), unique)
+
+
 @dataclass(frozen=True)
-class SearchSettings:
-    step: str = "both"
-    lambdas_block: tuple | None = None
-    lambdas_row: tuple | None = None
-    search_samples: int = 8
-    alignment: str = "neuron"
-    lambda_chunk: int | None = None
-    dense_stream: str = "candidate"
-    devices: int | None = None  # None: one device, no mesh
-    model_parallel: int = 1
+class SearchSettings(Options):
+    """NeuroAL's options (the top-up's `--neuroal-*` flags)."""
+    neuroal_step: str = option("both", "NeuroAL: which λ search to run", choices=STEPS)
+    lambdas_block: tuple[float, ...] | None = option(
+        None, "NeuroAL: block-step λ values, comma-separated (default: " + ",".join(f"{v:g}" for v in BLOCK_LAMBDAS)
+        + "; without 0.25 when sparsity >= 0.8)", check=LAMBDA_CHECK, metavar="L1,L2,...")
+    lambdas_row: tuple[float, ...] | None = option(
+        None, "NeuroAL: row-step λ values, comma-separated (default: " + ",".join(f"{v:g}" for v in ROW_LAMBDAS) + ")",
+        check=LAMBDA_CHECK, metavar="L1,L2,...")
+    search_samples: int | None = option(
+        None, "NeuroAL: the λ search runs on the first N calibration windows (default: 8, or --nsamples if fewer)",
+        check=at_least(1), metavar="N")
+    alignment: str = option("neuron", "NeuroAL: alignment metric, a name in the metric registry",
+                            check=_known_metric, metavar="NAME")
+    lambda_chunk: int | None = option(None, "NeuroAL: evaluate this many λ candidates at a time to save memory "
+                                            "(default: all)", check=at_least(1), metavar="K")
+    dense_stream: str = option("candidate", "NeuroAL: dense activations on each candidate's sparse stream "
+                                            "(candidate: the reference code) or on the dense model's stream "
+                                            "(model: the paper's Algorithm 1)", choices=DENSE_STREAMS)
+    devices: int | None = option(None, "NeuroAL: shard the λ candidates over the first N devices (default: one "
+                                       "device)", check=at_least(1), metavar="N")
+    model_parallel: int = option(1, "NeuroAL: also split every weight's rows over M of those devices (M divides N)",
+                                 check=at_least(1), metavar="M")
 
     def mesh(self):
         return None if self.devices is None and self.model_parallel == 1 else make_mesh(self.devices, self.model_parallel)
 
-    def validate(self, method: str) -> "SearchSettings":
-        if self.step not in STEPS:
-            raise ValueError(f"unknown NeuroAL step {self.step!r}; valid: {', '.join(STEPS)}")
-        if self.dense_stream not in DENSE_STREAMS:
-            raise ValueError(f"unknown dense stream {self.dense_stream!r}; valid: {', '.join(DENSE_STREAMS)}")
-        if method == "sparsegpt" and self.step != "block":
+    def complete(self, target: Target) -> "SearchSettings":
+        """The λ grids and the number of search windows made explicit."""
+        return replace(self,
+                       lambdas_block=self.lambdas_block or default_block_lambdas(target.sparsity),
+                       lambdas_row=self.lambdas_row or ROW_LAMBDAS,
+                       search_samples=self.search_samples or min(DEFAULT_SEARCH_SAMPLES, target.nsamples))
+
+    def validate(self, target: Target) -> None:
+        if target.method == "sparsegpt" and self.neuroal_step != "block":
             raise ValueError("sparsegpt supports only the NeuroAL block step (--neuroal-step block)")
-        get_metric(self.alignment)
-        if self.lambda_chunk is not None and self.lambda_chunk < 1:
-            raise ValueError(f"lambda_chunk must be >= 1, got {self.lambda_chunk}")
-        return self
+        if target.structure.kind != "row":
+            raise ValueError(f"NeuroAL allocates per-row sparsities; structure {target.structure} is not supported")
+        self.mesh()  # the device counts exist
+        if self.search_samples > target.nsamples:
+            raise ValueError(f"option search_samples (--search-samples) must be at most the number of calibration "
+                             f"windows ({target.nsamples}), got {self.search_samples}")
 
 
 @dataclass
@@ -298,8 +326,9 @@ class SearchResult:
     seconds: float
 
     def info(self) -> dict:
-        def curve(step):
-            return None if step is None else {f"{l:.2f}": float(v) for l, v in zip(step.lambdas, step.totals)}
+        def curve(step):  # one record per candidate: λ exactly as searched
+            return None if step is None else [{"lambda": float(l), "alignment": float(v)}
+                                              for l, v in zip(step.lambdas, step.totals)]
 
         def layers(step):
             return None if step is None else {k: float(v[step.choice]) for k, v in step.per_layer.items()}
@@ -317,41 +346,33 @@ def neuroal_search(cfg: ModelConfig, params: dict, windows: np.ndarray, sparsity
                    settings: SearchSettings = SearchSettings(), progress: bool = True) -> SearchResult:
     """Choose block λ and/or row λ on the first `search_samples` windows (SPEC §5–6)."""
     check_method(method)
-    settings.validate(method)
+    settings = settings.resolved(Target(method, sparsity, Structure(), len(windows)))
     t0 = time.perf_counter()
     win = np.asarray(windows)[:settings.search_samples]
     kw = dict(metric=settings.alignment, lambda_chunk=settings.lambda_chunk,
               dense_stream=settings.dense_stream, progress=progress, mesh=settings.mesh())
     block = row = None
-    if settings.step in ("block", "both"):
-        lams = settings.lambdas_block or default_block_lambdas(sparsity)
+    if settings.neuroal_step in ("block", "both"):
+        lams = settings.lambdas_block
         dists = [block_distribution(cfg, block_schedule(cfg.num_layers, sparsity, l)) for l in lams]
         block = run_step(cfg, params, win, lams, dists, method, desc="NeuroAL block step", **kw)
         dist, deltas = block.dists[block.choice], block.deltas[block.choice]
-    if settings.step in ("row", "both"):
+    if settings.neuroal_step in ("row", "both"):
         if block is None:  # δ of the uniform distribution (the reference's λ = 0 block schedule)
             dist = block_distribution(cfg, block_schedule(cfg.num_layers, sparsity, 0.0)) if cfg.num_layers > 1 \
                 else block_distribution(cfg, [sparsity])
             _, _, (deltas,) = evaluate_candidates(cfg, params, win, [dist], method, **{**kw, "desc": "uniform δ"})
-        lams = settings.lambdas_row or ROW_LAMBDAS
+        lams = settings.lambdas_row
         dists = [row_distribution(cfg, dist, deltas, l) for l in lams]
         row = run_step(cfg, params, win, lams, dists, method, desc="NeuroAL row step", **kw)
         dist = row.dists[row.choice]
     return SearchResult(dist, block, row, time.perf_counter() - t0)
 
 
-@register_allocation("neuroal")
+@register_topup("neuroal", SearchSettings)
 def neuroal(job: PruneJob) -> Allocation:
-    o = job.options
-    settings = SearchSettings(
-        step=o.get("neuroal_step") or "both",
-        lambdas_block=tuple(o["lambdas_block"]) if o.get("lambdas_block") else None,
-        lambdas_row=tuple(o["lambdas_row"]) if o.get("lambdas_row") else None,
-        search_samples=o.get("search_samples") or 8, alignment=o.get("alignment") or "neuron",
-        lambda_chunk=o.get("lambda_chunk"), dense_stream=o.get("dense_stream") or "candidate",
-        devices=o.get("devices"), model_parallel=o.get("model_parallel") or 1)
-    if job.structure.kind != "row":
-        raise ValueError(f"NeuroAL allocates per-row sparsities; structure {job.structure} is not supported")
-    result = neuroal_search(job.cfg, job.params, job.windows, job.sparsity, job.method, settings, job.progress)
-    return Allocation(result.dist, {**result.info(), "neuroal_step": settings.step,
-                                    "alignment_metric": settings.alignment, "dense_stream": settings.dense_stream})
+    result = neuroal_search(job.cfg, job.params, job.windows, job.sparsity, job.method, job.options, job.progress)
+    return Allocation(result.dist, {**result.info(), "neuroal_step": job.options.neuroal_step,
+                                    "alignment_metric": job.options.alignment,
+                                    "dense_stream": job.options.dense_stream,
+                                    "search_samples": job.options.search_samples})

@@ -6,7 +6,9 @@ block plus the calibration activations, not the model.
 
 The run lives in `.<out>.partial/` next to `out` until it is complete, then is renamed to `out`:
 
-    run.json                       the settings; --resume refuses a run made with other settings
+    .neuroal-jax.json              our marker (neuroal_jax.io_utils)
+    run.json                       the settings and digests of the inputs (model files, calibration and
+                                   evaluation windows); --resume refuses a run whose settings or inputs differ
     allocation/, allocation.json   the top-up's result (the NeuroAL search runs once)
     model-block-00007.safetensors  block 7, pruned (written atomically)
     masks/block-00007/             block 7's masks (orbax), written last: block 7 is done
@@ -16,56 +18,109 @@ advance the calibration stream, so the result is identical to an uninterrupted r
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from .report import json_safe, write_json
+from .io_utils import new_folder, publish, write_json
+from .report import json_safe, write_report
 
 RUN_FILE = "run.json"
 ALLOCATION_DIR, ALLOCATION_INFO = "allocation", "allocation.json"
 
 
-def partial_dir(out: Path) -> Path:
-    return Path(out).parent / f".{Path(out).name}.partial"
+# ---------------------------------------------------------------- what a resumed run must see again
+
+def array_digest(arr) -> str:
+    a = np.ascontiguousarray(np.asarray(arr))
+    return hashlib.sha256(f"{a.dtype.str}{a.shape}".encode() + a.tobytes()).hexdigest()[:16]
 
 
-def open_run(out: Path, settings: dict, force: bool, resume: bool) -> tuple[Path, bool]:
-    """(folder of the run, whether it continues an interrupted one)."""
-    part = partial_dir(out)
-    settings = json_safe(settings)
+def files_digest(source: str | os.PathLike) -> str:
+    """Digest of the names, sizes and modification times of a model file, or of the files in a model folder."""
+    p = Path(source)
+    files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
+    stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
+
+
+def params_digest(params: dict) -> str:
+    import jax
+    h = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(params):
+        h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- the run folder
+
+def open_run(part: Path, record: dict, resume: bool) -> bool:
+    """Start the run in `part` (created), or continue the interrupted one there (resume); returns whether it
+    continues. `record` = {"settings": ..., "inputs": digests}; a resumed run must repeat both."""
+    record = json_safe(record)
     if part.exists() and resume:
         try:
             saved = json.loads((part / RUN_FILE).read_text())
         except (OSError, json.JSONDecodeError):
             raise ValueError(f"{part} is not a resumable run (no readable {RUN_FILE}); "
                              "pass --force without --resume to start over") from None
-        changed = sorted(k for k in settings.keys() | saved.keys() if settings.get(k) != saved.get(k))
-        if changed:
-            raise ValueError(f"--resume: the interrupted run at {part} used other settings ("
-                             + "; ".join(f"{k}: {saved.get(k)!r} then, {settings.get(k)!r} now" for k in changed)
-                             + "); rerun with the same settings, or pass --force without --resume to start over")
-        return part, True
-    if part.exists():
-        if not force:
-            raise FileExistsError(f"an interrupted run of {out} is at {part}; pass --resume to continue it, "
-                                  "or --force to discard it and start over")
-        shutil.rmtree(part)
-    part.mkdir(parents=True)
-    write_json(part / RUN_FILE, settings)
-    return part, False
+        problems = []
+        for what, label in (("settings", "settings"), ("inputs", "inputs")):
+            now, then = record.get(what) or {}, saved.get(what) or {}
+            changed = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
+            if what == "settings":
+                problems += [f"{k}: {then.get(k)!r} then, {now.get(k)!r} now" for k in changed]
+            else:
+                problems += [f"the {k} changed" for k in changed]
+        if problems:
+            raise ValueError(f"--resume: the interrupted run at {part} was made with other settings or inputs ("
+                             + "; ".join(problems) + "); rerun with the same settings and inputs, or pass --force "
+                             "without --resume to start over")
+        return True
+    new_folder(part, "partial")
+    write_json(part / RUN_FILE, record)
+    return False
 
 
 def finish_run(part: Path, out: Path) -> None:
-    """Drop the resume bookkeeping and rename the completed run to `out` (replacing an existing `out`,
-    which the caller allowed)."""
-    from .io_utils import replace_dir
+    """Drop the resume bookkeeping and publish the completed run as `out`."""
     shutil.rmtree(part / ALLOCATION_DIR, ignore_errors=True)
     for f in (ALLOCATION_INFO, RUN_FILE):
         (part / f).unlink(missing_ok=True)
-    replace_dir(part, Path(out))
+    publish(part, Path(out), "prune")
+
+
+class StreamedRun:
+    """A run that reads and writes one block at a time in `.<out>.partial/` (kept for --resume when interrupted),
+    renamed to `out` when complete. Same interface as `api.InMemoryRun`."""
+
+    def __init__(self, req, part: Path):
+        self.req, self.part, self.resumed = req, part, False
+
+    def saved_allocation(self, record: dict):
+        self.resumed = open_run(self.part, record, self.req.resume)
+        return load_allocation(self.part) if self.resumed else None
+
+    def keep_allocation(self, allocation) -> None:
+        if allocation.refine is None:  # a refining top-up (DSnoT) is rebuilt on resume
+            save_allocation(self.part, allocation)
+
+    def prune(self, cfg, params, windows, allocation):
+        r, dtype = self.req, params["embed"]["weight"].dtype
+        summary = streamed_prune(cfg, params, windows, allocation.dist, r.method, r.structure, r.batch_size,
+                                 allocation.refine, r.progress, self.part, dtype)
+        return reopen_pruned(cfg, params, self.part, dtype), None, summary
+
+    def finish(self, cfg, pruned, tokenizer, masks, dist, make_report):
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(self.part))
+        report = write_report(self.part, make_report())
+        finish_run(self.part, self.req.out)
+        return report, reopen_pruned(cfg, pruned, self.req.out, pruned["embed"]["weight"].dtype)
 
 
 # ---------------------------------------------------------------- the allocation, computed once

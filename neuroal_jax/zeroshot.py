@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import os
 import sys
 import tempfile
@@ -228,22 +227,17 @@ def format_table(summary: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def _write_json(path: str, obj: dict) -> None:
-    """Write JSON atomically (temporary sibling, then rename)."""
-    tmp = Path(f"{path}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def cmd_eval_zeroshot(args) -> int:
+    from .io_utils import check_json_out, write_result_json
+    check_json_out(args.json)
     t0 = time.perf_counter()
     summary = run_zeroshot(args.model, tasks=args.tasks, tasks_dir=args.tasks_dir, batch_size=args.batch_size,
                            limit=args.limit, device=args.device)
     print(f"{args.model}  0-shot lm-eval" + (f"  (first {args.limit} documents per task)" if args.limit else ""))
     print(format_table(summary))
     if args.json:
-        _write_json(args.json, {"model": args.model, "limit": args.limit, "num_fewshot": 0, "results": summary,
-                                "seconds": round(time.perf_counter() - t0, 3)})
+        write_result_json(args.json, {"model": args.model, "limit": args.limit, "num_fewshot": 0, "results": summary,
+                                       "seconds": round(time.perf_counter() - t0, 3)})
     return 0
 
 

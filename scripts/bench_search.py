@@ -65,7 +65,7 @@ def run_mode(args) -> dict:
     windows = calibration_windows(args.calib, model.tokenizer, args.nsamples, args.seqlen, seed=0)
     if args.mode == "sequential":
         S.evaluate_candidates = sequential_evaluator()
-    settings = S.SearchSettings(step="both", search_samples=args.nsamples, lambda_chunk=args.lambda_chunk)
+    settings = S.SearchSettings(neuroal_step="both", search_samples=args.nsamples, lambda_chunk=args.lambda_chunk)
     t0 = time.perf_counter()
     r = S.neuroal_search(model.config, model.params, windows, args.sparsity, args.method, settings, progress=False)
     seconds = time.perf_counter() - t0

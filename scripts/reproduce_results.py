@@ -16,7 +16,7 @@ from pathlib import Path
 
 from converters import load_model
 from neuroal_jax.compare import compare
-from neuroal_jax.report import write_json
+from neuroal_jax.io_utils import write_json
 
 
 def markdown(results: dict) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neuroal_jax.allocation import PruneJob, get_allocation
+from neuroal_jax.allocation import PruneJob, get_topup
 from neuroal_jax.alphapruning import alpha_sparsities, block_means, esd_alpha, histc_f32, torch_linspace_f32
 from neuroal_jax.models import family_of
 from neuroal_jax.pruning import layer_keys, sequential_prune, sparsity_summary
@@ -84,7 +84,7 @@ def test_larger_alpha_block_is_pruned_more(tiny_llama):
         for name in family_of(cfg).prunable:
             new[name] = {**block[name], "weight": power_law_matrix(np.shape(block[name]["weight"]), alpha, rng)}
         blocks.append(new)
-    alloc = get_allocation("alphapruning")(_job(cfg, {**params, "blocks": blocks}, 0.5))
+    alloc = get_topup("alphapruning")(_job(cfg, {**params, "blocks": blocks}, 0.5))
     a = alloc.info["alpha"]
     assert a["0"] < a["1"]
     assert set(alloc.info["alpha_layer"]) == set(layer_keys(cfg))
@@ -97,7 +97,7 @@ def test_larger_alpha_block_is_pruned_more(tiny_llama):
 def test_alphapruning_on_tiny_llama(tiny_llama):
     cfg, params = tiny_llama
     s = 0.7
-    alloc = get_allocation("alphapruning")(_job(cfg, params, s, alpha_epsilon=0.2))
+    alloc = get_topup("alphapruning")(_job(cfg, params, s, alpha_epsilon=0.2))
     sizes = {k: int(np.size(params["blocks"][int(k.split(".")[0])][k.split(".", 1)[1]]["weight"]))
              for k in layer_keys(cfg)}
     mean = sum(alloc.dist[k] * sizes[k] for k in sizes) / sum(sizes.values())

@@ -1,48 +1,12 @@
 """The `neuroal-jax` command line: commands end to end (in process) and bad input (as a subprocess)."""
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import subprocess
-import sys
-import types
-from pathlib import Path
 
 import pytest
 
+from cli_run import assert_clean_error, run_cli_all
 from neuroal_jax import cli
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def cli_env() -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "HF_HUB_OFFLINE": "1", "JAX_PLATFORMS": "cpu"}
-    env.pop("NEUROAL_DEBUG", None)
-    return env
-
-
-def run_cli_all(*argvs: list[str]) -> list[subprocess.CompletedProcess]:
-    """`python -m neuroal_jax.cli ARGS` for each argv, as a user would run it, in concurrent fresh processes."""
-    procs = [subprocess.Popen([sys.executable, "-m", "neuroal_jax.cli", *argv], cwd=REPO, env=cli_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for argv in argvs]
-    done = []
-    for argv, proc in zip(argvs, procs):
-        out, err = proc.communicate(timeout=600)
-        done.append(subprocess.CompletedProcess(argv, proc.returncode, out, err))
-    return done
-
-
-def assert_clean_error(proc: subprocess.CompletedProcess, *names: str) -> None:
-    """Exit 2, one `neuroal-jax: error:` line naming every `names`, no traceback."""
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("neuroal-jax: error:")]
-    assert len(errors) == 1, proc.stderr
-    for name in names:
-        assert name in errors[0], (name, errors[0])
-
 
 # ---------------------------------------------------------------- commands, in process
 
@@ -79,7 +43,7 @@ def test_prune_end_to_end(tiny_llama_dir, tiny_tokens, tmp_path, capsys):
         assert (out / name).exists(), name
     report = json.loads((out / "report.json").read_text())
     assert report["model"] == str(tiny_llama_dir) and report["top_up"] == "owl"
-    assert report["options"] == {"owl_m": 4.0} and report["owl_m"] == 4.0
+    assert report["options"] == {"owl_m": 4.0, "owl_lambda": 0.08} and report["owl_m"] == 4.0
     assert report["sparsity"] == pytest.approx(0.5, abs=0.02)
 
 
@@ -94,31 +58,17 @@ def test_help_texts(capsys):
         assert flag in text, flag
 
 
-# ---------------------------------------------------------------- top-up option registration
+# ---------------------------------------------------------------- top-up options from their dataclasses
 
-def test_options_from_fallback_flags():
-    modules = []
-    parser = argparse.ArgumentParser()
-    cli.add_topup_options(parser, modules)
-    args = parser.parse_args(["--owl-m", "7", "--neuroal-step", "block", "--lambdas-block", "0.01,0.05",
-                              "--option", "max_cycles=20", "--option", "name=abc"])
-    assert cli.options_from_args(args, modules) == {"owl_m": 7.0, "neuroal_step": "block",
-                                                     "lambdas_block": [0.01, 0.05], "max_cycles": 20, "name": "abc"}
-    assert cli.options_from_args(parser.parse_args([]), modules) == {}
-
-
-def test_module_hooks_replace_fallbacks():
-    def add(group):
-        group.add_argument("--owl-m", dest="my_owl_m", type=int)
-
-    own = types.SimpleNamespace(__name__="neuroal_jax.allocation", add_cli_options=add,
-                                options_from_args=lambda a: {"owl_m": a.my_owl_m})
-    parser = argparse.ArgumentParser()
-    cli.add_topup_options(parser, [own])  # no clash with the fallback --owl-m
-    args = parser.parse_args(["--owl-m", "3"])
-    assert cli.options_from_args(args, [own]) == {"owl_m": 3}
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--owl-lambda", "0.1"])  # that fallback belonged to the replaced module
+def test_options_of_the_chosen_top_up_only():
+    parser = cli.build_parser()
+    base = ["prune", "--model", "m", "--method", "wanda", "--sparsity", "0.7", "--out", "o"]
+    args = parser.parse_args([*base, "--top-up", "neuroal", "--neuroal-step", "block", "--lambdas-block", "0.01,0.05",
+                              "--option", "lambda_chunk=2"])
+    assert cli.options_from_args(args) == {"neuroal_step": "block", "lambdas_block": "0.01,0.05", "lambda_chunk": 2}
+    assert cli.options_from_args(parser.parse_args([*base, "--top-up", "owl"])) == {}
+    with pytest.raises(ValueError, match="--owl-m is an option of --top-up owl, not of --top-up uniform"):
+        cli.options_from_args(parser.parse_args([*base, "--top-up", "uniform", "--owl-m", "3"]))
 
 
 # ---------------------------------------------------------------- bad input, as a subprocess
@@ -159,7 +109,7 @@ def test_bad_inputs_give_one_line_errors(tiny_llama_dir, tiny_tokens, unknown_fa
     (("--top-up", "nosuchtopup"), ["nosuchtopup", "uniform"]),
     (("--structure", "4:2"), ["4:2"]),
     (("--structure", "2:4", "--sparsity", "0.6"), ["2:4", "0.6"]),
-    (("--lambdas-block", "0.1,x"), ["0.1,x"]),
+    (("--top-up", "neuroal", "--lambdas-block", "0.1,x"), ["0.1,x"]),
     (("--dtype", "float16"), ["float16", "bfloat16"]),
     (("--top-up", "neuroal", "--devices", "3"), ["devices must be between 1 and the 1 available", "3"]),
     (("--top-up", "neuroal", "--devices", "1", "--model-parallel", "2"), ["model_parallel must divide"]),

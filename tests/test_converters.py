@@ -132,11 +132,15 @@ def test_export_refuses_existing_folder_unless_forced(tiny_llama, tmp_path):
     (out / "stale.txt").write_text("old")
     with pytest.raises(FileExistsError, match="already exists; pass --force"):
         export_hf(cfg, params, out)
+    with pytest.raises(ValueError, match="not written by neuroal-jax"):  # not ours: never replaced
+        export_hf(cfg, params, out, force=True)
     assert sorted(p.name for p in out.iterdir()) == ["stale.txt"]  # untouched
-    export_hf(cfg, params, out, force=True)
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
-    assert load_hf(out)[0] == cfg
-    assert not list(tmp_path.glob(".out.*"))  # no temporary folders left behind
+    ours = tmp_path / "ours"
+    export_hf(cfg, params, ours)
+    export_hf(cfg, params, ours, force=True)
+    assert sorted(p.name for p in ours.iterdir()) == [".neuroal-jax.json", "config.json", "model.safetensors"]
+    assert load_hf(ours)[0] == cfg
+    assert not list(tmp_path.glob(".out.*")) and not list(tmp_path.glob(".ours.*"))  # no temporary folders left
 
 
 def test_export_rejects_wrong_params(tiny_llama, tmp_path):

@@ -27,8 +27,11 @@ def test_random_windows_follow_python_random(word_tokenizer, tmp_path):
 def test_tokens_npy_2d_and_1d(tmp_path):
     windows = np.arange(40, dtype=np.int64).reshape(4, 10)
     np.save(tmp_path / "w.npy", windows)
-    np.testing.assert_array_equal(data.calibration_windows(f"tokens:{tmp_path}/w.npy", None, 2, 8), windows[:2, :8])
+    np.testing.assert_array_equal(data.calibration_windows(f"tokens:{tmp_path}/w.npy", None, 2, 10), windows[:2])
     np.testing.assert_array_equal(data.eval_windows(f"tokens:{tmp_path}/w.npy", None, 10), windows)
+    # each row is a sequence: cut into non-overlapping windows, the rows' tails (< seqlen tokens) not scored
+    np.testing.assert_array_equal(data.eval_windows(f"tokens:{tmp_path}/w.npy", None, 4),
+                                  windows[:, :8].reshape(8, 4))
     np.save(tmp_path / "s.npy", np.arange(25))
     np.testing.assert_array_equal(data.eval_windows(f"tokens:{tmp_path}/s.npy", None, 10),
                                   np.arange(20).reshape(2, 10))
@@ -55,7 +58,7 @@ def test_text_too_short(word_tokenizer, tmp_path):
     (tmp_path / "short.txt").write_text("only a few words here")
     with pytest.raises(ValueError, match="too short for windows of 128 tokens"):
         data.calibration_windows(f"text:{tmp_path}/short.txt", word_tokenizer, 4, 128)
-    with pytest.raises(ValueError, match="only 0 windows|too short"):
+    with pytest.raises(ValueError, match="fewer than seqlen=128"):
         data.eval_windows(f"text:{tmp_path}/short.txt", word_tokenizer, 128, 2)
 
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neuroal_jax.allocation import PruneJob, get_allocation
+from neuroal_jax.allocation import PruneJob, get_topup
 from neuroal_jax.dsnot import DSnoTRefine, dsnot_mask
 from neuroal_jax.models import block_apply, block_contexts
 from neuroal_jax.pruning import (Structure, collect_block_stats, embed_batches, keep_and_ties, layer_mask,
@@ -104,8 +104,8 @@ def _prune(cfg, params, alloc):
 def test_dsnot_on_tiny_llama(tiny_llama):
     cfg, params = tiny_llama
     job = lambda **o: PruneJob(cfg, params, WINDOWS, 0.6, "wanda", options=o, progress=False)
-    uniform = _prune(cfg, params, get_allocation("uniform")(job()))
-    alloc = get_allocation("dsnot")(job())
+    uniform = _prune(cfg, params, get_topup("uniform")(job()))
+    alloc = get_topup("dsnot")(job())
     assert alloc.dist == uniform_distribution(cfg, 0.6)
     masks = _prune(cfg, params, alloc)
     for key, m in masks.items():
@@ -114,7 +114,7 @@ def test_dsnot_on_tiny_llama(tiny_llama):
             np.testing.assert_array_equal(m, uniform[key])
     assert sum(alloc.info["dsnot_swaps"].values()) > 0
     # zero cycles: exactly the base masks
-    masks0 = _prune(cfg, params, get_allocation("dsnot")(job(dsnot_max_cycles=0, dsnot_skip="none")))
+    masks0 = _prune(cfg, params, get_topup("dsnot")(job(dsnot_max_cycles=0, dsnot_skip="none")))
     for key in masks0:
         np.testing.assert_array_equal(masks0[key], uniform[key])
 
@@ -123,12 +123,12 @@ def test_dsnot_options_and_errors(tiny_llama):
     cfg, params = tiny_llama
     job = lambda method="wanda", structure=Structure(), **o: PruneJob(cfg, params, WINDOWS, 0.5, method, structure,
                                                                      options=o, progress=False)
-    refine = get_allocation("dsnot")(job(dsnot_skip="none", dsnot_max_cycles=7)).refine
+    refine = get_topup("dsnot")(job(dsnot_skip="none", dsnot_max_cycles=7)).refine
     assert isinstance(refine, DSnoTRefine) and refine.max_cycles == 7 and not refine.skipped("mlp.up_proj")
     assert DSnoTRefine(skip="self_attn").skipped("self_attn.q_proj")
     with pytest.raises(ValueError, match="sparsegpt"):
-        get_allocation("dsnot")(job("sparsegpt"))
+        get_topup("dsnot")(job("sparsegpt"))
     with pytest.raises(ValueError, match="2:4"):
-        get_allocation("dsnot")(job(structure=Structure.parse("2:4")))
+        get_topup("dsnot")(job(structure=Structure.parse("2:4")))
     with pytest.raises(ValueError, match="dsnot_skip"):
-        get_allocation("dsnot")(job(dsnot_skip="attention"))
+        get_topup("dsnot")(job(dsnot_skip="attention"))

@@ -106,7 +106,7 @@ def test_export_reloads_in_transformers(pruned, tiny_llama):
 def test_owl_info_merged_and_plotted(tiny_llama, tiny_tokens, tmp_path):
     result = run(tiny_llama, tiny_tokens, top_up="owl", options={"owl_lambda": 0.1}, out=tmp_path / "owl")
     r = result.report
-    assert r["top_up"] == "owl" and r["options"] == {"owl_lambda": 0.1} and r["owl_lambda"] == 0.1
+    assert r["top_up"] == "owl" and r["options"] == {"owl_m": 5.0, "owl_lambda": 0.1} and r["owl_lambda"] == 0.1
     assert set(r["owl_outlier_ratios"]) == {"0", "1"}
     assert (tmp_path / "owl" / "plots" / "owl_outlier_ratios.png").exists()
     assert r["block_sparsity"]["0"] != r["block_sparsity"]["1"]
@@ -154,8 +154,11 @@ def no_work(monkeypatch):
     (dict(structure="2:2"), r"'2:2'"),
     (dict(structure="banana"), r"unknown structure 'banana'"),
     (dict(structure="2:4", sparsity=0.6), r"sparsity=0.5"),
-    (dict(structure="2:4", top_up="owl"), r"top-up 'owl'"),
+    (dict(structure="2:4", top_up="owl"), r"top-up 'owl' does not work with structure 2:4.*uniform"),
     (dict(structure="2:4", top_up="dsnot"), r"top-up 'dsnot'"),
+    (dict(top_up="owl", options={"owl_m": 0}), r"owl_m .* must be > 0"),
+    (dict(top_up="owl", options={"owl_x": 1}), r"unknown option\(s\) 'owl_x' for top-up 'owl'; valid: owl_m, owl_lambda"),
+    (dict(top_up="neuroal", options={"search_samples": 9}), r"at most the number of calibration windows \(8\)"),
     (dict(calib="nosuch"), r"unknown dataset spec 'nosuch'"),
     (dict(eval=["nosuch"]), r"unknown dataset spec 'nosuch'"),
     (dict(nsamples=0), r"nsamples"),
@@ -210,13 +213,15 @@ def test_failure_while_writing_leaves_nothing(tiny_llama, tiny_tokens, tmp_path,
     with pytest.raises(OSError, match="disk full"):
         run(tiny_llama, tiny_tokens, out=tmp_path / "run")
     assert list(tmp_path.iterdir()) == []
-    # with force, a failed run keeps the old folder as it was
-    old = tmp_path / "old"
-    old.mkdir()
-    (old / "keep.txt").write_text("mine")
+    # with force, a failed run keeps the old output as it was
+    monkeypatch.undo()
+    old = run(tiny_llama, tiny_tokens, out=tmp_path / "old").out
+    before = {p: p.read_bytes() for p in old.rglob("*") if p.is_file()}
+    monkeypatch.setattr(ckpt, "save_masks", boom)
     with pytest.raises(OSError, match="disk full"):
         run(tiny_llama, tiny_tokens, out=old, force=True)
-    assert [p.name for p in tmp_path.iterdir()] == ["old"] and (old / "keep.txt").read_text() == "mine"
+    assert [p.name for p in tmp_path.iterdir()] == ["old"]
+    assert {p: p.read_bytes() for p in old.rglob("*") if p.is_file()} == before
 
 
 def test_bad_model_argument():

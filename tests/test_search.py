@@ -24,7 +24,7 @@ def model():
 def searches(model):
     cfg, params = model
     w = F.calib_tokens()
-    return {(m, s): neuroal_search(cfg, params, w, 0.7, m, SearchSettings(step=s), progress=False)
+    return {(m, s): neuroal_search(cfg, params, w, 0.7, m, SearchSettings(neuroal_step=s), progress=False)
             for m in METHODS for s in ("block", "row", "both")}
 
 
@@ -109,12 +109,13 @@ def test_registered_metric_changes_the_search(tiny_llama):
         return -METRICS["neuron"](a_dense, a_sparse)
 
     register_metric("test_inverted", inverted, override=True)
-    base = neuroal_search(cfg, params, w, 0.6, "wanda", SearchSettings(step="block"), progress=False)
-    inv = neuroal_search(cfg, params, w, 0.6, "wanda", SearchSettings(step="block", alignment="test_inverted"),
+    base = neuroal_search(cfg, params, w, 0.6, "wanda", SearchSettings(neuroal_step="block"), progress=False)
+    inv = neuroal_search(cfg, params, w, 0.6, "wanda", SearchSettings(neuroal_step="block", alignment="test_inverted"),
                          progress=False)
     np.testing.assert_allclose(inv.block.totals, -base.block.totals, rtol=1e-6)
     assert inv.block.best_lambda == base.block.lambdas[int(np.argmax(base.block.totals))]
-    assert inv.info()["alignment_block"] == {f"{l:.2f}": float(v) for l, v in zip(inv.block.lambdas, inv.block.totals)}
+    assert inv.info()["alignment_block"] == [{"lambda": l, "alignment": float(v)}
+                                             for l, v in zip(inv.block.lambdas, inv.block.totals)]
 
 
 @pytest.mark.parametrize("name", ["cosine", "js", "rel_l2", "neuron"])
@@ -127,18 +128,19 @@ def test_builtin_metrics_are_zero_for_identical_and_positive_otherwise(name):
 def test_paper_dense_stream_runs_and_differs(tiny_llama):
     cfg, params = tiny_llama
     w = np.random.default_rng(0).integers(0, cfg.vocab_size, (4, 32)).astype(np.int32)
-    ref = neuroal_search(cfg, params, w, 0.6, "wanda", SearchSettings(step="block"), progress=False)
-    paper = neuroal_search(cfg, params, w, 0.6, "wanda", SearchSettings(step="block", dense_stream="model"),
+    ref = neuroal_search(cfg, params, w, 0.6, "wanda", SearchSettings(neuroal_step="block"), progress=False)
+    paper = neuroal_search(cfg, params, w, 0.6, "wanda", SearchSettings(neuroal_step="block", dense_stream="model"),
                            progress=False)
     assert paper.block.totals.shape == ref.block.totals.shape
     assert not np.allclose(paper.block.totals, ref.block.totals, rtol=1e-9)
 
 
 @pytest.mark.parametrize("settings, match", [
-    (SearchSettings(step="columns"), "unknown NeuroAL step 'columns'"),
-    (SearchSettings(alignment="nope"), "unknown alignment metric 'nope'"),
-    (SearchSettings(dense_stream="x"), "unknown dense stream 'x'"),
-    (SearchSettings(lambda_chunk=0), "lambda_chunk must be >= 1"),
+    (SearchSettings(neuroal_step="columns"), "neuroal_step .*unknown value 'columns'"),
+    (SearchSettings(alignment="nope"), "alignment .*not a registered alignment metric.*'nope'"),
+    (SearchSettings(dense_stream="x"), "dense_stream .*unknown value 'x'"),
+    (SearchSettings(lambda_chunk=0), "lambda_chunk .*must be >= 1"),
+    (SearchSettings(search_samples=3), "search_samples .*at most the number of calibration windows"),
 ])
 def test_bad_settings(tiny_llama, settings, match):
     cfg, params = tiny_llama
@@ -155,7 +157,7 @@ def test_sparsegpt_rejects_row_step(tiny_llama):
 def test_sparsegpt_block_step_runs_and_prunes(tiny_llama):
     cfg, params = tiny_llama
     w = np.random.default_rng(0).integers(0, cfg.vocab_size, (4, 32)).astype(np.int32)
-    r = neuroal_search(cfg, params, w, 0.6, "sparsegpt", SearchSettings(step="block", lambdas_block=(0.01, 0.1)),
+    r = neuroal_search(cfg, params, w, 0.6, "sparsegpt", SearchSettings(neuroal_step="block", lambdas_block=(0.01, 0.1)),
                        progress=False)
     assert r.row is None and r.block.best_lambda in (0.01, 0.1) and np.all(np.isfinite(r.block.totals))
     pruned, masks = sequential_prune(cfg, params, w, r.dist, "sparsegpt", progress=False)

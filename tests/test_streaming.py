@@ -79,13 +79,16 @@ def test_gguf_blocks_stream_like_the_full_load():
 
 
 def test_interrupted_run_needs_resume_or_force(deep_dir, tiny_tokens, tmp_path):
-    part = tmp_path / ".out.partial"
-    part.mkdir()
+    from neuroal_jax.io_utils import new_folder
+    part = new_folder(tmp_path / ".out.partial", "partial")
     (part / "run.json").write_text("{}")
-    with pytest.raises(FileExistsError, match="pass --resume to continue it"):
-        _run(str(deep_dir), tmp_path / "out", "uniform", tiny_tokens, stream=True)
-    with pytest.raises(ValueError, match="used other settings"):
+    for stream in (True, False):
+        with pytest.raises(FileExistsError, match="pass --stream --resume to continue it, or --force to discard it"):
+            _run(str(deep_dir), tmp_path / "out", "uniform", tiny_tokens, stream=stream)
+    with pytest.raises(ValueError, match="other settings or inputs"):
         _run(str(deep_dir), tmp_path / "out", "uniform", tiny_tokens, resume=True)
+    _run(str(deep_dir), tmp_path / "out", "uniform", tiny_tokens, force=True)  # discards it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_stream_needs_out(deep_dir, tiny_tokens):

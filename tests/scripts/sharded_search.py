@@ -32,7 +32,7 @@ windows = F.calib_tokens()
 assert len(jax.devices()) == 4, jax.devices()
 for devices, mp in ((None, 1), (4, 1), (4, 2)):
     placements.clear()
-    s = SearchSettings(step="both", devices=devices, model_parallel=mp, lambda_chunk=int(sys.argv[2]) or None)
+    s = SearchSettings(neuroal_step="both", devices=devices, model_parallel=mp, lambda_chunk=int(sys.argv[2]) or None)
     r = neuroal_search(cfg, params, windows, 0.7, "wanda", s, progress=False)
     _, masks = sequential_prune(cfg, params, windows, r.dist, "wanda", progress=False)
     digest = hashlib.sha1(b"".join(np.packbits(np.asarray(masks[k])).tobytes() for k in sorted(masks))).hexdigest()

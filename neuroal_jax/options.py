@@ -1,0 +1,211 @@
+"""Typed top-up options: one frozen dataclass per top-up is the single place for each option's name,
+type, default, help text and check. The command line's flags, the API's `options={...}` dict and
+the report's "options" entry are all generated from it.
+
+    @dataclass(frozen=True)
+    class OWLOptions(Options):
+        owl_m: float = option(5.0, "outlier threshold M: a score above M × the mean is an outlier",
+                              check=positive, metavar="M")
+
+    OWLOptions.from_dict({"owl_m": 7})      # OWLOptions(owl_m=7.0); unknown keys and bad values are errors
+    OWLOptions.add_flags(parser_group)      # --owl-m M  (default 5.0: ...)
+
+The key of an option is its field name; its flag is `--` + the name with dashes. Values are coerced
+by the field's annotation: float (finite), int, str, tuple[float, ...] (also "0.1,0.2"), and
+`X | None`. `check` functions return an error text or None. `validate(target)` checks what needs the
+prune's settings (method, sparsity, structure, number of calibration windows).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+Check = Callable[[Any], "str | None"]
+
+
+def option(default, help: str, *, check: Check | None = None, choices: tuple | None = None,
+           metavar: str | None = None):
+    """A dataclass field that is a top-up option."""
+    return dataclasses.field(default=default, metadata={"help": help, "check": check, "choices": choices,
+                                                        "metavar": metavar})
+
+
+# ---------------------------------------------------------------- checks
+
+def positive(v) -> str | None:
+    return None if v is None or v > 0 else "must be > 0"
+
+
+def at_least(low) -> Check:
+    return lambda v: None if v is None or v >= low else f"must be >= {low}"
+
+
+def in_range(low, high, *, high_open: bool = False) -> Check:
+    def check(v):
+        values = v if isinstance(v, tuple) else (v,)
+        bad = [x for x in values if x is not None and not (low <= x < high if high_open else low <= x <= high)]
+        return None if not bad else f"must be in [{low}, {high}{')' if high_open else ']'}"
+    return check
+
+
+def unique(v) -> str | None:
+    return None if v is None or len(set(v)) == len(v) else "must not repeat a value"
+
+
+def all_of(*checks: Check) -> Check:
+    def check(v):
+        return next((e for e in (c(v) for c in checks) if e), None)
+    return check
+
+
+# ---------------------------------------------------------------- what an option's value may be
+
+@dataclass(frozen=True)
+class Target:
+    """The prune's settings that an option check may need."""
+    method: str
+    sparsity: float
+    structure: Any  # pruning.Structure
+    nsamples: int
+
+
+def _base_type(annotation) -> tuple[Any, bool]:
+    """(the type, whether None is allowed) of `X` or `X | None`."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0], True
+    return annotation, False
+
+
+def _coerce(kind, value):
+    """`value` as `kind`, or raise ValueError with what was expected."""
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError("expected a number")
+        if not math.isfinite(float(value)):
+            raise ValueError("must be a finite number")
+        return float(value)
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int) and not (hasattr(value, "__index__")):
+            raise ValueError("expected an integer")
+        return int(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError("expected a string")
+        return value
+    if typing.get_origin(kind) is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+            try:
+                value = [float(v) for v in value]
+            except ValueError:
+                raise ValueError("expected comma-separated numbers") from None
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ValueError("expected a non-empty list of numbers")
+        return tuple(_coerce(float, v) for v in value)
+    raise TypeError(f"unsupported option type {kind!r}")
+
+
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+class Options:
+    """Base of every top-up's options dataclass (subclasses are frozen dataclasses)."""
+
+    @classmethod
+    def option_fields(cls) -> tuple[dataclasses.Field, ...]:
+        return dataclasses.fields(cls)
+
+    @classmethod
+    def _types(cls) -> dict:
+        return typing.get_type_hints(cls)
+
+    @classmethod
+    def from_dict(cls, given: Mapping | None, topup: str = "") -> "Options":
+        """Options from {key: value}: unknown keys and bad values are ValueErrors naming the key, its flag and
+        the valid choices; None means the default."""
+        given = dict(given or {})
+        names = [f.name for f in cls.option_fields()]
+        unknown = [k for k in given if k not in names]
+        whose = f"top-up {topup!r}" if topup else cls.__name__
+        if unknown:
+            valid = f"valid: {', '.join(names)}" if names else "it takes no options"
+            raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for {whose}; {valid}")
+        hints, values = cls._types(), {}
+        for f in cls.option_fields():
+            if given.get(f.name) is None:
+                continue
+            kind, _ = _base_type(hints[f.name])
+            value = given[f.name]
+            try:
+                value = _coerce(kind, value)
+            except ValueError as e:
+                raise ValueError(f"option {f.name} ({flag_of(f.name)}) of {whose}: {e}, got {value!r}") from None
+            values[f.name] = value
+        options = cls(**values)
+        options.check_fields(whose)
+        return options
+
+    def check_fields(self, whose: str = "") -> None:
+        for f in self.option_fields():
+            value = getattr(self, f.name)
+            choices = f.metadata.get("choices")
+            if choices and value is not None and value not in choices:
+                raise ValueError(f"option {f.name} ({flag_of(f.name)}) of {whose or type(self).__name__}: "
+                                 f"unknown value {value!r}; valid: {', '.join(map(str, choices))}")
+            check = f.metadata.get("check")
+            error = check(value) if check else None
+            if error:
+                raise ValueError(f"option {f.name} ({flag_of(f.name)}) of {whose or type(self).__name__} "
+                                 f"{error}, got {value!r}")
+
+    def complete(self, target: Target) -> "Options":
+        """A copy with the defaults that depend on the prune's settings filled in. Default: itself."""
+        return self
+
+    def validate(self, target: Target) -> None:
+        """Checks that need the prune's settings; raise ValueError. Default: none."""
+
+    def resolved(self, target: Target) -> "Options":
+        """Defaults filled in for `target` and every check passed: what a run uses and records."""
+        done = self.complete(target)
+        done.check_fields()
+        done.validate(target)
+        return done
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    # ---- command line
+
+    @classmethod
+    def add_flags(cls, group) -> None:
+        hints = cls._types()
+        for f in cls.option_fields():
+            kind, _ = _base_type(hints[f.name])
+            arg_type = (lambda s: s) if typing.get_origin(kind) is tuple else kind
+            default = f.default if f.default is not dataclasses.MISSING else None
+            shown = ",".join(f"{v:g}" for v in default) if isinstance(default, tuple) else default
+            help_text = f.metadata["help"] + ("" if default is None else f" (default: {shown})")
+            group.add_argument(flag_of(f.name), dest=f"option_{f.name}", type=arg_type, default=None,
+                               metavar=f.metadata.get("metavar") or ("{" + ",".join(f.metadata["choices"]) + "}"
+                                                                    if f.metadata.get("choices") else None),
+                               help=help_text.replace("%", "%%"))
+
+    @classmethod
+    def given_in(cls, args: argparse.Namespace) -> dict:
+        """{key: raw value} of this class's flags that were given on the command line."""
+        return {f.name: getattr(args, f"option_{f.name}") for f in cls.option_fields()
+                if getattr(args, f"option_{f.name}", None) is not None}
+
+
+@dataclass(frozen=True)
+class NoOptions(Options):
+    """A top-up without options."""

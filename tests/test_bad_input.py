@@ -1,0 +1,403 @@
+"""The bad-input contract of `neuroal-jax`, one test per case, run as a user runs it (a fresh process).
+
+Every refusal exits 2 with one line `neuroal-jax: error: ...` that names the value (and the valid choices),
+before any work, and leaves the user's files byte-identical with no temporary folders of ours behind.
+Interrupted runs (Ctrl-C, SIGTERM, SIGKILL) leave nothing behind either, except a --stream run's finished
+blocks, kept for --resume. The README's "What happens on bad input" lists the same cases.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import stat
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli_run import assert_clean_error, error_line, run_cli, run_cli_all, snapshot, start_cli
+from conftest import TINY_LLAMA
+from converters.hf import export_hf
+from neuroal_jax.io_utils import MARKER
+from neuroal_jax.models import init_params
+
+pytestmark = pytest.mark.xdist_group("bad_input")
+DEEP = dataclasses.replace(TINY_LLAMA, num_layers=12)
+VOCAB = TINY_LLAMA.vocab_size
+
+
+@pytest.fixture(scope="module")
+def user_dir(tmp_path_factory):
+    """A user's folder: a model (as downloaded: no marker of ours), a calibration file and a note."""
+    d = tmp_path_factory.mktemp("user") / "D"
+    export_hf(TINY_LLAMA, init_params(TINY_LLAMA, seed=0, scale=0.1), d / "model")
+    (d / "model" / MARKER).unlink()
+    np.save(d / "calib.npy", np.random.default_rng(0).integers(0, VOCAB, 4096))
+    (d / "notes.txt").write_text("my notes")
+    return d
+
+
+@pytest.fixture(scope="module")
+def deep_model(tmp_path_factory):
+    """12 blocks: long enough to interrupt a run in the middle."""
+    d = tmp_path_factory.mktemp("deep") / "model"
+    export_hf(DEEP, init_params(DEEP, seed=1, scale=0.1), d)
+    np.save(d.parent / "calib.npy", np.random.default_rng(0).integers(0, VOCAB, 4096))
+    return d
+
+
+def prune_argv(model, calib, out, *extra, top_up="uniform", sparsity="0.5"):
+    return ["prune", "--model", model, "--method", "wanda", "--sparsity", sparsity, "--top-up", top_up,
+            "--calib", f"tokens:{calib}", "--nsamples", "4", "--seqlen", "32", "--out", out, "--quiet", *extra]
+
+
+def ours_left(parent: Path, name: str) -> list[str]:
+    """Temporary folders, locks or partial runs of ours next to `name`."""
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith(f".{name}."))
+
+
+def wait_for(cond, proc, timeout=300):
+    deadline = time.time() + timeout
+    while not cond():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.01)
+
+
+# ---------------------------------------------------------------- 1. --force deletes only our own output
+
+def test_force_never_deletes_user_data(user_dir, tmp_path):
+    before = snapshot(user_dir)
+    model, calib = user_dir / "model", user_dir / "calib.npy"
+    foreign = tmp_path / "theirs"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    results = run_cli_all(
+        prune_argv(model, calib, user_dir, "--force"),                       # --out holds the model and data
+        prune_argv(model, calib, model, "--force", "--stream"),              # --out is the model
+        prune_argv(model, calib, foreign, "--force"),                        # a folder we did not write
+        ["export", "--model", model, "--out", model, "--force"],
+        ["compare", "--model", model, "--calib", f"tokens:{calib}", "--eval", f"tokens:{calib}", "--nsamples", "4",
+         "--seqlen", "32", "--top-ups", "uniform", "--out", user_dir, "--force"])
+    assert_clean_error(results[0], f"--out {user_dir}", "holds an input", "--model")
+    assert_clean_error(results[1], f"--out {model}", "holds an input")
+    assert_clean_error(results[2], str(foreign), "not written by neuroal-jax")
+    assert_clean_error(results[3], "holds an input", "--model")
+    assert_clean_error(results[4], "holds an input", "--model")
+    assert snapshot(user_dir) == before and (foreign / "keep.txt").read_text() == "mine"
+    assert ours_left(user_dir.parent, "D") == [] and ours_left(tmp_path, "theirs") == []
+
+
+def test_force_replaces_our_output_only_while_it_holds_only_ours(user_dir, tmp_path):
+    out = tmp_path / "run"
+    argv = prune_argv(user_dir / "model", user_dir / "calib.npy", out)
+    assert run_cli(*argv).returncode == 0
+    assert json.loads((out / MARKER).read_text())["tool"] == "neuroal-jax"
+    assert run_cli(*argv, "--force").returncode == 0          # our own output: replaced
+    (out / "plots" / "mine.txt").write_text("added by the user")
+    before = snapshot(out)
+    assert_clean_error(run_cli(*argv, "--force"), str(out), "plots/mine.txt")
+    assert snapshot(out) == before and ours_left(tmp_path, "run") == []
+
+
+# ---------------------------------------------------------------- 2. token ids are checked
+
+def test_token_ids_outside_the_vocabulary(user_dir, tmp_path):
+    for name, bad in (("high.npy", VOCAB), ("negative.npy", -1)):
+        ids = np.random.default_rng(0).integers(0, VOCAB, (8, 32))
+        ids[3, 17] = bad
+        np.save(tmp_path / name, ids)
+    model = user_dir / "model"
+    high, neg = run_cli_all(prune_argv(model, tmp_path / "high.npy", tmp_path / "out"),
+                            ["eval-ppl", "--model", model, "--dataset", f"tokens:{tmp_path / 'negative.npy'}",
+                             "--seqlen", "32"])
+    assert_clean_error(high, "high.npy", "token id 128", f"vocab_size {VOCAB}")
+    assert_clean_error(neg, "negative.npy", "token id -1", f"vocab_size {VOCAB}")
+    assert not (tmp_path / "out").exists() and ours_left(tmp_path, "out") == []
+
+
+# ---------------------------------------------------------------- 3. no evaluation data dropped silently
+
+def test_long_rows_are_cut_into_windows_and_calibration_rows_must_fit(user_dir, tmp_path):
+    np.save(tmp_path / "long.npy", np.random.default_rng(1).integers(0, VOCAB, (1, 16 * 32 + 5)))
+    ppl, calib = run_cli_all(
+        ["eval-ppl", "--model", user_dir / "model", "--dataset", f"tokens:{tmp_path / 'long.npy'}", "--seqlen", "32",
+         "--json", tmp_path / "ppl.json", "--quiet"],
+        prune_argv(user_dir / "model", tmp_path / "long.npy", tmp_path / "out"))
+    assert ppl.returncode == 0, ppl.stderr
+    assert json.loads((tmp_path / "ppl.json").read_text())["windows"] == 16  # all of it, the 5-token tail excepted
+    assert_clean_error(calib, "long.npy", "windows of 517 tokens", "seqlen is 32")
+
+
+# ---------------------------------------------------------------- 4. OWL with any M
+
+def test_owl_m(user_dir, tmp_path):
+    model, calib = user_dir / "model", user_dir / "calib.npy"
+    big, zero, neg = run_cli_all(*(prune_argv(model, calib, tmp_path / f"owl{m}", "--owl-m", m, top_up="owl")
+                                   for m in ("1000", "0", "-1")))
+    assert big.returncode == 0 and "Traceback" not in big.stderr and "RuntimeWarning" not in big.stderr
+    report = json.loads((tmp_path / "owl1000" / "report.json").read_text())
+    assert "allocation is uniform" in report["owl_note"] and set(report["block_sparsity"].values()) == {0.5}
+    for proc, m in ((zero, "0.0"), (neg, "-1.0")):
+        assert_clean_error(proc, "--owl-m", "must be > 0", m)
+
+
+# ---------------------------------------------------------------- 5. --search-samples as given, or an error
+
+def test_search_samples(user_dir, tmp_path):
+    model, calib = user_dir / "model", user_dir / "calib.npy"
+    fast = ("--top-up", "neuroal", "--neuroal-step", "block", "--lambdas-block", "0.01,0.1")
+    runs = run_cli_all(*(prune_argv(model, calib, tmp_path / f"s{n}", *fast[2:], "--search-samples", n,
+                                    top_up="neuroal") for n in ("0", "-1", "32")),
+                       prune_argv(model, calib, tmp_path / "default", *fast[2:], top_up="neuroal"))
+    assert_clean_error(runs[0], "--search-samples", "must be >= 1", "0")
+    assert_clean_error(runs[1], "--search-samples", "must be >= 1", "-1")
+    assert_clean_error(runs[2], "--search-samples", "at most the number of calibration windows (4)", "32")
+    assert runs[3].returncode == 0, runs[3].stderr
+    report = json.loads((tmp_path / "default" / "report.json").read_text())
+    assert report["options"]["search_samples"] == 4 and report["search_samples"] == 4  # min(8, --nsamples)
+
+
+# ---------------------------------------------------------------- 6. resume checks its inputs
+
+@pytest.mark.slow
+def test_resume_refuses_changed_inputs_and_accepts_spelled_out_defaults(deep_model, tmp_path):
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(0).integers(0, VOCAB, 4096))
+    out, part = tmp_path / "out", tmp_path / ".out.partial"
+    argv = prune_argv(deep_model, calib, out, "--lambdas-block", "0.02,0.1", "--lambdas-row", "0,0.05",
+                      "--stream", top_up="neuroal")
+    proc = start_cli(argv)
+    wait_for(lambda: (part / "masks" / "block-00002").exists(), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    original = calib.read_bytes()
+    np.save(calib, np.random.default_rng(7).integers(0, VOCAB, 4096))  # overwritten in place
+    before = snapshot(part)
+    assert_clean_error(run_cli(*argv, "--resume"), "--resume", "calibration windows of tokens:", "changed")
+    assert snapshot(part) == before
+    calib.write_bytes(original)
+    done = run_cli(*argv, "--resume", "--neuroal-step", "both", "--search-samples", "4", "--dense-stream", "candidate")
+    assert done.returncode == 0, done.stderr
+    assert out.is_dir() and ours_left(tmp_path, "out") == []
+
+
+# ---------------------------------------------------------------- 7. compare validates everything first
+
+def test_compare_validates_before_the_dense_evaluation(user_dir, tmp_path):
+    model, calib = user_dir / "model", user_dir / "calib.npy"
+    base = ["compare", "--model", model, "--calib", f"tokens:{calib}", "--eval", f"tokens:{calib}", "--nsamples", "4",
+            "--seqlen", "32", "--out", tmp_path / "cmp"]
+    empty, unknown, sparsity, nm = run_cli_all([*base, "--top-ups", ""], [*base, "--top-ups", "uniform,nosuch"],
+                                               [*base, "--top-ups", "uniform", "--sparsity", "1.5"],
+                                               [*base, "--top-ups", "owl", "--method", "nosuch"])
+    assert_clean_error(empty, "--top-ups", "at least one")
+    assert_clean_error(unknown, "nosuch", "uniform, owl")
+    assert_clean_error(sparsity, "1.5")
+    assert_clean_error(nm, "nosuch", "wanda")
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_compare_api_fails_before_any_perplexity(user_dir, monkeypatch):
+    import neuroal_jax.evaluation as evaluation
+    from neuroal_jax.compare import compare
+
+    def no_work(*a, **k):
+        raise AssertionError("compare evaluated before validating")
+    monkeypatch.setattr(evaluation, "perplexity", no_work)
+    with pytest.raises(ValueError, match="search_samples"):
+        compare(str(user_dir / "model"), top_ups=["uniform", "neuroal"], calib=f"tokens:{user_dir / 'calib.npy'}",
+                eval=[f"tokens:{user_dir / 'calib.npy'}"], nsamples=4, seqlen=32, options={"search_samples": 9})
+
+
+# ---------------------------------------------------------------- 8. report keys are exact and unique
+
+def test_alignment_records_keep_every_lambda(user_dir, tmp_path):
+    lams = [0.051, 0.054, 0.058, 0.2]
+    proc = run_cli(*prune_argv(user_dir / "model", user_dir / "calib.npy", tmp_path / "out", "--neuroal-step", "block",
+                               "--lambdas-block", ",".join(map(str, lams)), top_up="neuroal", sparsity="0.7"))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [r["lambda"] for r in report["alignment_block"]] == lams
+    assert report["lambda_block"] in lams
+
+
+# ---------------------------------------------------------------- 9. nothing left behind after kills
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_during_an_in_memory_run_leaves_nothing(deep_model, tmp_path, sig, code):
+    out = tmp_path / "out"
+    proc = start_cli(prune_argv(deep_model, deep_model.parent / "calib.npy", out,
+                                "--lambdas-block", "0.02,0.1", "--lambdas-row", "0,0.05", top_up="neuroal"))
+    wait_for(lambda: any(n.startswith(".out.tmp-") for n in ours_left(tmp_path, "out")), proc)
+    time.sleep(1.0)  # well into the work
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code and "Traceback" not in err, err
+    assert not out.exists() and ours_left(tmp_path, "out") == []
+
+
+def test_sigkill_leftovers_are_removed_by_the_next_run(user_dir, tmp_path):
+    out = tmp_path / "out"
+    argv = prune_argv(user_dir / "model", user_dir / "calib.npy", out)
+    proc = start_cli(argv)
+    wait_for(lambda: any(n.startswith(".out.tmp-") for n in ours_left(tmp_path, "out")), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert any(n.startswith(".out.tmp-") for n in ours_left(tmp_path, "out"))
+    assert run_cli(*argv).returncode == 0
+    assert out.is_dir() and ours_left(tmp_path, "out") == []
+
+
+def test_out_may_not_be_the_current_folder_or_above(user_dir, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    before = snapshot(tmp_path)
+    here, parent = run_cli_all(prune_argv(user_dir / "model", user_dir / "calib.npy", ".", "--force"),
+                               prune_argv(user_dir / "model", user_dir / "calib.npy", "..", "--force"), cwd=work)
+    for proc in (here, parent):
+        assert_clean_error(proc, "is the current folder or one that contains it")
+    assert snapshot(tmp_path) == before
+
+
+def test_an_interrupted_stream_run_is_not_orphaned(user_dir, tmp_path):
+    from neuroal_jax.io_utils import new_folder
+    part = new_folder(tmp_path / ".out.partial", "partial")
+    argv = prune_argv(user_dir / "model", user_dir / "calib.npy", tmp_path / "out")
+    assert_clean_error(run_cli(*argv), str(part), "--resume", "--force")
+    assert run_cli(*argv, "--force").returncode == 0
+    assert ours_left(tmp_path, "out") == []
+
+
+# ---------------------------------------------------------------- 10. one run per output
+
+@pytest.mark.slow
+def test_a_second_run_on_the_same_out_is_refused(deep_model, tmp_path):
+    calib = deep_model.parent / "calib.npy"
+    out = tmp_path / "out"
+    first = start_cli(prune_argv(deep_model, calib, out, "--stream", "--lambdas-block", "0.02,0.1",
+                                 "--lambdas-row", "0,0.05", top_up="neuroal"))
+    wait_for(lambda: (tmp_path / ".out.lock").exists(), first)
+    second = run_cli(*prune_argv(deep_model, calib, out, "--stream", "--force"))
+    assert_clean_error(second, "another neuroal-jax run is writing", str(out))
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    assert out.is_dir() and ours_left(tmp_path, "out") == []
+
+
+# ---------------------------------------------------------------- 11. nothing accepted silently
+
+def test_bad_option_values(user_dir, tmp_path):
+    model, calib, out = user_dir / "model", user_dir / "calib.npy", tmp_path / "out"
+    cases = [
+        (("--lambdas-block", "0.1,1.5"), "neuroal", ["--lambdas-block", "must be in [0.0, 1.0]"]),
+        (("--lambdas-row=-0.1",), "neuroal", ["--lambdas-row", "must be in [0.0, 1.0]"]),
+        (("--lambdas-block", "0.1,nan"), "neuroal", ["--lambdas-block", "finite", "nan"]),
+        (("--lambdas-row", "inf"), "neuroal", ["--lambdas-row", "finite", "inf"]),
+        (("--lambdas-row", "0.1,0.1"), "neuroal", ["--lambdas-row", "must not repeat"]),
+        (("--option", "foo=1"), "uniform", ["'foo'", "top-up 'uniform'"]),
+        (("--option", "owl_x=1"), "owl", ["'owl_x'", "valid: owl_m, owl_lambda"]),
+        (("--owl-m", "3"), "uniform", ["--owl-m", "--top-up owl"]),
+        (("--dsnot-max-cycles", "-1"), "dsnot", ["--dsnot-max-cycles", ">= 0", "-1"]),
+    ]
+    procs = run_cli_all(*(prune_argv(model, calib, out, *extra, top_up=t) for extra, t, _ in cases))
+    for proc, (_, _, names) in zip(procs, cases):
+        assert_clean_error(proc, *names)
+    assert not out.exists()
+
+
+def test_missed_sparsity_target_warns(user_dir, tmp_path):
+    model, calib = user_dir / "model", user_dir / "calib.npy"
+    owl, zero = run_cli_all(
+        prune_argv(model, calib, tmp_path / "owl", "--owl-lambda", "0.5", top_up="owl", sparsity="0.7"),
+        prune_argv(model, calib, tmp_path / "zero", "--neuroal-step", "block", "--lambdas-block", "0.05",
+                   top_up="neuroal", sparsity="0"))
+    for proc, name in ((owl, "owl"), (zero, "zero")):
+        assert proc.returncode == 0, proc.stderr
+        warnings = [line for line in proc.stderr.splitlines() if line.startswith("neuroal-jax: warning:")]
+        assert len(warnings) == 1 and "misses the target" in warnings[0], proc.stderr
+        assert json.loads((tmp_path / name / "report.json").read_text())["warnings"] == [
+            warnings[0].removeprefix("neuroal-jax: warning: ")]
+
+
+# ---------------------------------------------------------------- 12. early and clear errors
+
+def test_unwritable_outputs_fail_before_any_work(user_dir, tmp_path):
+    model, calib = user_dir / "model", user_dir / "calib.npy"
+    ppl = ["eval-ppl", "--model", model, "--dataset", f"tokens:{calib}", "--seqlen", "32", "--json"]
+    procs = run_cli_all(prune_argv(model, calib, "/proc/x"), prune_argv(model, calib, "/dev/null/x"),
+                        [*ppl, tmp_path / "missing" / "r.json"], [*ppl, user_dir / "notes.txt"], [*ppl, "/proc/x.json"])
+    assert_clean_error(procs[0], "cannot write --out /proc/x")
+    assert_clean_error(procs[1], "cannot write --out /dev/null/x", "not a folder")
+    assert_clean_error(procs[2], "cannot write --json", "does not exist")
+    assert_clean_error(procs[3], "notes.txt", "not written by neuroal-jax")
+    assert_clean_error(procs[4], "cannot write --json /proc/x.json")
+    for proc in procs:
+        assert "perplexity" not in proc.stdout and "wrote" not in proc.stdout  # failed before the work
+    assert (user_dir / "notes.txt").read_text() == "my notes"
+
+
+def test_unreadable_inputs_are_named(user_dir, tmp_path):
+    from test_gguf import write_tiny_llama
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama",')
+    (tmp_path / "text.npy").write_text("not numpy")
+    write_tiny_llama(tmp_path / "m.gguf", TINY_LLAMA, init_params(TINY_LLAMA, seed=0, scale=0.1))
+    data = (tmp_path / "m.gguf").read_bytes()
+    (tmp_path / "cut.gguf").write_bytes(data[:len(data) // 2])
+    calib = f"tokens:{user_dir / 'calib.npy'}"
+    procs = run_cli_all(["eval-ppl", "--model", broken, "--dataset", calib, "--seqlen", "32"],
+                        ["eval-ppl", "--model", user_dir / "model", "--dataset", f"tokens:{tmp_path / 'text.npy'}"],
+                        ["eval-ppl", "--model", tmp_path / "cut.gguf", "--dataset", calib, "--seqlen", "32"],
+                        ["eval-ppl", "--model", user_dir / "model", "--dataset", calib, "--nsamples", "0"])
+    assert_clean_error(procs[0], str(broken / "config.json"), "not valid JSON")
+    assert_clean_error(procs[1], "text.npy", "not a .npy file")
+    assert_clean_error(procs[2], "cut.gguf", "truncated or corrupt")
+    assert_clean_error(procs[3], "--nsamples", ">= 1", "0")
+
+
+def test_nm_sparsity_within_a_millionth_is_the_exact_fraction(tmp_path):
+    cfg = dataclasses.replace(TINY_LLAMA, hidden_size=48, intermediate_size=96, num_heads=3, num_kv_heads=3)
+    export_hf(cfg, init_params(cfg, seed=0, scale=0.1), tmp_path / "model")
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).integers(0, VOCAB, 4096))
+    ok, far = run_cli_all(*(prune_argv(tmp_path / "model", tmp_path / "calib.npy", tmp_path / f"out{i}", "--structure",
+                                       "2:3", sparsity=s) for i, s in enumerate(("0.666667", "0.6667"))))
+    assert ok.returncode == 0, ok.stderr
+    report = json.loads((tmp_path / "out0" / "report.json").read_text())
+    assert report["target_sparsity"] == 2 / 3 and report["sparsity"] == pytest.approx(2 / 3, abs=1e-12)
+    assert_clean_error(far, "2:3", "0.6667")
+
+
+# ---------------------------------------------------------------- 13. permissions, and a process that cannot re-execute
+
+def test_outputs_respect_the_umask(user_dir, tmp_path):
+    model, calib = user_dir / "model", user_dir / "calib.npy"
+    procs = run_cli_all(prune_argv(model, calib, tmp_path / "mem"), prune_argv(model, calib, tmp_path / "st", "--stream"))
+    assert all(p.returncode == 0 for p in procs), [p.stderr for p in procs]
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("mem", "st"):
+        for p in (tmp_path / name, tmp_path / name / "masks", tmp_path / name / "plots"):
+            assert stat.S_IMODE(p.stat().st_mode) == 0o777 & ~umask, p
+        assert stat.S_IMODE((tmp_path / name / "report.json").stat().st_mode) == 0o666 & ~umask
+
+
+def test_reexec_that_cannot_run_continues_in_place(monkeypatch):
+    from neuroal_jax import runtime
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.delenv(runtime.OPT_OUT, raising=False)
+    monkeypatch.setattr(runtime.os, "execve", denied)
+    assert runtime.reexec_with_hugepages(["-c", "pass"]) is None
+
+
+def test_the_error_line_is_the_only_output_on_stderr(user_dir, tmp_path):
+    proc = run_cli(*prune_argv(user_dir / "model", user_dir / "calib.npy", tmp_path / "o", sparsity="1.5"))
+    assert error_line(proc) == "neuroal-jax: error: sparsity must be in [0, 1), got 1.5"
+    assert proc.stderr.strip() == error_line(proc)
