@@ -437,10 +437,6 @@ def gguf_tokenizer(source):
     return TokenizersBackend(tokenizer_object=backend, **tok_config, **extra)
 
 
-def supported_archs() -> list[str]:
-    return sorted(ARCHS)
-
-
 __all__ = ["ARCHS", "GGUFArch", "GGUFFacts", "get_arch", "gguf_tokenizer", "hf_config_from_gguf", "hf_tensor_name",
-           "load_gguf", "open_gguf", "read_metadata", "split_qkv", "supported_archs", "unpermute_qk"]
+           "load_gguf", "open_gguf", "read_metadata", "split_qkv", "unpermute_qk"]
 

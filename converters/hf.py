@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from neuroal_jax.config import ModelConfig
-from neuroal_jax.io_utils import output_folder, write_json
+from neuroal_jax.outputs.files import output_folder, write_json
 from neuroal_jax.models import validate_params
 
 from . import safetensors_io
@@ -232,7 +232,7 @@ def write_hf(folder: Path, cfg: ModelConfig, params: dict, tokenizer=None) -> No
 
 def export_hf(cfg: ModelConfig, params: dict, out: str | os.PathLike, tokenizer=None, force: bool = False) -> Path:
     """Write a HF PyTorch checkpoint folder (config.json, model.safetensors, tokenizer) atomically; an existing
-    `out` is replaced only with `force`, and only if neuroal-jax wrote it (neuroal_jax.io_utils)."""
+    `out` is replaced only with `force`, and only if neuroal-jax wrote it (neuroal_jax.outputs.files)."""
     validate_params(cfg, params)
     with output_folder(out, force=force, kind="export") as tmp:
         write_hf(tmp, cfg, params, tokenizer)

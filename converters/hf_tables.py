@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from neuroal_jax.config import ModelConfig
+from neuroal_jax.models import gemma3
 
 #: Attributes of every HF config that do not change the forward pass.
 GENERIC_IGNORED = frozenset({
@@ -128,25 +129,24 @@ def _phi_underive(cfg):
     return {**rope_to_hf(cfg), "partial_rotary_factor": cfg.partial_rotary_factor}
 
 
-#: Gemma3TextConfig's RoPE bases when a config leaves them out.
-GEMMA3_THETA, GEMMA3_LOCAL_THETA = 1_000_000.0, 10_000.0
+#: Gemma3TextConfig's RoPE base of the full-attention layers when a config leaves it out.
+GEMMA3_THETA = 1_000_000.0
 
 
 def _gemma3_derive(hf):
-    theta, scaling, _ = rope_from_hf({"rope_theta": GEMMA3_THETA, **hf}, "full_attention")
+    theta, scaling, _ = rope_from_hf({"rope_theta": GEMMA3_THETA, **hf}, gemma3.FULL)
     local = hf.get("rope_local_base_freq")
     if local is None:
-        local, local_scaling, _ = rope_from_hf({**hf, "rope_theta": GEMMA3_LOCAL_THETA, "rope_scaling": None},
-                                               "sliding_attention")
+        local, local_scaling, _ = rope_from_hf({**hf, "rope_theta": gemma3.DEFAULT_LOCAL_BASE, "rope_scaling": None},
+                                               gemma3.SLIDING)
         if local_scaling is not None:
             raise ValueError(f"unsupported config attribute rope_parameters.sliding_attention="
                              f"{hf['rope_parameters']['sliding_attention']!r} (only default RoPE on sliding layers)")
     types = hf.get("layer_types")
     if types is None:
-        pattern = hf.get("sliding_window_pattern", hf.get("_sliding_window_pattern", 6))
-        types = ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
-                 for i in range(hf["num_hidden_layers"])]
-    bad = sorted(set(types) - {"full_attention", "sliding_attention"})
+        pattern = hf.get("sliding_window_pattern", hf.get("_sliding_window_pattern", gemma3.SLIDING_PATTERN))
+        types = gemma3.default_layer_types(hf["num_hidden_layers"], pattern)
+    bad = sorted(set(types) - {gemma3.FULL, gemma3.SLIDING})
     if bad:
         raise ValueError(f"unsupported config attribute layer_types containing {bad}")
     return {"rope_theta": float(theta), "rope_scaling": scaling, "rope_local_base_freq": float(local),

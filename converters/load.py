@@ -33,9 +33,10 @@ class LoadedModel:
     source: Path | str  # the file or folder it came from (a Hub id resolves to its local snapshot)
 
 
-def _looks_like_path(spec: str) -> bool:
-    """A spec that can only be a path (a Hub id is exactly org/name)."""
-    return spec.startswith((".", "/", "~")) or spec.lower().endswith(".gguf") or spec.count("/") > 1 or "\\" in spec
+def looks_like_path(spec: str) -> bool:
+    """A spec that can only be a path, not a Hub id ("org/name" or "name")."""
+    return (spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec or (os.sep != "/" and os.sep in spec)
+            or spec.lower().endswith((".gguf", ".safetensors", ".json")))
 
 
 def _unknown(spec: str, why: str) -> str:
@@ -55,7 +56,7 @@ def resolve_spec(spec: str | os.PathLike) -> tuple[str, Path | str]:
         return "gguf", path
     if path.is_dir():
         return "hf-folder", path
-    if _looks_like_path(spec):
+    if looks_like_path(spec):
         raise FileNotFoundError(_unknown(spec, f"no such file or folder: {spec}"))
     if spec.count("/") != 1:
         raise ValueError(_unknown(spec, f"unknown model {spec!r}"))

@@ -2,8 +2,9 @@
 
     model = open_streamed("llama-7b/")            # or a .gguf file, or a built-in name
     model.params["blocks"][3]                     # read from disk now (memory-mapped), not cached
-    with ShardWriter(folder, model.config) as w:  # model-block-00003.safetensors, ..., index.json
-        w.write_block(3, pruned_block)
+    writer = ShardWriter(folder, model.config)
+    writer.write_block(3, pruned_block)           # model-block-00003.safetensors
+    writer.write_top(model.params); writer.finish("float32")   # model-top.safetensors, index, config.json
 
 Only the embedding, final norm and head are held in memory; `params["blocks"]` is a `LazyBlocks`
 sequence, so code that visits blocks in order (the pruning pass, the NeuroAL search, OWL's
@@ -19,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from neuroal_jax.config import ModelConfig
-from neuroal_jax.io_utils import write_json
+from neuroal_jax.outputs.files import write_json
 from neuroal_jax.models import family_of
 
 from . import safetensors_io

@@ -1,32 +1,38 @@
 """neuroal_jax: a functional JAX reimplementation of NeuroAL (adaptive neuron-alignment top-up for LLM pruning).
 
-    from neuroal_jax import prune, load_masks
-    result = prune("smollm2-135m", method="wanda", sparsity=0.5, top_up="neuroal",
-                   calib="pydoc", nsamples=32, seqlen=256, out="runs/smol")
-    masks = load_masks("runs/smol")   # {"<block>.<module>": bool (out, in)}, True = kept
+    import neuroal_jax as nj
+    result = nj.prune("smollm2-135m", method="wanda", sparsity=0.5, top_up="neuroal",
+                      calib="pydoc", nsamples=32, seqlen=256, out="runs/smol")
+    masks = nj.load_masks("runs/smol")   # {"<block>.<module>": bool (out, in)}, True = kept
 
-`prune` and the checkpoint readers are imported lazily, so `import neuroal_jax` stays light.
+The package, one room per idea: `models/` (families), `pruning/` (scores, masks, statistics, the pass),
+`topups/` (uniform, OWL, AlphaPruning, DSnoT, DLP, NeuroAL), `evaluation/` (data, perplexity, zero-shot),
+`outputs/` (files, masks checkpoint, report, plots, streamed runs), then `api`, `compare`, `cli`.
+The names below load on first use, so `import neuroal_jax` (and the CLI's start) stays light.
 """
 from .config import ModelConfig
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "prune": ".api", "PruneResult": ".api",  # the one-call pipeline
-    "load_masks": ".checkpoint", "load_distribution": ".checkpoint", "save_masks": ".checkpoint",
-    "register_metric": ".alignment", "get_metric": ".alignment",  # NeuroAL alignment metrics
-    "register_topup": ".allocation", "get_topup": ".allocation",  # top-ups
-    "PruneJob": ".allocation", "Allocation": ".allocation", "Options": ".options",
+#: name -> the module that defines it
+_API = {
+    "prune": "api", "PruneResult": "api", "compare": "compare",
+    "load_masks": "outputs.checkpoint", "load_distribution": "outputs.checkpoint", "save_masks": "outputs.checkpoint",
+    "register_topup": "topups", "get_topup": "topups", "PruneJob": "topups", "Allocation": "topups",
+    "Options": "topups", "option": "topups",
+    "register_metric": "topups.neuroal", "get_metric": "topups.neuroal", "neuroal_search": "topups.neuroal",
+    "SearchSettings": "topups.neuroal",
+    "register_score": "pruning", "sequential_prune": "pruning",
 }
-__all__ = ["ModelConfig", *_LAZY]
+__all__ = ["ModelConfig", *_API]
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    if name in _API:
+        from importlib import import_module
+        return getattr(import_module(f".{_API[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+    return sorted(list(globals()) + list(_API))

@@ -18,7 +18,6 @@ Output folder (`out`):
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import shutil
 import time
@@ -29,33 +28,19 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .allocation import TOPUPS, Allocation, PruneJob, TopUp
 from .config import DTYPES, ModelConfig
-from .data import DatasetSpec, parse_spec
-from .io_utils import check_out, output_lock, publish, remove_ours, sibling, temp_sibling
-from .options import Options, Target
+from .evaluation.data import DatasetSpec, parse_spec
+from .outputs.files import check_out, output_lock, publish, remove_ours, sibling, temp_sibling
+from .outputs.report import build_report, write_report
 from .pruning import Structure, check_method, check_sparsity, sequential_prune, sparsity_summary
-from .report import build_report, write_report
+from .topups import TOPUPS, Allocation, Options, PruneJob, Target, TopUp
 
-#: Modules that register top-ups in `neuroal_jax.allocation.TOPUPS` when imported.
-TOPUP_MODULES = ("neuroal_jax.allocation", "neuroal_jax.alphapruning", "neuroal_jax.dsnot", "neuroal_jax.search")
 #: The achieved sparsity may differ from the target by this much before prune warns (0.5 points).
 SPARSITY_TOLERANCE = 0.005
 
 
 class SparsityWarning(UserWarning):
     """The achieved sparsity is far from the target (the top-up's clipping or rounding)."""
-
-
-def load_topup_modules() -> list:
-    """Import every module that registers a top-up."""
-    return [importlib.import_module(name) for name in TOPUP_MODULES]
-
-
-def available_topups() -> list[str]:
-    """Names of the registered top-ups (after importing every top-up module)."""
-    load_topup_modules()
-    return list(TOPUPS)
 
 
 @dataclass
@@ -86,7 +71,6 @@ def _eval_specs(specs) -> list[str]:
 
 
 def check_topup(top_up: str) -> TopUp:
-    load_topup_modules()
     return TOPUPS[top_up]  # raises with the valid names
 
 
@@ -105,8 +89,8 @@ def check_structure(structure: str | Structure, sparsity: float) -> tuple[Struct
 
 def check_model_fits(cfg: ModelConfig, structure: Structure, seqlen: int) -> None:
     """Checks that need the model: context length, and N:M groups dividing every layer's inputs."""
-    from .models import check_seqlen, family_of
-    check_seqlen(cfg, seqlen)
+    from .models import family_of
+    cfg.check_seqlen(seqlen)
     if structure.kind == "nm":
         shapes = family_of(cfg).param_shapes(cfg)["blocks"]
         for b, block in enumerate(shapes):
@@ -262,7 +246,7 @@ def write_outputs(folder: Path, cfg: ModelConfig, params: dict, tokenizer, masks
     `make_report` is called after the model and masks are written, so its timings include them."""
     from converters.hf import write_hf
 
-    from .checkpoint import MASKS_DIR, save_masks
+    from .outputs.checkpoint import MASKS_DIR, save_masks
     write_hf(folder, cfg, params, tokenizer)
     save_masks(folder / MASKS_DIR, masks, dist)
     return write_report(folder, make_report())
@@ -283,11 +267,10 @@ class InMemoryRun:
     def keep_allocation(self, allocation: Allocation) -> None:
         pass
 
-    def prune(self, cfg, params, windows, allocation: Allocation):
-        r = self.req
-        pruned, masks = sequential_prune(cfg, params, windows, allocation.dist, r.method, r.structure, r.batch_size,
-                                         allocation.refine, r.progress)
-        return pruned, masks, sparsity_summary(cfg, masks)
+    def prune(self, job: PruneJob, allocation: Allocation):
+        pruned, masks = sequential_prune(job.cfg, job.params, job.windows, allocation.dist, job.method, job.structure,
+                                         job.batch_size, allocation.refine, job.progress)
+        return pruned, masks, sparsity_summary(job.cfg, masks)
 
     def finish(self, cfg, pruned, tokenizer, masks, dist, make_report: Callable[[], dict]) -> tuple[dict, dict]:
         if self.folder is None:
@@ -312,7 +295,7 @@ def run_destination(req: PruneRequest):
                                       "--resume to continue it, or --force to discard it")
             remove_ours(part)
         if req.stream:
-            from .streaming import StreamedRun
+            from .outputs.streaming import StreamedRun
             yield StreamedRun(req, part)
             return
         tmp = temp_sibling(req.out, "prune")
@@ -343,9 +326,9 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
     options: the top-up's options, e.g. {"owl_m": 5, "owl_lambda": 0.08} (its options dataclass lists them);
         the report records every option's value, defaults included.
     out: write the output folder (atomically). An existing folder needs `force`, and is replaced only if
-        neuroal-jax wrote it and it holds nothing else (`neuroal_jax.io_utils`).
+        neuroal-jax wrote it and it holds nothing else (`neuroal_jax.outputs.files`).
     dtype: "float32" or "bfloat16" weights and activations (statistics and scores stay float32).
-    stream: read the model and write `out` one block at a time (needs `out`; see neuroal_jax.streaming);
+    stream: read the model and write `out` one block at a time (needs `out`; see neuroal_jax.outputs.streaming);
         the result's params then read their blocks lazily from `out`. resume: continue an interrupted
         streamed run of the same settings and inputs (implies stream).
     """
@@ -361,16 +344,16 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
         windows, test_sets = load_data(req, tokenizer, cfg.vocab_size, timer)
         record = {"model": name, "method": req.method, "top_up": req.topup.name, "sparsity": req.sparsity,
                   "model_source": source, "family": cfg.family, **req.settings()}
+        job = PruneJob(cfg, params, windows, req.sparsity, req.method, req.structure, req.options, req.batch_size,
+                       req.progress)
         with timer("allocation"):
             allocation = run.saved_allocation({"settings": record, "inputs": input_fingerprint(
                 source, params, req.calib, windows, test_sets) if req.stream else None})
             if allocation is None:
-                job = PruneJob(cfg, params, windows, req.sparsity, req.method, req.structure, req.options,
-                               req.batch_size, req.progress)
                 allocation = req.topup(job)
                 run.keep_allocation(allocation)
         with timer("prune"):
-            pruned, masks, summary = run.prune(cfg, params, windows, allocation)
+            pruned, masks, summary = run.prune(job, allocation)
         notes = sparsity_notes(req, summary)
         ppl = evaluate(cfg, pruned, test_sets, req, timer)
         export_started = time.perf_counter()
@@ -391,7 +374,7 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
 
 def load_data(req: PruneRequest, tokenizer, vocab_size: int, timer: Timer) -> tuple[np.ndarray, dict]:
     """Calibration windows and {eval spec: windows}, token ids checked against the vocabulary."""
-    from .data import calibration_windows, eval_windows
+    from .evaluation.data import calibration_windows, eval_windows
     with timer("calibration"):
         windows = calibration_windows(req.calib, tokenizer, req.nsamples, req.seqlen, req.seed, vocab_size)
     test_sets = {}
@@ -404,14 +387,14 @@ def load_data(req: PruneRequest, tokenizer, vocab_size: int, timer: Timer) -> tu
 def input_fingerprint(source, params, calib: DatasetSpec, windows, test_sets) -> dict:
     """Digests of what a run reads: the model's files (sizes and modification times) or its in-memory weights,
     the calibration windows and every evaluation set's windows. A resumed run must see the same."""
-    from .streaming import array_digest, files_digest, params_digest
+    from .outputs.streaming import array_digest, files_digest, params_digest
     return {"model": files_digest(source) if source else params_digest(params),
             f"calibration windows of {calib}": array_digest(windows),
             **{f"evaluation windows of {s}": array_digest(w) for s, w in test_sets.items()}}
 
 
 def evaluate(cfg, params, test_sets: dict, req: PruneRequest, timer: Timer) -> dict:
-    from .evaluation import perplexity
+    from .evaluation.perplexity import perplexity
     ppl = {}
     if test_sets:
         with timer("eval"):

@@ -2,7 +2,7 @@
 
 Commands: prune, eval-ppl, eval-zeroshot, export, compare.
 
-Every top-up's flags come from its options dataclass (`neuroal_jax.options`): the flag, type, default,
+Every top-up's flags come from its options dataclass (`neuroal_jax.topups.options`): the flag, type, default,
 help and checks are written there once. `--option KEY=VALUE` passes any option of the chosen top-up
 (e.g. of a top-up registered by a plugin).
 
@@ -61,7 +61,7 @@ def key_value(text: str) -> tuple[str, object]:
 
 def add_topup_options(parser: argparse.ArgumentParser) -> None:
     """One --help group per top-up with options, generated from its options dataclass."""
-    from .allocation import TOPUPS
+    from .topups import TOPUPS
     for name, topup in TOPUPS.items():
         if topup.options.option_fields():
             topup.options.add_flags(parser.add_argument_group(f"{name} options (--top-up {name})"))
@@ -72,14 +72,14 @@ def add_topup_options(parser: argparse.ArgumentParser) -> None:
 
 def options_from_args(args) -> dict:
     """The chosen top-up's options given on the command line; a flag of another top-up is an error."""
-    from .allocation import TOPUPS
+    from .topups import TOPUPS
     options = {}
     for name, topup in TOPUPS.items():
         given = topup.options.given_in(args)
         if name == args.top_up:
             options.update(given)
         elif given:
-            from .options import flag_of
+            from .topups.options import flag_of
             flag = flag_of(next(iter(given)))
             raise ValueError(f"{flag} is an option of --top-up {name}, not of --top-up {args.top_up}")
     options.update(dict(args.option or []))
@@ -90,11 +90,11 @@ def options_from_args(args) -> dict:
 
 def cmd_prune(args) -> int:
     from .api import prune
-    from .report import format_summary
+    from .outputs.report import format_summary
 
     options = options_from_args(args)
     if args.distributed:
-        from .sharding import initialize_distributed
+        from .topups.neuroal.sharding import initialize_distributed
         initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     result = prune(args.model, method=args.method, sparsity=args.sparsity, top_up=args.top_up,
                    structure=args.structure, calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen,
@@ -110,10 +110,9 @@ def cmd_eval_ppl(args) -> int:
     from converters import load_model
 
     from .api import check_dtype, positive_int
-    from .data import eval_windows, parse_spec
-    from .evaluation import perplexity
-    from .io_utils import check_json_out, write_result_json
-    from .models import check_seqlen
+    from .evaluation.data import eval_windows, parse_spec
+    from .evaluation.perplexity import perplexity
+    from .outputs.files import check_json_out, write_result_json
 
     dtype = check_dtype(args.dtype)
     spec = parse_spec(args.dataset)
@@ -123,7 +122,7 @@ def cmd_eval_ppl(args) -> int:
             positive_int(flag, value, low)
     check_json_out(args.json)
     model = load_model(args.model, dtype=dtype)
-    seqlen = check_seqlen(model.config, default_seqlen(model.config, args.seqlen))
+    seqlen = model.config.check_seqlen(default_seqlen(model.config, args.seqlen))
     windows = eval_windows(spec, model.tokenizer, seqlen, args.nsamples, model.config.vocab_size)
     t0 = time.perf_counter()
     ppl = perplexity(model.config, model.params, windows, batch_size=args.batch_size, progress=not args.quiet)
@@ -139,7 +138,7 @@ def cmd_export(args) -> int:
     from converters import export_hf, load_model
 
     from .api import model_path
-    from .io_utils import check_out
+    from .outputs.files import check_out
     check_out(args.out, args.force, [("--model", p) for p in [model_path(args.model)] if p])
     model = load_model(args.model)
     out = export_hf(model.config, model.params, args.out, tokenizer=model.tokenizer, force=args.force)
@@ -150,10 +149,10 @@ def cmd_export(args) -> int:
 # ---------------------------------------------------------------- parser
 
 def _add_prune(sub) -> None:
-    from .api import available_topups
-    from .pruning import METHODS
+    from .pruning import methods
+    from .topups import TOPUPS
 
-    topups = available_topups()
+    topups = list(TOPUPS)
     p = sub.add_parser(
         "prune", help="prune a model one-shot (base method + sparsity top-up), evaluate and export it",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -169,7 +168,7 @@ def _add_prune(sub) -> None:
                "input, the current folder or one above it is refused. Ctrl-C / SIGTERM leave nothing behind\n"
                "(a --stream run keeps its finished blocks for --resume).")
     p.add_argument("--model", required=True, help=MODEL_HELP)
-    p.add_argument("--method", required=True, choices=METHODS,
+    p.add_argument("--method", required=True, choices=methods(),
                    help="base pruning score: magnitude |W|, wanda |W|·‖x‖, multiflow, or sparsegpt "
                         "(Hessian-based, also updates the kept weights)")
     p.add_argument("--sparsity", required=True, type=float, help="target fraction of weights set to zero, in [0, 1)")
@@ -250,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=ArgumentParser)
     _add_prune(sub)
     _add_eval_ppl(sub)
-    from .zeroshot import add_cli as add_zeroshot
+    from .evaluation.zeroshot import add_cli as add_zeroshot
     add_zeroshot(sub)
     _add_export(sub)
     from .compare import add_cli as add_compare

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from .api import check_request, check_topup, model_path, prune, resolve_model
-from .io_utils import check_out, output_folder, write_json
+from .outputs.files import check_out, output_folder, write_json
 
 
 def check_topups(top_ups) -> list[str]:
@@ -34,8 +34,8 @@ def compare(model, *, method: str = "wanda", sparsity: float = 0.7, top_ups=("un
     Everything is validated before the dense model is evaluated."""
     from converters import LoadedModel, load_model
 
-    from .data import eval_windows
-    from .evaluation import perplexity
+    from .evaluation.data import eval_windows
+    from .evaluation.perplexity import perplexity
 
     top_ups = check_topups(top_ups)
     specs = [s.strip() for s in (eval.split(",") if isinstance(eval, str) else eval) if s and s.strip()]
@@ -115,13 +115,13 @@ def format_table(summary: dict) -> str:
 
 
 def add_cli(subparsers) -> None:
-    from .pruning import METHODS
+    from .pruning import methods
     p = subparsers.add_parser(
         "compare", help="dense vs several top-ups on one model: a perplexity table and plots",
         description="Load a model once, prune it with each --top-ups entry (same method, sparsity and "
                     "calibration), evaluate perplexity and print one table. This is the README's main job.")
     p.add_argument("--model", default="smollm2-135m", help="model spec (default: smollm2-135m)")
-    p.add_argument("--method", default="wanda", choices=METHODS, help="base pruning score (default wanda)")
+    p.add_argument("--method", default="wanda", choices=methods(), help="base pruning score (default wanda)")
     p.add_argument("--sparsity", type=float, default=0.7, help="target sparsity (default 0.7)")
     p.add_argument("--top-ups", default="uniform,owl,neuroal", help="comma-separated (default uniform,owl,neuroal)")
     p.add_argument("--calib", default="pydoc", help="calibration data spec (default pydoc)")

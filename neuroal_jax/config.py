@@ -45,6 +45,13 @@ class ModelConfig:
     eos_token_id: int | tuple[int, ...] | None = None
     pad_token_id: int | None = None
 
+    def check_seqlen(self, seqlen: int) -> int:
+        """`seqlen`, or a ValueError when windows that long do not fit the model's context."""
+        if seqlen > self.max_position_embeddings:
+            raise ValueError(f"seqlen {seqlen} exceeds the model's context length {self.max_position_embeddings}; "
+                             "pass a smaller seqlen")
+        return seqlen
+
     def replace(self, **changes) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
 

@@ -1,7 +1,7 @@
 """Pallas GPU kernels for neuroal_jax.
 
 `topk_mask` is a row-wise top-k *mask* kernel (per-row k, exact tie rules, no sort).
-Use :func:`neuroal_jax.masks.topk_mask` as the public entry point: it dispatches
+Use :func:`neuroal_jax.pruning.masks.topk_mask` as the public entry point: it dispatches
 between this kernel and the pure-jnp reference.
 """
 from pallas_kernels.topk_mask import (

@@ -4,7 +4,7 @@
 keeps exactly ``keep[r]`` entries: the ``keep[r]`` highest scores, ties broken by column
 index (``ties="low"``: the lower column is kept first, i.e. a stable descending sort;
 ``ties="high"``: the higher column is kept first). It is bit-for-bit the same mask as
-the jnp reference :func:`neuroal_jax.masks.topk_keep_mask`.
+the jnp reference :func:`neuroal_jax.pruning.masks.topk_keep_mask`.
 
 Algorithm (one program = a block of ``block_rows`` rows x the whole padded row):
 
@@ -27,8 +27,7 @@ Block shapes: Triton needs power-of-two block shapes, so columns are padded to t
 power of two and rows to a multiple of ``block_rows``. :func:`block_config` picks
 ``block_rows`` / ``num_warps`` from a small heuristic table aimed at the Llama widths
 4096, 8192, 11008 (-> 16384) and 28672 (-> 32768) with about 16K elements per
-program. NOTE: this table has NOT been tuned on a real GPU yet (it was written on a
-CPU-only machine); benchmark with ``scripts/bench_topk.py`` on a GPU and adjust.
+program. The table is a heuristic, not yet tuned on a GPU: ``scripts/bench_topk.py`` measures it.
 """
 from __future__ import annotations
 

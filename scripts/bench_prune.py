@@ -196,7 +196,7 @@ def main(argv=None) -> int:
 
     from converters import load_model
     from converters.hf import export_hf
-    from neuroal_jax.data import calibration_windows
+    from neuroal_jax.evaluation.data import calibration_windows
 
     model = load_model(args.model)
     if model.config.family != "llama":

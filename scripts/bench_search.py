@@ -19,59 +19,73 @@ import time
 import numpy as np
 
 
-def sequential_evaluator():
-    """evaluate_candidates with one candidate per call: a jitted, un-vmapped `_candidate_block`."""
-
+def evaluate_one_by_one(cfg, params, windows, dists, method):
+    """(totals [K], δ per candidate): each candidate alone, block by block, with the un-vmapped
+    `search.candidate_block` (what the reference does, minus its sample-by-sample loop)."""
     import jax
     import jax.numpy as jnp
 
-    from neuroal_jax import search as S
     from neuroal_jax.models import block_contexts, embed, family_of
-    from neuroal_jax.pruning import keep_and_ties, layer_keys
+    from neuroal_jax.pruning import keep_and_ties
+    from neuroal_jax.topups.neuroal.search import candidate_block
 
-    single = jax.jit(S._candidate_block, static_argnums=(0, 1, 2, 3))
+    single = jax.jit(candidate_block, static_argnums=(0, 1, 2, 3))
+    fam = family_of(cfg)
+    windows = jnp.asarray(np.asarray(windows, np.int32))
+    ctxs = block_contexts(cfg, windows.shape[1])
+    x0 = embed(cfg, params, windows)
+    totals, deltas = np.zeros(len(dists)), []
+    for i, dist in enumerate(dists):
+        x, delta = x0, {}
+        for b in range(cfg.num_layers):
+            p = params["blocks"][b]
+            kt = {n: keep_and_ties(dist[f"{b}.{n}"], p[n]["weight"].shape) for n in fam.prunable}
+            ties = next(iter(kt.values()))[1]
+            x, a_d, a_s, align = single(cfg, method, ties, "neuron", p, x, ctxs[b],
+                                        {n: jnp.asarray(k) for n, (k, _) in kt.items()})
+            totals[i] += sum(float(align[n]) for n in fam.prunable)
+            delta.update({f"{b}.{n}": np.asarray(a_d[n] - a_s[n]) for n in fam.prunable})
+        deltas.append(delta)
+    return totals, deltas
 
-    def evaluate(cfg, params, windows, dists, method, metric="neuron", progress=False, **_):
-        fam = family_of(cfg)
-        windows = jnp.asarray(np.asarray(windows, np.int32))
-        ctxs = block_contexts(cfg, windows.shape[1])
-        x0 = embed(cfg, params, windows)
-        per_layer = {k: np.zeros(len(dists)) for k in layer_keys(cfg)}
-        deltas = []
-        for i, dist in enumerate(dists):
-            x, delta = x0, {}
-            for b in range(cfg.num_layers):
-                p = params["blocks"][b]
-                kt = {n: keep_and_ties(dist[f"{b}.{n}"], p[n]["weight"].shape) for n in fam.prunable}
-                ties = next(iter(kt.values()))[1]
-                keeps = {n: jnp.asarray(k) for n, (k, _) in kt.items()}
-                x, a_d, a_s, align = single(cfg, method, ties, metric, p, x, ctxs[b], keeps, None)
-                for n in fam.prunable:
-                    per_layer[f"{b}.{n}"][i] = float(align[n])
-                    delta[f"{b}.{n}"] = np.asarray(a_d[n] - a_s[n])
-            deltas.append(delta)
-        totals = np.array([sum(per_layer[k][i] for k in per_layer) for i in range(len(dists))])
-        return totals, per_layer, deltas
 
-    return evaluate
+def search_one_by_one(cfg, params, windows, sparsity, method) -> dict:
+    """Both steps with every candidate evaluated alone (the same schedules and choices as neuroal_search)."""
+    from neuroal_jax.pruning import block_distribution
+    from neuroal_jax.topups.neuroal.search import (ROW_LAMBDAS, block_schedule, default_block_lambdas,
+                                                   row_distribution)
+
+    out, t0 = {}, time.perf_counter()
+    lams = default_block_lambdas(sparsity)
+    dists = [block_distribution(cfg, block_schedule(cfg.num_layers, sparsity, lam)) for lam in lams]
+    totals, deltas = evaluate_one_by_one(cfg, params, windows, dists, method)
+    best = int(np.argmin(totals))
+    out.update(block_seconds=time.perf_counter() - t0, lambda_block=lams[best], block_totals=totals.tolist())
+    t1 = time.perf_counter()
+    rows = [row_distribution(cfg, dists[best], deltas[best], lam) for lam in ROW_LAMBDAS]
+    totals, _ = evaluate_one_by_one(cfg, params, windows, rows, method)
+    out.update(row_seconds=time.perf_counter() - t1, lambda_row=ROW_LAMBDAS[int(np.argmin(totals))],
+               row_totals=totals.tolist())
+    return out
 
 
 def run_mode(args) -> dict:
     from converters import load_model
-    from neuroal_jax import search as S
-    from neuroal_jax.data import calibration_windows
+    from neuroal_jax.evaluation.data import calibration_windows
+    from neuroal_jax.topups.neuroal import SearchSettings, neuroal_search
 
     model = load_model(args.model)
     windows = calibration_windows(args.calib, model.tokenizer, args.nsamples, args.seqlen, seed=0)
-    if args.mode == "sequential":
-        S.evaluate_candidates = sequential_evaluator()
-    settings = S.SearchSettings(neuroal_step="both", search_samples=args.nsamples, lambda_chunk=args.lambda_chunk)
     t0 = time.perf_counter()
-    r = S.neuroal_search(model.config, model.params, windows, args.sparsity, args.method, settings, progress=False)
-    seconds = time.perf_counter() - t0
-    return {"mode": args.mode, "seconds": seconds, "block_seconds": r.block.seconds, "row_seconds": r.row.seconds,
-            "lambda_block": r.block.best_lambda, "lambda_row": r.row.best_lambda,
-            "block_totals": r.block.totals.tolist(), "row_totals": r.row.totals.tolist(),
+    if args.mode == "sequential":
+        row = search_one_by_one(model.config, model.params, windows, args.sparsity, args.method)
+    else:
+        settings = SearchSettings(neuroal_step="both", search_samples=args.nsamples, lambda_chunk=args.lambda_chunk)
+        r = neuroal_search(model.config, model.params, windows, args.sparsity, args.method, settings, progress=False)
+        row = {"block_seconds": r.block.seconds, "row_seconds": r.row.seconds, "lambda_block": r.block.best_lambda,
+               "lambda_row": r.row.best_lambda, "block_totals": r.block.totals.tolist(),
+               "row_totals": r.row.totals.tolist()}
+    return {"mode": args.mode, "seconds": time.perf_counter() - t0, **row,
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 

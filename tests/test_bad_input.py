@@ -21,7 +21,7 @@ import pytest
 from cli_run import assert_clean_error, error_line, run_cli, run_cli_all, snapshot, start_cli
 from conftest import TINY_LLAMA
 from converters.hf import export_hf
-from neuroal_jax.io_utils import MARKER
+from neuroal_jax.outputs.files import MARKER
 from neuroal_jax.models import init_params
 
 pytestmark = pytest.mark.xdist_group("bad_input")
@@ -202,7 +202,7 @@ def test_compare_validates_before_the_dense_evaluation(user_dir, tmp_path):
 
 
 def test_compare_api_fails_before_any_perplexity(user_dir, monkeypatch):
-    import neuroal_jax.evaluation as evaluation
+    import neuroal_jax.evaluation.perplexity as evaluation
     from neuroal_jax.compare import compare
 
     def no_work(*a, **k):
@@ -264,7 +264,7 @@ def test_out_may_not_be_the_current_folder_or_above(user_dir, tmp_path):
 
 
 def test_an_interrupted_stream_run_is_not_orphaned(user_dir, tmp_path):
-    from neuroal_jax.io_utils import new_folder
+    from neuroal_jax.outputs.files import new_folder
     part = new_folder(tmp_path / ".out.partial", "partial")
     argv = prune_argv(user_dir / "model", user_dir / "calib.npy", tmp_path / "out")
     assert_clean_error(run_cli(*argv), str(part), "--resume", "--force")

@@ -3,7 +3,7 @@ import random
 import numpy as np
 import pytest
 
-from neuroal_jax import data
+from neuroal_jax.evaluation import data
 
 
 def test_pydoc_split_is_deterministic_and_disjoint():

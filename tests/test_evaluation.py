@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 
-from neuroal_jax.evaluation import perplexity
+from neuroal_jax.evaluation.perplexity import perplexity
 from neuroal_jax.models import forward
 
 

@@ -400,8 +400,8 @@ def test_smollm2_perplexity_matches_transformers(smollm2):
 
     import torch
 
-    from neuroal_jax.data import eval_windows
-    from neuroal_jax.evaluation import perplexity
+    from neuroal_jax.evaluation.data import eval_windows
+    from neuroal_jax.evaluation.perplexity import perplexity
 
     windows = eval_windows("pydoc", smollm2.tokenizer, 256, 8)
     ours = perplexity(smollm2.config, smollm2.params, windows, batch_size=8, progress=False)

@@ -1,4 +1,4 @@
-"""Exact mask functions (neuroal_jax.masks) against NumPy stable-argsort references."""
+"""Exact mask functions (neuroal_jax.pruning.masks) against NumPy stable-argsort references."""
 from __future__ import annotations
 
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neuroal_jax import masks
+from neuroal_jax.pruning import keep_and_ties, masks
 from pallas_kernels.topk_mask import ordered_int32_keys
 
 
@@ -32,6 +32,12 @@ def ref_prune_rows(scores, sparsity):
     for r in range(s.shape[0]):
         out[r, np.argsort(s[r], kind="stable")[:k]] = False
     return out
+
+
+def row_mask(scores, target):
+    """The engine's row masks: keep counts and tie rule of a target (one sparsity or per-row), then top-k."""
+    keep, ties = keep_and_ties(target, np.shape(scores)[-2:])
+    return np.asarray(masks.topk_mask(scores, keep, ties))
 
 
 def ref_prune_rows_vector(scores, row_sparsity):
@@ -148,36 +154,37 @@ def test_leading_batch_axis_equals_per_slice(rng):
 # ------------------------------------------------------------------ granularities
 @pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.5, 0.7, 0.999])
 @pytest.mark.parametrize("kind", ["normal", "ties"])
-def test_prune_rows(rng, sparsity, kind):
+def test_row_masks_one_sparsity(rng, sparsity, kind):
     scores = random_scores(rng, (16, 48), kind)
-    got = np.asarray(masks.prune_rows(scores, sparsity))
+    got = row_mask(scores, sparsity)
     np.testing.assert_array_equal(got, ref_prune_rows(scores, sparsity))
     assert (got.sum(1) == 48 - int(48 * sparsity)).all()
     if sparsity == 0.0:
         assert got.all()
 
 
-def test_prune_rows_count_uses_python_float_truncation():
+def test_row_counts_use_python_float_truncation():
     # 0.7 * 10 = 7.000000000000001 -> 7; 0.3 * 10 = 3.0000000000000004 -> 3
     scores = np.arange(20, dtype=np.float32).reshape(2, 10)
-    assert (np.asarray(masks.prune_rows(scores, 0.7)).sum(1) == 3).all()
-    assert (np.asarray(masks.prune_rows(scores, 0.3)).sum(1) == 7).all()
+    assert (row_mask(scores, 0.7).sum(1) == 3).all()
+    assert (row_mask(scores, 0.3).sum(1) == 7).all()
 
 
 @pytest.mark.parametrize("kind", ["normal", "ties", "zeros"])
-def test_prune_rows_vector(rng, kind):
+def test_row_masks_per_row_sparsity(rng, kind):
     rows, cols = 20, 40
     scores = random_scores(rng, (rows, cols), kind)
     row_s = rng.uniform(0.01, 0.99, size=rows)
     row_s[:3] = [0.0, 0.999, 0.5]
-    got = np.asarray(masks.prune_rows_vector(scores, row_s))
+    got = row_mask(scores, row_s)
     np.testing.assert_array_equal(got, ref_prune_rows_vector(scores, row_s))
 
 
-def test_prune_rows_vector_candidates_axis(rng):
+def test_per_row_counts_of_candidates_against_one_score_matrix(rng):
     scores = random_scores(rng, (10, 32), "ties")
     row_s = rng.uniform(0.01, 0.99, size=(15, 10))  # 15 lambda candidates
-    got = np.asarray(masks.prune_rows_vector(scores, row_s))
+    keep = np.stack([keep_and_ties(r, scores.shape)[0] for r in row_s])
+    got = np.asarray(masks.topk_mask(scores, keep, "low"))
     assert got.shape == (15, 10, 32)
     for c in range(15):
         np.testing.assert_array_equal(got[c], ref_prune_rows_vector(scores, row_s[c]))
@@ -218,15 +225,14 @@ def test_prune_nm(rng, n, m, kind):
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan")])
 def test_bad_sparsity_raises(bad):
     scores = np.ones((2, 8), np.float32)
-    for fn in (masks.prune_rows, masks.prune_layer):
-        with pytest.raises(ValueError, match=r"\[0, 1\)") as err:
-            fn(scores, bad)
-        assert repr(bad) in str(err.value) or str(bad) in str(err.value)
+    with pytest.raises(ValueError, match=r"\[0, 1\)") as err:
+        masks.prune_layer(scores, bad)
+    assert repr(bad) in str(err.value) or str(bad) in str(err.value)
 
 
 def test_bad_row_sparsity_raises():
     with pytest.raises(ValueError, match=r"row_sparsity\[1\] = 1\.2"):
-        masks.prune_rows_vector(np.ones((3, 8), np.float32), np.array([0.5, 1.2, 0.1]))
+        masks.keep_from_row_sparsity(np.array([0.5, 1.2, 0.1]), 8)
 
 
 @pytest.mark.parametrize("bad", [-1, 9])
@@ -279,12 +285,10 @@ def test_dispatcher_unknown_impl(monkeypatch):
         masks.topk_mask(scores, keep)
 
 
-def test_masks_under_jit_and_traced_row_sparsity(rng):
+def test_masks_under_jit(rng):
     scores = random_scores(rng, (6, 20), "ties")
-    got = jax.jit(lambda s: masks.prune_rows(s, 0.5))(scores)
+    keep, ties = keep_and_ties(0.5, scores.shape)
+    got = jax.jit(lambda s: masks.topk_mask(s, keep, ties))(scores)
     np.testing.assert_array_equal(np.asarray(got), ref_prune_rows(scores, 0.5))
     got = jax.jit(lambda s: masks.prune_nm(s, 2, 4))(scores)
     np.testing.assert_array_equal(np.asarray(got), ref_prune_nm(scores, 2, 4))
-    row_s = np.full(6, 0.3, np.float32)
-    with pytest.raises(TypeError, match="float64"):
-        jax.jit(masks.prune_rows_vector)(scores, row_s)

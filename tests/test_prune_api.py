@@ -10,6 +10,7 @@ import pytest
 
 import neuroal_jax
 from neuroal_jax import api, load_distribution, load_masks, prune
+from neuroal_jax.topups import TOPUPS
 
 SEQLEN = 64
 
@@ -112,7 +113,7 @@ def test_owl_info_merged_and_plotted(tiny_llama, tiny_tokens, tmp_path):
     assert r["block_sparsity"]["0"] != r["block_sparsity"]["1"]
 
 
-@pytest.mark.parametrize("top_up", api.available_topups())
+@pytest.mark.parametrize("top_up", list(TOPUPS))
 def test_every_registered_top_up(tiny_llama, tiny_tokens, tmp_path, top_up):
     """Any top-up in the registry runs through prune; its info is in report.json and the plots are written."""
     options = {"lambdas_block": [0.01, 0.05], "lambdas_row": [0.0, 0.05]} if top_up == "neuroal" else None
@@ -205,7 +206,7 @@ def test_failure_while_pruning_leaves_nothing(tiny_llama, tiny_tokens, tmp_path,
 
 
 def test_failure_while_writing_leaves_nothing(tiny_llama, tiny_tokens, tmp_path, monkeypatch):
-    import neuroal_jax.checkpoint as ckpt
+    import neuroal_jax.outputs.checkpoint as ckpt
 
     def boom(*a, **k):
         raise OSError("disk full")

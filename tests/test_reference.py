@@ -12,9 +12,9 @@ import pytest
 import reference_fixture as F
 from converters.hf import load_hf
 from near_ties import exempt_from, first_near_tie
-from neuroal_jax.allocation import PruneJob, get_topup
+from neuroal_jax.topups import PruneJob, get_topup
 from neuroal_jax.pruning import layer_keys, sequential_prune
-from neuroal_jax.search import (ROW_LAMBDAS, SearchSettings, block_distribution, block_schedule,
+from neuroal_jax.topups.neuroal.search import (ROW_LAMBDAS, SearchSettings, block_distribution, block_schedule,
                                 evaluate_candidates, neuroal_search, row_distribution)
 
 pytestmark = pytest.mark.xdist_group("fixture")

@@ -1,4 +1,4 @@
-"""Base scores (SPEC §2) and the statistics helpers (SPEC §1) against hand-computed NumPy values."""
+"""Base scores (docs/algorithm.md §2) and calibration statistics (§1) against hand-computed NumPy values."""
 from __future__ import annotations
 
 import jax
@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neuroal_jax import scores as S
-from neuroal_jax.scores import LayerStats
+from neuroal_jax.pruning import scores as S
+from neuroal_jax.pruning.scores import LayerStats
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_scores_float32_and_jit(name):
 def test_registry():
     assert {"magnitude", "wanda", "multiflow"} <= set(S.SCORES)
     assert "sparsegpt" not in S.SCORES  # SparseGPT changes weights: not a score
-    with pytest.raises(ValueError, match=r"unknown score 'nope'.*magnitude.*multiflow.*wanda"):
+    with pytest.raises(ValueError, match=r"unknown score 'nope'; valid: magnitude, wanda, multiflow"):
         S.get_score("nope")
     with pytest.raises(ValueError, match="already registered"):
         S.register_score("wanda")(lambda W, s: W)
@@ -67,12 +67,9 @@ def test_register_custom_score():
     def square(W, stats):
         return jnp.square(jnp.asarray(W, jnp.float32))
 
-    try:
-        assert S.get_score("_test_square") is square
-        np.testing.assert_array_equal(np.asarray(square(np.array([[2.0, -3.0]]), None)), [[4.0, 9.0]])
-        S.register_score("_test_square", override=True)(square)
-    finally:
-        S.SCORES.pop("_test_square", None)
+    assert S.get_score("_test_square") is square
+    np.testing.assert_array_equal(np.asarray(square(np.array([[2.0, -3.0]]), None)), [[4.0, 9.0]])
+    S.register_score("_test_square", override=True)(square)
 
 
 def test_layer_stats_pytree():
@@ -82,66 +79,28 @@ def test_layer_stats_pytree():
     assert len(jax.tree_util.tree_leaves(LayerStats(jnp.ones(3)))) == 1
 
 
-def _calib(rng, n=5, tokens=7, cols=4):
-    return rng.standard_normal((n, tokens, cols)).astype(np.float32)  # X_n: tokens × in
+def test_statistics_of_a_block_match_its_raw_inputs(tiny_llama):
+    """Activation norms and Hessians from one dense block forward equal the definitions of docs/algorithm.md §1
+    computed in float64 from the layer inputs the block returns."""
+    from neuroal_jax.models import block_apply, block_contexts, embed
+    from neuroal_jax.pruning.statistics import collect_block_stats, embed_batches
+
+    cfg, params = tiny_llama
+    windows = np.random.default_rng(0).integers(0, cfg.vocab_size, (5, 16))
+    xs = embed_batches(cfg, params, windows, batch_size=2)  # 3 batches: the running mean crosses them
+    ctx = block_contexts(cfg, 16)[0]
+    _, stats = collect_block_stats(cfg, params["blocks"][0], xs, ctx, hessian=True)
+    _, inputs = block_apply(cfg, params["blocks"][0], embed(cfg, params, windows), ctx)
+    for name, X in inputs.items():
+        X = np.asarray(X, np.float64)  # [N, T, in]
+        np.testing.assert_allclose(stats.act_norm[name], np.sqrt((X ** 2).sum(axis=(0, 1)) / len(X)), rtol=1e-5)
+        np.testing.assert_allclose(stats.hessian[name], 2 / len(X) * np.einsum("nti,ntj->ij", X, X),
+                                   rtol=1e-4, atol=1e-4)
 
 
-def test_act_norm_from_sumsq_matches_raw_x():
-    X = _calib(np.random.default_rng(1))
-    want = np.sqrt(sum(np.linalg.norm(x.astype(np.float64), axis=0) ** 2 for x in X) / len(X))
-    sumsq = np.square(X).sum(axis=(0, 1))  # Σ over samples and tokens
-    np.testing.assert_allclose(np.asarray(S.act_norm_from_sumsq(sumsq, len(X))), want, rtol=1e-5)
-
-
-def test_hessian_from_xtx_matches_raw_x():
-    X = _calib(np.random.default_rng(2))
-    want = 2.0 / len(X) * sum(x.astype(np.float64).T @ x.astype(np.float64) for x in X)
-    xtx = sum(x.T @ x for x in X)
-    got = np.asarray(S.hessian_from_xtx(xtx, len(X)))
-    assert got.dtype == np.float32
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-
-
-def test_running_updates_equal_closed_form():
-    X = _calib(np.random.default_rng(3))
-    acc = jnp.zeros(4, jnp.float32)
-    H = jnp.zeros((4, 4), jnp.float32)
-    for n, x in enumerate(X):
-        acc = S.act_sumsq_running_update(acc, np.square(x).sum(0), n)
-        H = S.hessian_running_update(H, x, n)
-    sumsq = np.square(X).sum(axis=(0, 1))
-    np.testing.assert_allclose(np.sqrt(np.asarray(acc)), np.asarray(S.act_norm_from_sumsq(sumsq, len(X))), rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(H), np.asarray(S.hessian_from_xtx(sum(x.T @ x for x in X), len(X))),
-                               rtol=1e-5, atol=1e-5)
-
-
-def test_running_update_float32_recurrence():
-    # acc = acc * f32(n/(n+1)) + s / f32(n+1), step by step in float32 (the reference's rounding)
-    rng = np.random.default_rng(4)
-    rows = rng.random((6, 3)).astype(np.float32)
-    want = np.zeros(3, np.float32)
-    acc = jnp.zeros(3, jnp.float32)
-    for n, r in enumerate(rows):
-        want = want * np.float32(n / (n + 1)) + r / np.float32(n + 1)
-        acc = S.act_sumsq_running_update(acc, r, n)
-    np.testing.assert_array_equal(np.asarray(acc), want)
-
-
-def test_stats_reject_bad_counts():
-    with pytest.raises(ValueError, match="positive"):
-        S.act_norm_from_sumsq(np.ones(3), 0)
-    with pytest.raises(ValueError, match="positive"):
-        S.hessian_from_xtx(np.eye(3), -1)
-
-
-def test_act_norm_sparsegpt_wrapper_quirk():
-    # the reference wrapper: acc *= n_old/n; acc += ‖sqrt(2/n) X_n‖² / n (n = samples seen so far)
-    X = _calib(np.random.default_rng(5))
-    acc = np.zeros(X.shape[-1], np.float64)
-    for i, x in enumerate(X):
-        n = i + 1
-        acc = acc * ((n - 1) / n) + np.linalg.norm(np.sqrt(2.0 / n) * x.astype(np.float64), axis=0) ** 2 / n
-    per_sample = np.square(X).sum(axis=1)  # [N, in]
-    np.testing.assert_allclose(np.asarray(S.act_norm_sparsegpt_wrapper(per_sample)), np.sqrt(acc), rtol=1e-5)
-    with pytest.raises(ValueError, match="at least one sample"):
-        S.act_norm_sparsegpt_wrapper(np.zeros((0, 3)))
+def test_running_mean_is_the_mean():
+    from neuroal_jax.pruning.statistics import running_mean, running_mean_norms
+    rows = np.random.default_rng(4).random((7, 5)).astype(np.float32)
+    np.testing.assert_allclose(running_mean(rows), rows.astype(np.float64).mean(0), rtol=1e-6)
+    assert running_mean(rows).dtype == np.float32
+    np.testing.assert_allclose(running_mean_norms(rows), np.sqrt(rows.astype(np.float64).mean(0)), rtol=1e-6)

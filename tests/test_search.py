@@ -3,12 +3,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neuroal_jax.alignment import METRICS, register_metric
+from neuroal_jax.topups.neuroal.alignment import METRICS, register_metric
 from neuroal_jax.pruning import sequential_prune
-from neuroal_jax.search import (SearchSettings, neuroal_search)
+from neuroal_jax.topups.neuroal.search import (SearchSettings, neuroal_search)
 
 
-def test_vectorised_equals_sequential_loop(tiny_llama):
+def test_every_lambda_chunk_gives_identical_results(tiny_llama):
     cfg, params = tiny_llama
     w = np.random.default_rng(0).integers(0, cfg.vocab_size, (4, 32)).astype(np.int32)
     runs = [neuroal_search(cfg, params, w, 0.6, "wanda", SearchSettings(lambda_chunk=c), progress=False)

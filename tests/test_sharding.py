@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neuroal_jax.sharding import make_mesh, padded_width
+from neuroal_jax.topups.neuroal.sharding import make_mesh, padded_width
 
 TESTS = Path(__file__).parent
 

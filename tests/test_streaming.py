@@ -79,7 +79,7 @@ def test_gguf_blocks_stream_like_the_full_load():
 
 
 def test_interrupted_run_needs_resume_or_force(deep_dir, tiny_tokens, tmp_path):
-    from neuroal_jax.io_utils import new_folder
+    from neuroal_jax.outputs.files import new_folder
     part = new_folder(tmp_path / ".out.partial", "partial")
     (part / "run.json").write_text("{}")
     for stream in (True, False):

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neuroal_jax.masks import topk_keep_mask
+from neuroal_jax.pruning.masks import topk_keep_mask
 from pallas_kernels.topk_mask import block_config, topk_mask
 
 TUNED_SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (8192, 28672), (28672, 8192)]

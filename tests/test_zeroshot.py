@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from neuroal_jax import zeroshot
-from neuroal_jax.data import pydoc_text
+from neuroal_jax import cli
+from neuroal_jax.evaluation import zeroshot
+from neuroal_jax.evaluation.data import pydoc_text
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "make_pydoc_mc_task.py"
@@ -176,8 +177,8 @@ def test_tiny_random_model_runs(tiny_dir):
 
 def test_cli_prints_table_and_writes_json(tiny_dir, tmp_path, capsys):
     out = tmp_path / "zs.json"
-    rc = zeroshot.main(["eval-zeroshot", "--model", str(tiny_dir), "--tasks", TASK, "--limit", "4",
-                        "--batch-size", "4", "--json", str(out)])
+    rc = cli.main(["eval-zeroshot", "--model", str(tiny_dir), "--tasks", TASK, "--limit", "4",
+                   "--batch-size", "4", "--json", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert re.search(rf"^{TASK}\s+4\s+[01]\.\d{{4}}\s+\d\.\d{{4}}\s+[01]\.\d{{4}}$", printed, re.M), printed
@@ -202,7 +203,7 @@ def test_add_cli_registers_the_subcommand():
 def test_missing_model_folder(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         zeroshot.run_zeroshot(tmp_path / "nope", tasks=TASK)
-    assert zeroshot.main(["eval-zeroshot", "--model", str(tmp_path / "nope"), "--tasks", TASK]) == 2
+    assert cli.main(["eval-zeroshot", "--model", str(tmp_path / "nope"), "--tasks", TASK]) == 2
     assert "neuroal-jax: error: model folder" in capsys.readouterr().err
 
 

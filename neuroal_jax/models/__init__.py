@@ -17,7 +17,7 @@ from .registry import FAMILIES, NEXT_BLOCK, Family, family_of, get_family, regis
 
 __all__ = [
     "FAMILIES", "NEXT_BLOCK", "Family", "family_of", "get_family", "register_family",
-    "block_apply", "block_contexts", "check_seqlen", "embed", "final_hidden_states", "forward", "head_params", "hidden_to_logits", "token_nll",
+    "block_apply", "block_contexts", "embed", "final_hidden_states", "forward", "head_params", "hidden_to_logits", "token_nll",
     "init_params", "validate_params",
 ]
 
@@ -38,17 +38,9 @@ def embed(cfg: ModelConfig, params: dict, tokens):
     return _embed(cfg, {k: v for k, v in params.items() if k != "blocks"}, tokens)
 
 
-def check_seqlen(cfg: ModelConfig, seqlen: int) -> int:
-    """`seqlen`, or a ValueError when windows that long do not fit the model's context."""
-    if seqlen > cfg.max_position_embeddings:
-        raise ValueError(f"seqlen {seqlen} exceeds the model's context length {cfg.max_position_embeddings}; "
-                         "pass a smaller seqlen")
-    return seqlen
-
-
 def block_contexts(cfg: ModelConfig, seqlen: int) -> list[dict]:
     """Per-block constants (rope tables, attention masks) for windows of `seqlen` tokens."""
-    return family_of(cfg).contexts(cfg, check_seqlen(cfg, seqlen))
+    return family_of(cfg).contexts(cfg, cfg.check_seqlen(seqlen))
 
 
 def head_params(params: dict) -> dict:

@@ -12,7 +12,8 @@ from .registry import Family, register_family
 
 SLIDING, FULL = "sliding_attention", "full_attention"
 #: Gemma3TextConfig defaults for fields a hand-built ModelConfig may leave as None.
-DEFAULT_QUERY_PRE_ATTN_SCALAR, DEFAULT_LOCAL_BASE = 256, 10000.0
+#: Gemma3TextConfig's defaults when a config leaves them out.
+DEFAULT_QUERY_PRE_ATTN_SCALAR, DEFAULT_LOCAL_BASE, SLIDING_PATTERN = 256, 10000.0, 6
 BLOCK_NORMS = ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
                "post_feedforward_layernorm")
 
@@ -58,11 +59,14 @@ def final_hidden(cfg: ModelConfig, params: dict, x):
     return norm(x, params["final_norm"], cfg.norm_eps)
 
 
+def default_layer_types(num_layers: int, pattern: int = SLIDING_PATTERN) -> tuple[str, ...]:
+    """HF's default: every `pattern`-th layer full attention, the others sliding."""
+    return tuple(FULL if (i + 1) % pattern == 0 else SLIDING for i in range(num_layers))
+
+
 def layer_types(cfg: ModelConfig) -> tuple[str, ...]:
-    """The config's per-layer types, or HF's default pattern (every 6th layer full attention)."""
-    if cfg.layer_types is not None:
-        return cfg.layer_types
-    return tuple(FULL if (i + 1) % 6 == 0 else SLIDING for i in range(cfg.num_layers))
+    """The config's per-layer types, or HF's default pattern."""
+    return cfg.layer_types if cfg.layer_types is not None else default_layer_types(cfg.num_layers)
 
 
 def contexts(cfg: ModelConfig, seqlen: int):

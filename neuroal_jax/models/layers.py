@@ -52,7 +52,7 @@ def activation(name: str):
 # ---------------------------------------------------------------- rotary embeddings
 
 def rope_inv_freq(dim: int, theta: float, scaling: dict | None) -> np.ndarray:
-    """Inverse frequencies [dim/2] in float64, with HF's `linear` and `llama3` scalings."""
+    """Inverse frequencies [dim/2] in float32 (as HF computes them), with HF's `linear` and `llama3` scalings."""
     inv = 1.0 / theta ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim)
     inv = inv.astype(np.float32)
     kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))

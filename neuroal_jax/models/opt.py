@@ -51,9 +51,7 @@ def block(cfg: ModelConfig, p: dict, x, ctx):
 
 def embed(cfg: ModelConfig, params: dict, tokens):
     """Token plus learned position embeddings for unpadded windows: tokens[B,T] -> [B,T,H]."""
-    if tokens.shape[-1] > cfg.max_position_embeddings:  # static under jit
-        raise ValueError(f"seqlen {tokens.shape[-1]} exceeds the model's context length "
-                         f"{cfg.max_position_embeddings}")
+    cfg.check_seqlen(tokens.shape[-1])  # static under jit
     positions = params["positions"]["weight"][POSITION_OFFSET:POSITION_OFFSET + tokens.shape[-1]]  # [T,H]
     return params["embed"]["weight"][tokens] + positions
 

@@ -2,7 +2,7 @@
 
 A family is a handful of pure functions over a params pytree plus the static facts the
 pruning code needs: the ordered prunable linear layers of a block (HF module names) and the
-consumer map of SPEC §6 (whose input columns give each layer's rows their δ).
+consumer map of docs/algorithm.md §6 (whose input columns give each layer's rows their δ).
 
 Params pytree (weights in PyTorch (out, in) layout):
     {"embed": {"weight": [V, H]}, "positions": {...} (OPT only),
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..config import ModelConfig
+from ..registry import Registry
 
 #: Marker in a consumer map: the rows are consumed by the *next* block's first prunable layer.
 NEXT_BLOCK = "<next block>"
@@ -35,19 +36,15 @@ class Family:
     doc: str = ""
 
 
-FAMILIES: dict[str, Family] = {}
+FAMILIES: Registry[Family] = Registry("model family")
 
 
-def register_family(family: Family) -> Family:
-    FAMILIES[family.name] = family
-    return family
+def register_family(family: Family, override: bool = False) -> Family:
+    return FAMILIES.register(family.name, family, override=override)
 
 
 def get_family(name: str) -> Family:
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        raise ValueError(f"unknown model family {name!r}; supported families: {sorted(FAMILIES)}") from None
+    return FAMILIES[name]
 
 
 def family_of(cfg: ModelConfig) -> Family:

@@ -15,14 +15,18 @@ Rules (the README's "What happens on bad input" lists what a user sees):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
+import math
 import os
 import secrets
 import shutil
 from pathlib import Path
 from typing import Iterable
+
+import numpy as np
 
 MARKER = ".neuroal-jax.json"
 TOOL = "neuroal-jax"
@@ -47,9 +51,36 @@ def atomic_file(path: str | os.PathLike, mode: str = "w"):
         tmp.unlink(missing_ok=True)
 
 
+def json_safe(obj):
+    """Recursively convert NumPy/JAX values, tuples, paths and dataclasses to plain JSON types.
+
+    Non-finite floats become None (strict JSON); dict keys become strings.
+    """
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in obj]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return json_safe(dataclasses.asdict(obj))
+    if isinstance(obj, (str, bool)) or obj is None:
+        return obj
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "__array__"):  # numpy / jax arrays
+        arr = np.asarray(obj)
+        return json_safe(arr.item() if arr.ndim == 0 else arr.tolist())
+    return str(obj)
+
+
 def write_json(path: str | os.PathLike, obj) -> Path:
     """Write `obj` as strict JSON (NumPy values, paths and dataclasses converted), atomically."""
-    from .report import json_safe
     with atomic_file(path) as f:
         f.write(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
     return Path(path)
@@ -59,7 +90,7 @@ def write_json(path: str | os.PathLike, obj) -> Path:
 
 def write_marker(folder: Path, kind: str, files: list[str] | None = None) -> None:
     """Mark `folder` as ours; `files` (relative paths) is what a finished output holds."""
-    from . import __version__
+    from .. import __version__
     write_json(folder / MARKER, {"tool": TOOL, "version": __version__, "kind": kind,
                                  **({"files": files} if files is not None else {"state": "writing"})})
 

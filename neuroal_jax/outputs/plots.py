@@ -22,14 +22,10 @@ from typing import Callable
 
 import numpy as np
 
-PLOTS: dict[str, Callable] = {}
+from ..registry import Registry
 
-
-def register_plot(name: str):
-    def deco(fn):
-        PLOTS[name] = fn
-        return fn
-    return deco
+PLOTS: Registry[Callable] = Registry("plot")
+register_plot = PLOTS.register
 
 
 def new_figure(width: float = 7.0, height: float = 3.5):

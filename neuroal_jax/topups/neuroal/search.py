@@ -1,4 +1,4 @@
-"""NeuroAL: adaptive λ search for block- and row-wise sparsity (SPEC §5–6), vectorised over λ.
+"""NeuroAL: adaptive λ search for block- and row-wise sparsity (docs/algorithm.md §5–6), vectorised over λ.
 
 Every candidate of a step is evaluated in one pass over the blocks: the stream carries a leading
 λ axis [K, N, T, H], and one jitted, vmapped function per block computes, for all candidates at once,
@@ -17,17 +17,18 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import masks as M
+from ...config import ModelConfig
+from ...models import NEXT_BLOCK, block_contexts, embed, family_of
+from ...pruning import masks as M
+from ...pruning.scores import LayerStats, get_score
+from ...pruning.sparsegpt import block_threshold_ranks, sparsegpt_core
+from ...pruning.statistics import block_stats
+from ...pruning.targets import (Distribution, Structure, block_distribution, check_method, keep_and_ties,
+                                layer_keys)
+from ..base import Allocation, PruneJob, clip_sparsity, minmax_densities, register_topup
+from ..options import Options, Target, all_of, at_least, in_range, option, unique
 from .alignment import METRICS, get_metric
-from .allocation import Allocation, PruneJob, clip_sparsity, minmax_densities, register_topup
-from .config import ModelConfig
-from .models import NEXT_BLOCK, block_contexts, embed, family_of
-from .options import Options, Target, all_of, at_least, in_range, option, unique
-from .pruning import (Distribution, Structure, block_distribution, block_stats, check_method, keep_and_ties,
-                      layer_keys)
-from .scores import LayerStats, get_score
 from .sharding import make_mesh, padded_width, replicate, shard_candidates, shard_params, to_host
-from .sparsegpt import block_threshold_ranks, sparsegpt_core
 
 BLOCK_LAMBDAS = (0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10, 0.12, 0.15, 0.20, 0.25)
 ROW_LAMBDAS = (0.00, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10, 0.12, 0.15, 0.20, 0.25)
@@ -58,7 +59,7 @@ def row_schedule(delta: np.ndarray, layer_sparsity: float, lam: float) -> np.nda
 
 
 def row_deltas(cfg: ModelConfig, deltas: dict) -> dict:
-    """{key: δ for its rows or None (uniform rows)} via the family's consumer map (SPEC §6)."""
+    """{key: δ for its rows or None (uniform rows)} via the family's consumer map (docs/algorithm.md §6)."""
     fam = family_of(cfg)
     attn_out = fam.consumers[fam.prunable[0]]  # the attention output projection
     # grouped-query attention: k/v rows differ from o_proj's inputs, so q, k, v keep uniform rows
@@ -156,9 +157,10 @@ def _sparse_pass(cfg, metric, p, weights, x, ctx, a_dense):
     return y, a_sparse, {k: get_metric(metric)(a_dense[k], a_sparse[k]) for k in weights}
 
 
-def _candidate_block(cfg, method, ties, metric, p, x, ctx, keep, a_dense_given):
-    """One candidate: (next stream, aᴰ, aˢ, per-layer alignment). x [N, T, H]; keep {layer: [out]}
-    (SparseGPT: {layer: [k_block, k_last]}, with the Hessian from the dense block on this stream)."""
+def candidate_block(cfg, method, ties, metric, p, x, ctx, keep, a_dense_given=None):
+    """One candidate, one block: (next stream, aᴰ, aˢ, per-layer alignment). x [N, T, H]; keep {layer: [out]}
+    (SparseGPT: {layer: [k_block, k_last]}, with the Hessian from the dense block on this stream).
+    `candidates_block` does the same for all candidates at once; this is the one-at-a-time baseline."""
     a_dense, hessian = _dense_pass(cfg, method, p, x, ctx)
     a_dense = a_dense if a_dense_given is None else a_dense_given
     weights = _sparse_weights(method, ties, p, keep, a_dense, hessian, batched=False)
@@ -168,7 +170,7 @@ def _candidate_block(cfg, method, ties, metric, p, x, ctx, keep, a_dense_given):
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def candidates_block(cfg, method, ties, metric, p, xs, ctx, keeps, a_dense_given=None):
-    """All candidates of one block at once, the same three phases as `_candidate_block`: the dense
+    """All candidates of one block at once, the same three phases as `candidate_block`: the dense
     pass vmapped over the streams xs [K, N, T, H], the masks of all candidates in one call per layer,
     the sparse pass vmapped over streams and weights."""
     a_dense, hessian = jax.vmap(partial(_dense_pass, cfg, method), in_axes=(None, 0, None))(p, xs, ctx)
@@ -344,7 +346,7 @@ class SearchResult:
 
 def neuroal_search(cfg: ModelConfig, params: dict, windows: np.ndarray, sparsity: float, method: str,
                    settings: SearchSettings = SearchSettings(), progress: bool = True) -> SearchResult:
-    """Choose block λ and/or row λ on the first `search_samples` windows (SPEC §5–6)."""
+    """Choose block λ and/or row λ on the first `search_samples` windows (docs/algorithm.md §5–6)."""
     check_method(method)
     settings = settings.resolved(Target(method, sparsity, Structure(), len(windows)))
     t0 = time.perf_counter()

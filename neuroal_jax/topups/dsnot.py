@@ -1,4 +1,4 @@
-"""DSnoT top-up (SPEC §4): training-free prune-and-regrow on top of a base mask (Zhang et al., ICLR 2024).
+"""DSnoT top-up (docs/algorithm.md §4): training-free prune-and-regrow on top of a base mask (Zhang et al., ICLR 2024).
 
 The sparsity distribution stays uniform; each layer's mask from the base score is then rewritten row by row,
 swapping one pruned and one kept weight per cycle, to shrink the expected reconstruction error of the row.
@@ -39,9 +39,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .allocation import Allocation, PruneJob, register_topup
+from .base import Allocation, PruneJob, register_topup
 from .options import Options, Target, at_least, option
-from .pruning import uniform_distribution
+from ..pruning.targets import uniform_distribution
 
 F32 = jnp.float32
 SKIPS = ("mlp", "self_attn", "none")

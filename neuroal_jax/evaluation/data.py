@@ -1,4 +1,4 @@
-"""Calibration windows and perplexity test sets (SPEC §1 and §8).
+"""Calibration windows and perplexity test sets (docs/algorithm.md §1 and §8).
 
 Dataset specs:
   c4, wikitext2, ptb    Hugging Face Hub sets, exactly as the reference builds them (need the Hub)

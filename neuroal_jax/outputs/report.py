@@ -1,46 +1,16 @@
 """The prune report: a JSON-safe dict written atomically as `report.json`, and its text summary."""
 from __future__ import annotations
 
-import dataclasses
-import math
-import os
 import platform
 from pathlib import Path
 
 import numpy as np
 
-
-def json_safe(obj):
-    """Recursively convert NumPy/JAX values, tuples, paths and dataclasses to plain JSON types.
-
-    Non-finite floats become None (strict JSON); dict keys become strings.
-    """
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [json_safe(v) for v in obj]
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return json_safe(dataclasses.asdict(obj))
-    if isinstance(obj, (str, bool)) or obj is None:
-        return obj
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if hasattr(obj, "__array__"):  # numpy / jax arrays
-        arr = np.asarray(obj)
-        return json_safe(arr.item() if arr.ndim == 0 else arr.tolist())
-    return str(obj)
+from .files import json_safe, write_json
 
 
 def write_report(folder: Path, report: dict) -> dict:
     """report.json and plots/*.png into `folder`."""
-    from .io_utils import write_json
     from .plots import save_plots
     save_plots(report, folder / "plots")
     write_json(folder / "report.json", report)
@@ -51,7 +21,7 @@ def versions() -> dict:
     """Versions of the packages that decide the numbers."""
     import jax
 
-    from . import __version__
+    from .. import __version__
     out = {"neuroal_jax": __version__, "jax": jax.__version__, "jaxlib": _version("jaxlib"),
            "numpy": np.__version__, "python": platform.python_version(), "backend": jax.default_backend()}
     return out

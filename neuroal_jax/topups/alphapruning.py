@@ -1,4 +1,4 @@
-"""AlphaPruning top-up (SPEC §4): block sparsities from the heavy-tail exponent of each layer's spectrum.
+"""AlphaPruning top-up (docs/algorithm.md §4): block sparsities from the heavy-tail exponent of each layer's spectrum.
 
 Reference semantics (AlphaPruning, haiquanlu/AlphaPruning, as re-used by the NeuroAL reference):
 
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .allocation import Allocation, PruneJob, register_topup
+from .base import Allocation, PruneJob, register_topup
 from .options import Options, in_range, option
-from .pruning import layer_keys
+from ..pruning.targets import layer_keys
 
 F32 = np.float32
 HIST_BINS = 100  # the reference's histogram of log10 eigenvalues

@@ -6,7 +6,7 @@ block plus the calibration activations, not the model.
 
 The run lives in `.<out>.partial/` next to `out` until it is complete, then is renamed to `out`:
 
-    .neuroal-jax.json              our marker (neuroal_jax.io_utils)
+    .neuroal-jax.json              our marker (neuroal_jax.outputs.files)
     run.json                       the settings and digests of the inputs (model files, calibration and
                                    evaluation windows); --resume refuses a run whose settings or inputs differ
     allocation/, allocation.json   the top-up's result (the NeuroAL search runs once)
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .io_utils import new_folder, publish, write_json
-from .report import json_safe, write_report
+from .files import json_safe, new_folder, publish, write_json
+from .report import write_report
 
 RUN_FILE = "run.json"
 ALLOCATION_DIR, ALLOCATION_INFO = "allocation", "allocation.json"
@@ -109,11 +109,9 @@ class StreamedRun:
         if allocation.refine is None:  # a refining top-up (DSnoT) is rebuilt on resume
             save_allocation(self.part, allocation)
 
-    def prune(self, cfg, params, windows, allocation):
-        r, dtype = self.req, params["embed"]["weight"].dtype
-        summary = streamed_prune(cfg, params, windows, allocation.dist, r.method, r.structure, r.batch_size,
-                                 allocation.refine, r.progress, self.part, dtype)
-        return reopen_pruned(cfg, params, self.part, dtype), None, summary
+    def prune(self, job, allocation):
+        summary = streamed_prune(job, allocation, self.part)
+        return reopen_pruned(job.cfg, job.params, self.part, job.params["embed"]["weight"].dtype), None, summary
 
     def finish(self, cfg, pruned, tokenizer, masks, dist, make_report):
         if tokenizer is not None:
@@ -133,7 +131,7 @@ def save_allocation(part: Path, allocation) -> None:
 
 def load_allocation(part: Path):
     """The saved Allocation of an interrupted run, or None. (DSnoT's refine is rebuilt by the caller.)"""
-    from .allocation import Allocation
+    from ..topups.base import Allocation
     from .checkpoint import load_distribution
     if not (part / ALLOCATION_DIR).exists() or not (part / ALLOCATION_INFO).exists():
         return None
@@ -142,15 +140,17 @@ def load_allocation(part: Path):
 
 # ---------------------------------------------------------------- the pass
 
-def streamed_prune(cfg, params, windows, dist, method, structure, batch_size, refine, progress, part: Path,
-                   dtype) -> dict:
-    """Prune block by block into `part` (shards + per-block masks); returns the sparsity summary.
-    Blocks an earlier run finished are read back instead of pruned again."""
+def streamed_prune(job, allocation, part: Path) -> dict:
+    """Prune `job` (a topups.PruneJob) with `allocation` block by block into `part` (shards + per-block masks);
+    returns the sparsity summary. Blocks an earlier run finished are read back instead of pruned again."""
     from converters.stream import ShardWriter
 
     from .checkpoint import block_dir, load_masks, save_masks
-    from .pruning import layer_sparsities, prune_blocks, summarize_sparsity
+    from ..pruning.sequential import prune_blocks
+    from ..pruning.targets import layer_sparsities, summarize_sparsity
 
+    cfg, params, dist = job.cfg, job.params, allocation.dist
+    dtype = params["embed"]["weight"].dtype
     writer = ShardWriter(part, cfg)
     masks_dir = part / "masks"
 
@@ -161,8 +161,8 @@ def streamed_prune(cfg, params, windows, dist, method, structure, batch_size, re
         return None
 
     layer, sizes = {}, {}
-    for b, p_new, m in prune_blocks(cfg, params, windows, dist, method, structure, batch_size, refine, progress,
-                                    restore):
+    for b, p_new, m in prune_blocks(cfg, params, job.windows, dist, job.method, job.structure, job.batch_size,
+                                    allocation.refine, job.progress, restore):
         if not block_dir(masks_dir, b).exists():
             writer.write_block(b, p_new)
             save_masks(block_dir(masks_dir, b), m, {k: dist[k] for k in m})

@@ -18,25 +18,15 @@ from typing import Callable
 
 import jax.numpy as jnp
 
+from ...registry import Registry
+
 MetricFn = Callable  # (a_dense f32[in], a_sparse f32[in]) -> f32 scalar
-METRICS: dict[str, MetricFn] = {}
-
-
-def register_metric(name: str, fn: MetricFn | None = None, *, override: bool = False):
-    """Register `fn` under `name`; usable as `register_metric(name, fn)` or as a decorator."""
-    def deco(f: MetricFn) -> MetricFn:
-        if name in METRICS and not override:
-            raise ValueError(f"alignment metric {name!r} is already registered (pass override=True to replace it)")
-        METRICS[name] = f
-        return f
-    return deco(fn) if fn is not None else deco
+METRICS: Registry[MetricFn] = Registry("alignment metric")
+register_metric = METRICS.register  # register_metric(name, fn) or @register_metric(name)
 
 
 def get_metric(name: str) -> MetricFn:
-    try:
-        return METRICS[name]
-    except KeyError:
-        raise ValueError(f"unknown alignment metric {name!r}; valid: {', '.join(METRICS)}") from None
+    return METRICS[name]
 
 
 def _normalised(a):
@@ -45,7 +35,7 @@ def _normalised(a):
 
 @register_metric("neuron")
 def neuron(a_dense, a_sparse):
-    """NeuroAL's neuron alignment: ‖aᴰ/Σaᴰ − aˢ/Σaˢ‖₂ / len(aᴰ) (SPEC §5)."""
+    """NeuroAL's neuron alignment: ‖aᴰ/Σaᴰ − aˢ/Σaˢ‖₂ / len(aᴰ) (docs/algorithm.md §5)."""
     return jnp.linalg.norm(_normalised(a_dense) - _normalised(a_sparse)) / a_dense.size
 
 

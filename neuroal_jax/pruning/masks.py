@@ -1,4 +1,4 @@
-"""Exact pruning masks (SPEC section 3): row, per-row vector, layer and N:M granularity.
+"""Exact pruning masks (docs/algorithm.md §3): row (one sparsity or per-row counts), layer and N:M granularity.
 
 Convention: masks are boolean with ``True`` = weight KEPT. Scores have PyTorch layout
 ``(out, in)``; a row is an output neuron. Leading batch axes (lambda candidates, layers)
@@ -36,8 +36,6 @@ __all__ = [
     "keep_from_row_sparsity",
     "prune_layer",
     "prune_nm",
-    "prune_rows",
-    "prune_rows_vector",
     "resolve_impl",
     "topk_keep_mask",
     "topk_mask",
@@ -220,21 +218,6 @@ def topk_mask(
 
 
 # ------------------------------------------------------------------------ granularities
-def prune_rows(scores: jax.Array, sparsity: float, impl: str | None = None) -> jax.Array:
-    """Row granularity: prune the ``int(C * sparsity)`` lowest scores of every row.
-
-    Ties as a stable ascending sort (the earlier column is pruned first), i.e. the kept
-    set is the top ``C - k`` with ``ties="high"``. ``scores``: ``[..., R, C]``.
-    """
-    s = _check_sparsity(sparsity)
-    scores = jnp.asarray(scores)
-    _check_scores(scores)
-    n_cols = scores.shape[-1]
-    n_prune = int(n_cols * s)  # Python float64 arithmetic, truncation (as the reference)
-    keep = np.full(scores.shape[-2:-1], n_cols - n_prune, np.int32)
-    return topk_mask(scores, keep, ties="high", impl=impl)
-
-
 def keep_from_row_sparsity(row_sparsity: Any, n_cols: int) -> np.ndarray:
     """Per-row keep counts ``int((1 - s_r) * C)`` in NumPy float64 (as the reference)."""
     s = np.asarray(row_sparsity, dtype=np.float64)
@@ -246,38 +229,6 @@ def keep_from_row_sparsity(row_sparsity: Any, n_cols: int) -> np.ndarray:
         raise ValueError(f"row_sparsity must be in [0, 1), got row_sparsity{list(idx)} = "
                          f"{float(s[idx])!r}")
     return ((1.0 - s) * n_cols).astype(np.int64).astype(np.int32)  # trunc == int()
-
-
-def prune_rows_vector(
-    scores: jax.Array, row_sparsity: Any, impl: str | None = None
-) -> jax.Array:
-    """Per-row sparsity (NeuroAL row step): row r keeps its ``int((1 - s_r) * C)`` highest.
-
-    Ties as a stable descending sort (the earlier column is kept first, ``ties="low"``).
-    ``row_sparsity``: ``[..., R]`` float64 (NumPy, host); its leading axes broadcast with
-    those of ``scores`` (e.g. ``[15, R]`` lambda candidates against one ``[R, C]``).
-    Counts are computed on the host in float64 for exact agreement with the reference.
-    A traced ``row_sparsity`` (under jit/vmap) is accepted only as float64 (x64 enabled):
-    float32 counts differ from the reference on common values (``(1 - 0.3f) * 10`` is
-    6.9999995 -> 6, not 7). Otherwise compute the counts yourself and call
-    :func:`topk_mask` with ``ties="low"``.
-    """
-    scores = jnp.asarray(scores)
-    _check_scores(scores)
-    n_cols = scores.shape[-1]
-    if _is_concrete(row_sparsity):
-        keep = keep_from_row_sparsity(row_sparsity, n_cols)
-    elif row_sparsity.dtype == jnp.float64:
-        s = jnp.clip(row_sparsity, 0.0, 1.0)
-        keep = jnp.floor((1.0 - s) * n_cols).astype(jnp.int32)
-    else:
-        raise TypeError(
-            f"traced row_sparsity must be float64 for exact keep counts, got "
-            f"{row_sparsity.dtype}; pass a concrete NumPy float64 array, enable x64, or "
-            "compute keep = int((1 - s_r) * C) on the host and call topk_mask(..., "
-            "ties='low')"
-        )
-    return topk_mask(scores, keep, ties="low", impl=impl)
 
 
 def prune_layer(scores: jax.Array, sparsity: float) -> jax.Array:

@@ -1,4 +1,4 @@
-"""SparseGPT (OBS one-shot pruning with weight reconstruction) in JAX, SPEC section 2.
+"""SparseGPT (OBS one-shot pruning with weight reconstruction) in JAX (docs/algorithm.md §2).
 
 Semantics follow the reference SparseGPT ``fasterprune`` (IST-DASLab/sparsegpt, as vendored by
 Wanda and NeuroAL), all in float32:
@@ -27,8 +27,6 @@ Public API
   several sparsities can share one compilation); also returns the damping used and a success flag.
 - :func:`inverse_hessian_factor` — dead-column fix, damping with retries, upper Cholesky of H⁻¹.
 - :func:`block_threshold_ranks` — the reference's ``int(numel * sparsity)`` per block (float64).
-- :func:`sparsegpt_saliency` — ``W² / diag(Hinv)²`` for the whole layer (the OBS saliency the
-  reference's DSnoT uses as its SparseGPT initial metric).
 """
 from __future__ import annotations
 
@@ -45,7 +43,6 @@ __all__ = [
     "inverse_hessian_factor",
     "sparsegpt_core",
     "sparsegpt_prune",
-    "sparsegpt_saliency",
 ]
 
 F32 = jnp.float32
@@ -143,14 +140,6 @@ def inverse_hessian_factor(H: jax.Array, percdamp=0.01, max_tries: int = DEFAULT
 
     t, U, ok = lax.while_loop(cond, body, (jnp.int32(0), U0, ok0))
     return U, dead, factors[t], ok
-
-
-@functools.partial(jax.jit, static_argnames=("max_tries",))
-def sparsegpt_saliency(W: jax.Array, H: jax.Array, percdamp=0.01, max_tries: int = DEFAULT_MAX_TRIES) -> jax.Array:
-    """OBS saliency ``W² / diag(Hinv)²`` of the whole layer (dead columns zeroed) -> f32[out, in]."""
-    Hinv, dead, _, _ = inverse_hessian_factor(H, percdamp, max_tries)
-    W = jnp.where(dead[None, :], 0.0, jnp.asarray(W).astype(F32))
-    return W ** 2 / jnp.diagonal(Hinv)[None, :] ** 2
 
 
 # --------------------------------------------------------------------------- OBS sweep

@@ -1,4 +1,4 @@
-"""Zero-shot accuracy through lm-eval (SPEC §8), on a model exported as a Hugging Face folder.
+"""Zero-shot accuracy through lm-eval (docs/algorithm.md §8), on a model exported as a Hugging Face folder.
 
 The paper's tasks (`PAPER_TASKS`) download their data from the Hugging Face Hub. Offline, use the
 task shipped with this package, `pydoc_next_sentence` (built by scripts/make_pydoc_mc_task.py from
@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from converters.load import TOKENIZER_FILES, looks_like_path
 
 #: The paper's zero-shot suite (Hugging Face Hub datasets); the default.
 PAPER_TASKS = ("rte", "winogrande", "boolq", "hellaswag", "arc_easy", "arc_challenge", "openbookqa")
@@ -26,7 +27,6 @@ TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 #: Tasks that run without the Hub.
 OFFLINE_TASKS = ("pydoc_next_sentence",)
 INSTALL_HINT = "pip install 'neuroal-jax[eval]'"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 # ---------------------------------------------------------------- checks
@@ -54,12 +54,6 @@ def parse_tasks(tasks: str | Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _looks_like_path(model: str) -> bool:
-    """A string that cannot be a Hub id ("org/name" or "name")."""
-    return (model.startswith((".", "/", "~")) or model.count("/") > 1 or os.sep != "/" and os.sep in model
-            or model.endswith((".gguf", ".safetensors", ".json")))
-
-
 def check_model(model: str) -> bool:
     """Validate --model; True for a local Hugging Face folder, False for a Hub id."""
     path = Path(model).expanduser()
@@ -74,7 +68,7 @@ def check_model(model: str) -> bool:
             raise ValueError(f"{model} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); lm-eval needs one: "
                              "export from a model that has a tokenizer, or save one into the folder")
         return True
-    if _looks_like_path(model):
+    if looks_like_path(model):
         raise FileNotFoundError(f"model folder {model} does not exist")
     return False
 
@@ -228,7 +222,7 @@ def format_table(summary: dict[str, dict]) -> str:
 
 
 def cmd_eval_zeroshot(args) -> int:
-    from .io_utils import check_json_out, write_result_json
+    from ..outputs.files import check_json_out, write_result_json
     check_json_out(args.json)
     t0 = time.perf_counter()
     summary = run_zeroshot(args.model, tasks=args.tasks, tasks_dir=args.tasks_dir, batch_size=args.batch_size,
@@ -257,19 +251,3 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.set_defaults(func=cmd_eval_zeroshot)
     return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m neuroal_jax.zeroshot eval-zeroshot ...` (the same command as `neuroal-jax eval-zeroshot`)."""
-    parser = argparse.ArgumentParser(prog="python -m neuroal_jax.zeroshot")
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, ImportError, ConnectionError) as e:
-        print(f"neuroal-jax: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

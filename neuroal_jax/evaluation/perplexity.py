@@ -1,4 +1,4 @@
-"""Perplexity (SPEC §8): mean next-token NLL over non-overlapping windows, jitted and batched."""
+"""Perplexity (docs/algorithm.md §8): mean next-token NLL over non-overlapping windows, jitted and batched."""
 from __future__ import annotations
 
 import math
@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from .config import ModelConfig
-from .models import block_apply, block_contexts, embed, head_params, token_nll
+from ..config import ModelConfig
+from ..models import block_apply, block_contexts, embed, head_params, token_nll
 
 
 def perplexity(cfg: ModelConfig, params: dict, windows: np.ndarray, batch_size: int = 8,

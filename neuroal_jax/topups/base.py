@@ -1,10 +1,8 @@
-"""Sparsity allocation ("top-up") methods: one signature, one registry (SPEC §4).
+"""What every top-up is: a function `allocate(job: PruneJob) -> Allocation` with a typed options dataclass,
+registered once in `TOPUPS` (docs/algorithm.md §4).
 
-    allocation(job: PruneJob) -> Allocation
-
-An allocation decides how much each layer (or row) is pruned; the base method's scores decide
-which weights. `Allocation.refine` optionally rewrites each layer's mask after scoring (DSnoT).
-NeuroAL registers itself here too (see `neuroal_jax.search`).
+An allocation decides how much each layer (or row) is pruned; the base method's scores decide which
+weights. `Allocation.refine` optionally rewrites each layer's mask after scoring (DSnoT).
 """
 from __future__ import annotations
 
@@ -13,11 +11,10 @@ from typing import Callable
 
 import numpy as np
 
-from .config import ModelConfig
-from .options import NoOptions, Options, Target, in_range, option, positive
-from .pruning import (Distribution, Structure, block_distribution, dense_activation_norms,
-                      uniform_distribution)
-from .registry import Registry
+from ..config import ModelConfig
+from ..pruning.targets import Distribution, Structure
+from ..registry import Registry
+from .options import NoOptions, Options, Target
 
 
 @dataclass(frozen=True)
@@ -98,45 +95,3 @@ def minmax_densities(values: np.ndarray, lam: float, sparsity: float) -> np.ndar
     span = v.max() - v.min()
     d = (v - v.min()) * (1.0 / span * lam * 2) if span > 0 else np.zeros_like(v)
     return d - np.mean(d) + (1 - sparsity)
-
-
-@register_topup("uniform", nm=True)
-def uniform(job: PruneJob) -> Allocation:
-    return Allocation(uniform_distribution(job.cfg, job.sparsity))
-
-
-def outlier_ratio(scores: list[np.ndarray], m: float) -> float:
-    """Percent of pooled scores above m × their mean."""
-    flat = np.concatenate([np.asarray(s, np.float32).ravel() for s in scores])
-    return float(np.mean(flat > m * flat.mean(dtype=np.float32))) * 100
-
-
-@dataclass(frozen=True)
-class OWLOptions(Options):
-    owl_m: float = option(5.0, "OWL: outlier threshold M (a Wanda score above M × the mean of its block is an "
-                               "outlier)", check=positive, metavar="M")
-    owl_lambda: float = option(0.08, "OWL: λ, the half-range of the block densities around 1 - sparsity",
-                               check=in_range(0.0, 1.0), metavar="λ")
-
-
-@register_topup("owl", OWLOptions)
-def owl(job: PruneJob) -> Allocation:
-    """OWL: blocks with more outlier Wanda scores (on the dense model's stream) are pruned less."""
-    from .models import family_of
-    m, lam = job.options.owl_m, job.options.owl_lambda
-    norms = dense_activation_norms(job.cfg, job.params, job.windows, job.batch_size, job.progress)
-    ratios = []
-    for b, block in enumerate(job.params["blocks"]):
-        scores = [np.abs(np.asarray(block[n]["weight"], np.float32)) * norms[f"{b}.{n}"][None, :]
-                  for n in family_of(job.cfg).prunable]
-        ratios.append(outlier_ratio(scores, m))
-    block_sparsity = clip_sparsity(1 - minmax_densities(np.array(ratios), lam, job.sparsity))
-    info = {"owl_outlier_ratios": {str(b): r for b, r in enumerate(ratios)},
-            "owl_block_sparsity": {str(b): float(s) for b, s in enumerate(block_sparsity)},
-            "owl_m": m, "owl_lambda": lam}
-    if max(ratios) == min(ratios):
-        info["owl_note"] = (f"every block has the same outlier ratio ({ratios[0]:g} %) at M = {m:g}, "
-                            "so the allocation is uniform")
-    return Allocation(block_distribution(job.cfg, block_sparsity), info)
-
-from . import alphapruning, dsnot  # noqa: E402,F401  (register the "alphapruning" and "dsnot" top-ups)

@@ -1,0 +1,107 @@
+"""The one-shot pruning pass: sequential over blocks on the sparse stream (docs/algorithm.md §1–3).
+
+    dense block b on the stream → input-activation statistics of its layers → prune block b
+    → pruned block b on the same stream → input of block b+1
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..config import ModelConfig
+from ..models import block_apply, block_contexts, family_of
+from . import masks as M
+from .scores import LayerStats, get_score
+from .statistics import BlockStats, collect_block_stats, embed_batches
+from .targets import Distribution, Structure, check_method, keep_and_ties
+
+F32 = jnp.float32
+
+
+# ---------------------------------------------------------------- masks of one layer
+
+@partial(jax.jit, static_argnames=("method", "ties"))
+def _score_topk(W, act_norm, keep, method: str, ties: str):
+    scores = get_score(method)(W, LayerStats(act_norm=act_norm, hessian=None))
+    return M.topk_mask(scores, keep, ties=ties)
+
+
+def layer_mask(method: str, W, act_norm, target, structure: Structure):
+    """bool[out, in] (True = kept) for one layer with a score-based method."""
+    if structure.kind == "row":
+        keep, ties = keep_and_ties(target, W.shape)
+        return _score_topk(W, act_norm, jnp.asarray(keep), method=method, ties=ties)
+    if np.ndim(target) != 0:
+        raise ValueError(f"per-row sparsities need the row structure, not {structure}")
+    scores = get_score(method)(W, LayerStats(act_norm=jnp.asarray(act_norm), hessian=None))
+    if structure.kind == "layer":
+        return M.prune_layer(scores, float(target))
+    return M.prune_nm(scores, structure.n, structure.m)
+
+
+def prune_block(cfg: ModelConfig, b: int, p: dict, stats: BlockStats, dist: Distribution, method: str,
+                structure: Structure, refine: Callable | None = None) -> tuple[dict, dict]:
+    """Prune every prunable layer of block b; returns (new block params, {key: mask})."""
+    new, masks = dict(p), {}
+    for name in family_of(cfg).prunable:
+        key, W = f"{b}.{name}", p[name]["weight"]
+        target = dist[key]
+        if method == "sparsegpt":
+            from .sparsegpt import sparsegpt_prune
+            if np.ndim(target) != 0:
+                raise ValueError("sparsegpt takes one sparsity per layer (block step only), not per-row vectors")
+            W_new, mask = sparsegpt_prune(W.astype(F32), jnp.asarray(stats.hessian[name]), float(target),
+                                          structure.n, structure.m)
+            W_new = W_new.astype(W.dtype)
+        else:
+            mask = layer_mask(method, W, stats.act_norm[name], target, structure)
+            if refine is not None:
+                mask = refine(key, W, mask, stats, target)
+            W_new = jnp.where(mask, W, jnp.zeros((), W.dtype))
+        new[name] = {**p[name], "weight": W_new}
+        masks[key] = mask
+    return new, masks
+
+
+# ---------------------------------------------------------------- the sequential pass
+
+def prune_blocks(cfg: ModelConfig, params: dict, windows: np.ndarray, dist: Distribution, method: str,
+                 structure: Structure = Structure(), batch_size: int = 8, refine: Callable | None = None,
+                 progress: bool = True, restore: Callable[[int], tuple | None] | None = None):
+    """Yield (b, pruned block b params, {key: mask} of block b), block by block on the sparse stream.
+
+    Only block b's weights are touched at step b, so `params["blocks"]` may be a lazy sequence that
+    reads each block from disk. `restore(b)` returns the (params, masks) of a block pruned by an earlier,
+    interrupted run, or None; a restored block only advances the stream."""
+    check_method(method)
+    xs = embed_batches(cfg, params, windows, batch_size)
+    ctxs = block_contexts(cfg, np.shape(windows)[1])
+    for b in tqdm(range(cfg.num_layers), desc=f"pruning ({method})", disable=not progress, leave=False):
+        done = restore(b) if restore is not None else None
+        if done is None:
+            p = params["blocks"][b]
+            _, stats = collect_block_stats(cfg, p, xs, ctxs[b], hessian=(method == "sparsegpt"),
+                                           moments=bool(getattr(refine, "needs_input_moments", False)),
+                                           outputs=False)
+            done = prune_block(cfg, b, p, stats, dist, method, structure, refine)
+        p_new, m = done
+        xs = [block_apply(cfg, p_new, x, ctxs[b])[0] for x in xs]
+        yield b, p_new, m
+
+
+def sequential_prune(cfg: ModelConfig, params: dict, windows: np.ndarray, dist: Distribution, method: str,
+                     structure: Structure = Structure(), batch_size: int = 8, refine: Callable | None = None,
+                     progress: bool = True) -> tuple[dict, dict]:
+    """Prune the whole model block by block on the sparse stream. Returns (pruned params, masks)."""
+    blocks, masks = [], {}
+    for _, p_new, m in prune_blocks(cfg, params, windows, dist, method, structure, batch_size, refine, progress):
+        blocks.append(p_new)
+        masks.update(m)
+    return {**params, "blocks": blocks}, masks
+
+

@@ -1,0 +1,110 @@
+"""What to prune and what was pruned: sparsity targets, mask structure, achieved sparsity.
+
+A `Distribution` is {"<block>.<module name>": s} with s a float (one sparsity for the layer) or a float64
+vector [out] (one sparsity per row, NeuroAL's row step). Keep counts follow the reference's float64 rules
+(docs/algorithm.md §3): a scalar s prunes int(in · s) weights of every row; a row vector keeps
+int((1 - s_r) · in) of row r.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import ModelConfig
+from ..models import family_of
+from . import masks as M
+from .scores import SCORES
+
+Distribution = dict  # {"<block>.<module>": float | np.ndarray[out]}
+
+
+def methods() -> tuple[str, ...]:
+    """The base methods: every registered score, and sparsegpt (which also updates the kept weights)."""
+    return (*SCORES.names(), "sparsegpt")
+
+
+@dataclass(frozen=True)
+class Structure:
+    """Mask granularity: "row" (default), "layer", or N:M ("2:4" prunes 2 of every 4)."""
+    kind: str = "row"
+    n: int = 0
+    m: int = 0
+
+    @classmethod
+    def parse(cls, spec: str | None) -> "Structure":
+        if spec in (None, "", "row", "unstructured"):
+            return cls()
+        if spec == "layer":
+            return cls("layer")
+        try:
+            n, m = (int(v) for v in spec.split(":"))
+        except ValueError:
+            raise ValueError(f"unknown structure {spec!r}; valid: row, layer, N:M (e.g. 2:4, 4:8)") from None
+        if not 0 < n < m:
+            raise ValueError(f"N:M structure needs 0 < N < M, got {spec!r}")
+        return cls("nm", n, m)
+
+    def __str__(self) -> str:
+        return f"{self.n}:{self.m}" if self.kind == "nm" else self.kind
+
+
+def check_sparsity(s: float) -> float:
+    if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)) or not 0.0 <= float(s) < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {s!r}")
+    return float(s)
+
+
+def check_method(method: str) -> str:
+    if method not in methods():
+        raise ValueError(f"unknown pruning method {method!r}; valid: {', '.join(methods())}")
+    return method
+
+
+def layer_keys(cfg: ModelConfig) -> list[str]:
+    """All prunable layers, in order: "<block>.<module name>"."""
+    return [f"{b}.{name}" for b in range(cfg.num_layers) for name in family_of(cfg).prunable]
+
+
+def uniform_distribution(cfg: ModelConfig, sparsity: float) -> Distribution:
+    return {k: float(sparsity) for k in layer_keys(cfg)}
+
+
+def block_distribution(cfg: ModelConfig, block_sparsity) -> Distribution:
+    """Every layer of block b gets block_sparsity[b]."""
+    return {f"{b}.{n}": float(block_sparsity[b]) for b in range(cfg.num_layers) for n in family_of(cfg).prunable}
+
+
+def keep_and_ties(target, shape) -> tuple[np.ndarray, str]:
+    """Per-row keep counts and tie rule of a sparsity target (docs/algorithm.md §3, float64 on host)."""
+    out, inp = shape
+    if np.ndim(target) == 0:
+        return np.full(out, inp - int(inp * float(target)), np.int32), "high"
+    vec = np.asarray(target, np.float64)
+    if vec.shape != (out,):
+        raise ValueError(f"per-row sparsity has shape {vec.shape}, expected ({out},)")
+    return M.keep_from_row_sparsity(vec, inp), "low"
+
+
+
+# ---------------------------------------------------------------- achieved sparsity
+
+def layer_sparsities(masks: dict) -> tuple[dict, dict]:
+    """({key: fraction pruned}, {key: number of weights}) of some layers' masks."""
+    return ({k: 1.0 - float(np.mean(np.asarray(m))) for k, m in masks.items()},
+            {k: int(np.size(m)) for k, m in masks.items()})
+
+
+def summarize_sparsity(cfg: ModelConfig, layer: dict, sizes: dict) -> dict:
+    """Achieved sparsity: overall (over prunable layers), per layer and per block."""
+    blocks = {}
+    for b in range(cfg.num_layers):
+        ks = [k for k in layer if k.split(".", 1)[0] == str(b)]
+        total = sum(sizes[k] for k in ks)
+        blocks[str(b)] = sum(layer[k] * sizes[k] for k in ks) / total if total else 0.0
+    overall = sum(layer[k] * sizes[k] for k in layer) / max(1, sum(sizes.values()))
+    return {"sparsity": overall, "layer_sparsity": layer, "block_sparsity": blocks}
+
+
+def sparsity_summary(cfg: ModelConfig, masks: dict) -> dict:
+    return summarize_sparsity(cfg, *layer_sparsities(masks))

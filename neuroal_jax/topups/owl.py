@@ -1,0 +1,51 @@
+"""OWL (Yin et al., ICML 2024): blocks with more outlier Wanda scores are pruned less (docs/algorithm.md §4).
+
+The outlier ratio of block l is the percentage of its Wanda scores |W_ij|·a_j (on the dense model's own
+stream) above M times their mean; block densities are the min–max-scaled ratios spread over ±λ around
+1 - sparsity. Equal ratios (e.g. a very large M) give a uniform allocation, and the report says so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..models import family_of
+from ..pruning.statistics import dense_activation_norms
+from ..pruning.targets import block_distribution
+from .base import Allocation, PruneJob, clip_sparsity, minmax_densities, register_topup
+from .options import Options, in_range, option, positive
+
+
+def outlier_ratio(scores: list[np.ndarray], m: float) -> float:
+    """Percent of pooled scores above m × their mean."""
+    flat = np.concatenate([np.asarray(s, np.float32).ravel() for s in scores])
+    return float(np.mean(flat > m * flat.mean(dtype=np.float32))) * 100
+
+
+@dataclass(frozen=True)
+class OWLOptions(Options):
+    owl_m: float = option(5.0, "OWL: outlier threshold M (a Wanda score above M × the mean of its block is an "
+                               "outlier)", check=positive, metavar="M")
+    owl_lambda: float = option(0.08, "OWL: λ, the half-range of the block densities around 1 - sparsity",
+                               check=in_range(0.0, 1.0), metavar="λ")
+
+
+@register_topup("owl", OWLOptions)
+def owl(job: PruneJob) -> Allocation:
+    """OWL: blocks with more outlier Wanda scores (on the dense model's stream) are pruned less."""
+    m, lam = job.options.owl_m, job.options.owl_lambda
+    norms = dense_activation_norms(job.cfg, job.params, job.windows, job.batch_size, job.progress)
+    ratios = []
+    for b, block in enumerate(job.params["blocks"]):
+        scores = [np.abs(np.asarray(block[n]["weight"], np.float32)) * norms[f"{b}.{n}"][None, :]
+                  for n in family_of(job.cfg).prunable]
+        ratios.append(outlier_ratio(scores, m))
+    block_sparsity = clip_sparsity(1 - minmax_densities(np.array(ratios), lam, job.sparsity))
+    info = {"owl_outlier_ratios": {str(b): r for b, r in enumerate(ratios)},
+            "owl_block_sparsity": {str(b): float(s) for b, s in enumerate(block_sparsity)},
+            "owl_m": m, "owl_lambda": lam}
+    if max(ratios) == min(ratios):
+        info["owl_note"] = (f"every block has the same outlier ratio ({ratios[0]:g} %) at M = {m:g}, "
+                            "so the allocation is uniform")
+    return Allocation(block_distribution(job.cfg, block_sparsity), info)

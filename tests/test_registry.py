@@ -1,0 +1,36 @@
+"""One registry helper behind every pluggable family: the same errors for unknown and duplicate names."""
+import pytest
+
+from neuroal_jax.models import FAMILIES
+from neuroal_jax.outputs.plots import PLOTS
+from neuroal_jax.pruning import SCORES
+from neuroal_jax.registry import Registry
+from neuroal_jax.topups import TOPUPS
+from neuroal_jax.topups.neuroal import METRICS
+
+ALL = {"model family": (FAMILIES, "llama"), "score": (SCORES, "wanda"), "top-up": (TOPUPS, "neuroal"),
+       "alignment metric": (METRICS, "neuron"), "plot": (PLOTS, "block_sparsity")}
+
+
+@pytest.mark.parametrize("kind", list(ALL))
+def test_every_registry_behaves_the_same(kind):
+    registry, known = ALL[kind]
+    assert isinstance(registry, Registry) and registry.kind == kind and known in registry
+    with pytest.raises(ValueError, match=f"unknown {kind} 'nope'; valid: .*{known}"):
+        registry["nope"]
+    with pytest.raises(ValueError, match=f"{kind} '{known}' is already registered"):
+        registry.register(known, registry[known])
+    assert registry.register(known, registry[known], override=True) is registry[known]
+
+
+def test_decorator_and_order():
+    r = Registry("thing")
+
+    @r.register("b")
+    def b():
+        return 2
+
+    r.register("a", lambda: 1)
+    assert list(r) == ["b", "a"] and r.names() == ("b", "a") and len(r) == 2 and r["b"] is b
+    with pytest.raises(ValueError, match="non-empty string"):
+        r.register("", b)
