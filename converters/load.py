@@ -39,7 +39,7 @@ def looks_like_path(spec: str) -> bool:
             or spec.lower().endswith((".gguf", ".safetensors", ".json")))
 
 
-def _unknown(spec: str, why: str) -> str:
+def _unknown(why: str) -> str:
     return (f"{why}; a model spec is a built-in name ({', '.join(builtin_names())}), a .gguf file, "
             f"a local Hugging Face folder or a Hub id (org/name)")
 
@@ -52,14 +52,14 @@ def resolve_spec(spec: str | os.PathLike) -> tuple[str, Path | str]:
     path = Path(spec).expanduser()
     if path.is_file():
         if path.suffix.lower() != ".gguf":
-            raise ValueError(_unknown(spec, f"{spec} is a file but not a .gguf file"))
+            raise ValueError(_unknown(f"{spec} is a file but not a .gguf file"))
         return "gguf", path
     if path.is_dir():
         return "hf-folder", path
     if looks_like_path(spec):
-        raise FileNotFoundError(_unknown(spec, f"no such file or folder: {spec}"))
+        raise FileNotFoundError(_unknown(f"no such file or folder: {spec}"))
     if spec.count("/") != 1:
-        raise ValueError(_unknown(spec, f"unknown model {spec!r}"))
+        raise ValueError(_unknown(f"unknown model {spec!r}"))
     return "hub", spec
 
 

@@ -114,6 +114,18 @@ def model_path(model) -> str | None:
     return os.fspath(source) if isinstance(source, (str, os.PathLike)) and Path(source).exists() else None
 
 
+def interrupted_run(out: Path, resuming: bool, force: bool) -> Path | None:
+    """The folder of an interrupted --stream run of `out` that this run discards (with `force`), or None;
+    an error when one is there and the run neither resumes it nor may discard it."""
+    part = sibling(out, "partial")
+    if not part.exists() or resuming:
+        return None
+    if not force:
+        raise FileExistsError(f"an interrupted --stream run of {out} is at {part}; pass --stream --resume to "
+                              "continue it, or --force to discard it")
+    return part
+
+
 def data_paths(flag: str, specs: Sequence[DatasetSpec]) -> list[tuple[str, str]]:
     return [(flag, s.path) for s in specs if s.path]
 
@@ -171,9 +183,8 @@ def check_request(model, *, method, sparsity, top_up, structure, calib, nsamples
     inputs = [("--model", p) for p in [model_path(model)] if p]
     inputs += data_paths("--calib", [calib_spec]) + data_paths("--eval", eval_specs)
     out = check_out(out, force, inputs)
-    if out is not None and not (stream and resume) and sibling(out, "partial").exists() and not force:
-        raise FileExistsError(f"an interrupted --stream run of {out} is at {sibling(out, 'partial')}; pass --stream "
-                              "--resume to continue it, or --force to discard it")
+    if out is not None:
+        interrupted_run(out, stream and resume, force)
     return PruneRequest(method, sparsity, topup, resolved, st, calib_spec, nsamples, seqlen, seed, tuple(specs),
                         eval_nsamples, batch_size, dtype, stream, resume, force, out, progress)
 
@@ -288,12 +299,10 @@ def run_destination(req: PruneRequest):
         yield InMemoryRun(req, None)
         return
     with output_lock(req.out):
+        stale = interrupted_run(req.out, req.stream and req.resume, req.force)  # again, now that we hold the lock
+        if stale is not None:
+            remove_ours(stale)
         part = sibling(req.out, "partial")
-        if part.exists() and not (req.stream and req.resume):
-            if not req.force:
-                raise FileExistsError(f"an interrupted --stream run of {req.out} is at {part}; pass --stream "
-                                      "--resume to continue it, or --force to discard it")
-            remove_ours(part)
         if req.stream:
             from .outputs.streaming import StreamedRun
             yield StreamedRun(req, part)
