@@ -51,7 +51,10 @@ def block_schedule(num_blocks: int, sparsity: float, lam: float) -> np.ndarray:
 
 
 def row_schedule(delta: np.ndarray, layer_sparsity: float, lam: float) -> np.ndarray:
-    """Rows whose consumer lost more activation (larger δ) are pruned less; mean density 1 - s."""
+    """Rows whose consumer lost more activation (larger δ) are pruned less; mean density 1 - s.
+    The same min–max scaling as `minmax_densities`, but in the reference's row-step arithmetic (it divides by
+    the span where its OWL and block-step code multiply by the reciprocal): per-row keep counts truncate, so the
+    last float64 bit matters."""
     g = np.asarray(delta, np.float32).astype(np.float64)
     g = (g - g.min()) / (g.max() - g.min()) * lam * 2
     g -= np.mean(g) - (1 - layer_sparsity)
