@@ -126,6 +126,12 @@ def interrupted_run(out: Path, resuming: bool, force: bool) -> Path | None:
     return part
 
 
+def model_inputs(model) -> list[tuple[str, str]]:
+    """[("--model", path)] for a model read from a local file or folder, else []: what an output must not hold."""
+    path = model_path(model)
+    return [("--model", path)] if path else []
+
+
 def data_paths(flag: str, specs: Sequence[DatasetSpec]) -> list[tuple[str, str]]:
     return [(flag, s.path) for s in specs if s.path]
 
@@ -180,8 +186,7 @@ def check_request(model, *, method, sparsity, top_up, structure, calib, nsamples
     stream = stream or resume
     if stream and out is None:
         raise ValueError("stream=True (--stream, --resume) writes the model block by block and needs an output folder")
-    inputs = [("--model", p) for p in [model_path(model)] if p]
-    inputs += data_paths("--calib", [calib_spec]) + data_paths("--eval", eval_specs)
+    inputs = model_inputs(model) + data_paths("--calib", [calib_spec]) + data_paths("--eval", eval_specs)
     out = check_out(out, force, inputs)
     if out is not None:
         interrupted_run(out, stream and resume, force)
@@ -351,8 +356,9 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
             name, cfg, params, tokenizer, source = resolve_model(model, req.dtype, req.stream)
         check_model_fits(cfg, req.structure, req.seqlen)
         windows, test_sets = load_data(req, tokenizer, cfg.vocab_size, timer)
+        settings = {"model_source": source, "family": cfg.family, **req.settings()}
         record = {"model": name, "method": req.method, "top_up": req.topup.name, "sparsity": req.sparsity,
-                  "model_source": source, "family": cfg.family, **req.settings()}
+                  **settings}
         job = PruneJob(cfg, params, windows, req.sparsity, req.method, req.structure, req.options, req.batch_size,
                        req.progress)
         with timer("allocation"):
@@ -374,7 +380,7 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
             timings["total"] = round(sum(timings.values()), 3)
             return build_report(model=name, method=req.method, top_up=req.topup.name, target_sparsity=req.sparsity,
                                 summary=summary, timings=timings, perplexity=ppl,
-                                settings={"model_source": source, "family": cfg.family, **req.settings()},
+                                settings=settings,
                                 dist=allocation.dist, info=allocation.info, notes=notes)
 
         report, pruned = run.finish(cfg, pruned, tokenizer, masks, allocation.dist, make_report)

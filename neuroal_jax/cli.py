@@ -137,9 +137,9 @@ def cmd_eval_ppl(args) -> int:
 def cmd_export(args) -> int:
     from converters import export_hf, load_model
 
-    from .api import model_path
+    from .api import model_inputs
     from .outputs.files import check_out
-    check_out(args.out, args.force, [("--model", p) for p in [model_path(args.model)] if p])
+    check_out(args.out, args.force, model_inputs(args.model))
     model = load_model(args.model)
     out = export_hf(model.config, model.params, args.out, tokenizer=model.tokenizer, force=args.force)
     print(f"wrote {out} (Hugging Face {model.config.family} checkpoint, float32 safetensors)")
@@ -265,13 +265,15 @@ def one_line(e: BaseException) -> str:
     return " ".join(str(msg).split()) or type(e).__name__
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    """Our own warnings as one line in the CLI's format; others as Python shows them."""
-    from .api import SparsityWarning
-    if issubclass(category, SparsityWarning):
-        print(f"neuroal-jax: warning: {message}", file=sys.stderr)
-    else:
-        warnings._showwarnmsg_impl(warnings.WarningMessage(message, category, filename, lineno, file, line))
+def _one_line_warnings(show):
+    """A `warnings.showwarning` that prints our own warnings as one line in the CLI's format, others with `show`."""
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        from .api import SparsityWarning
+        if issubclass(category, SparsityWarning):
+            print(f"neuroal-jax: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return showwarning
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         reexec_with_hugepages(["-m", "neuroal_jax.cli", *sys.argv[1:]])
     args = build_parser().parse_args(argv)
     with handle_termination(), warnings.catch_warnings():
-        warnings.showwarning = _show_warning
+        warnings.showwarning = _one_line_warnings(warnings.showwarning)
         try:
             return args.func(args)
         except EXPECTED_ERRORS as e:

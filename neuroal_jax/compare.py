@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .api import check_request, check_topup, model_path, prune, resolve_model
+from .api import check_request, check_topup, model_inputs, prune, resolve_model
 from .outputs.files import check_out, output_folder, write_json
 
 
@@ -52,7 +52,7 @@ def compare(model, *, method: str = "wanda", sparsity: float = 0.7, top_ups=("un
     unused = set(options or {}) - {k for o in per_topup.values() for k in o}
     if unused:
         raise ValueError(f"option(s) {', '.join(sorted(unused))} belong to none of the top-ups {', '.join(top_ups)}")
-    out = check_out(out, force, [("--model", p) for p in [model_path(model)] if p])
+    out = check_out(out, force, model_inputs(model))
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     name, cfg, params, tokenizer, _ = resolve_model(loaded)

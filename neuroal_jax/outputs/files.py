@@ -179,14 +179,20 @@ def check_out(out: str | os.PathLike | None, force: bool, inputs: Iterable[tuple
             raise OutputError(f"{flag} {out} holds an input of this run ({name} {path}); choose another {flag}")
     if out.is_symlink():
         raise OutputError(f"{flag} {out} is a symbolic link; give a folder path")
-    if out.exists():
-        if not out.is_dir():
-            raise OutputError(f"{flag} {out} exists and is not a folder")
-        if not force:
-            raise FileExistsError(f"output folder {out} already exists; pass --force (force=True) to replace it")
-        check_replaceable(out, flag)
+    check_existing(out, force, flag)
     _probe_writable(out_abs, flag, out)
     return out
+
+
+def check_existing(out: Path, force: bool, flag: str = "--out") -> None:
+    """An existing `out` must be a folder, `force` must be given, and it must be ours to replace."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputError(f"{flag} {out} exists and is not a folder")
+    if not force:
+        raise FileExistsError(f"output folder {out} already exists; pass --force (force=True) to replace it")
+    check_replaceable(out, flag)
 
 
 def write_result_json(path: str | os.PathLike, result: dict) -> Path:
@@ -249,20 +255,13 @@ def output_lock(out: Path):
         os.close(fd)
 
 
-def clean_stale(out: Path) -> list[Path]:
+def clean_stale(out: Path) -> None:
     """Remove the temporary folders that interrupted runs of ours left next to `out` (call with the lock held)."""
-    removed = []
-    for p in Path(out).parent.glob(f".{glob_escape(Path(out).name)}.*"):
-        if not p.is_dir() or p.is_symlink() or not p.name.startswith((f".{out.name}.tmp-", f".{out.name}.old-")):
-            continue
-        if read_marker(p) is not None or not any(p.iterdir()):
+    prefixes = (sibling(out, "tmp-").name, sibling(out, "old-").name)
+    for p in out.parent.iterdir():
+        if p.name.startswith(prefixes) and p.is_dir() and not p.is_symlink() and (
+                read_marker(p) is not None or not any(p.iterdir())):
             shutil.rmtree(p, ignore_errors=True)
-            removed.append(p)
-    return removed
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 # ---------------------------------------------------------------- folders
@@ -299,17 +298,12 @@ def remove_ours(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def output_folder(out: str | os.PathLike, force: bool = False, kind: str = "output", locked: bool = True):
+def output_folder(out: str | os.PathLike, force: bool = False, kind: str = "output"):
     """Yield a new temporary folder that becomes `out` only if the block succeeds (see the module rules).
-
-    An existing `out` is an error unless `force`, and even then must be an output of ours. `locked=False`
-    when the caller already holds `output_lock(out)`."""
+    An existing `out` is an error unless `force`, and even then must be an output of ours."""
     out = Path(out)
-    if out.exists() and not force:
-        raise FileExistsError(f"output folder {out} already exists; pass --force (force=True) to replace it")
-    if out.exists():
-        check_replaceable(out)
-    with output_lock(out) if locked else contextlib.nullcontext():
+    check_existing(out, force)
+    with output_lock(out):
         tmp = temp_sibling(out, kind)
         try:
             yield tmp

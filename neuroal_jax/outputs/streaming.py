@@ -68,14 +68,12 @@ def open_run(part: Path, record: dict, resume: bool) -> bool:
         except (OSError, json.JSONDecodeError):
             raise ValueError(f"{part} is not a resumable run (no readable {RUN_FILE}); "
                              "pass --force without --resume to start over") from None
-        problems = []
-        for what, label in (("settings", "settings"), ("inputs", "inputs")):
+        def changed(what):
             now, then = record.get(what) or {}, saved.get(what) or {}
-            changed = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
-            if what == "settings":
-                problems += [f"{k}: {then.get(k)!r} then, {now.get(k)!r} now" for k in changed]
-            else:
-                problems += [f"the {k} changed" for k in changed]
+            return [(k, then.get(k), now.get(k)) for k in sorted(now.keys() | then.keys()) if now.get(k) != then.get(k)]
+
+        problems = [f"{k}: {then!r} then, {now!r} now" for k, then, now in changed("settings")]
+        problems += [f"the {k} changed" for k, _, _ in changed("inputs")]
         if problems:
             raise ValueError(f"--resume: the interrupted run at {part} was made with other settings or inputs ("
                              + "; ".join(problems) + "); rerun with the same settings and inputs, or pass --force "
@@ -99,11 +97,10 @@ class StreamedRun:
     renamed to `out` when complete. Same interface as `api.InMemoryRun`."""
 
     def __init__(self, req, part: Path):
-        self.req, self.part, self.resumed = req, part, False
+        self.req, self.part = req, part
 
     def saved_allocation(self, record: dict):
-        self.resumed = open_run(self.part, record, self.req.resume)
-        return load_allocation(self.part) if self.resumed else None
+        return load_allocation(self.part) if open_run(self.part, record, self.req.resume) else None
 
     def keep_allocation(self, allocation) -> None:
         if allocation.refine is None:  # a refining top-up (DSnoT) is rebuilt on resume

@@ -74,13 +74,12 @@ class Target:
     nsamples: int
 
 
-def _base_type(annotation) -> tuple[Any, bool]:
-    """(the type, whether None is allowed) of `X` or `X | None`."""
+def _base_type(annotation):
+    """X of an annotation `X` or `X | None`."""
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        return rest[0], True
-    return annotation, False
+        return next(a for a in args if a is not type(None))
+    return annotation
 
 
 def _coerce(kind, value):
@@ -142,7 +141,7 @@ class Options:
         for f in cls.option_fields():
             if given.get(f.name) is None:
                 continue
-            kind, _ = _base_type(hints[f.name])
+            kind = _base_type(hints[f.name])
             value = given[f.name]
             try:
                 value = _coerce(kind, value)
@@ -189,7 +188,7 @@ class Options:
     def add_flags(cls, group) -> None:
         hints = cls._types()
         for f in cls.option_fields():
-            kind, _ = _base_type(hints[f.name])
+            kind = _base_type(hints[f.name])
             arg_type = (lambda s: s) if typing.get_origin(kind) is tuple else kind
             default = f.default if f.default is not dataclasses.MISSING else None
             shown = ",".join(f"{v:g}" for v in default) if isinstance(default, tuple) else default
