@@ -62,7 +62,7 @@ def positive_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
-def _eval_specs(specs) -> list[str]:
+def spec_list(specs) -> list[str]:
     if specs is None:
         return []
     if isinstance(specs, str):
@@ -180,7 +180,7 @@ def check_request(model, *, method, sparsity, top_up, structure, calib, nsamples
     if options is not None and not isinstance(options, (dict, Options)):
         raise ValueError(f"options must be a dict, got {type(options).__name__}")
     resolved = topup.resolve(options, Target(method, sparsity, st, nsamples))
-    calib_spec, specs = parse_spec(calib), _eval_specs(eval)
+    calib_spec, specs = parse_spec(calib), spec_list(eval)
     eval_specs = [parse_spec(s) for s in specs]
     check_dtype(dtype)
     stream = stream or resume

@@ -1,6 +1,6 @@
 """The `neuroal-jax` command line: a thin layer over `neuroal_jax.api` and friends.
 
-Commands: prune, eval-ppl, eval-zeroshot, export, compare.
+Commands: prune, eval-ppl, eval-zeroshot, export, compare, sweep.
 
 Every top-up's flags come from its options dataclass (`neuroal_jax.topups.options`): the flag, type, default,
 help and checks are written there once. `--option KEY=VALUE` passes any option of the chosen top-up
@@ -254,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     from .compare import add_cli as add_compare
     add_compare(sub)
+    from .sweeps.cli import add_cli as add_sweep
+    add_sweep(sub)
     return parser
 
 

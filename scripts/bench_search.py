@@ -41,9 +41,9 @@ def evaluate_one_by_one(cfg, params, windows, dists, method):
             p = params["blocks"][b]
             kt = {n: keep_and_ties(dist[f"{b}.{n}"], p[n]["weight"].shape) for n in fam.prunable}
             ties = next(iter(kt.values()))[1]
-            x, a_d, a_s, align = single(cfg, method, ties, "neuron", p, x, ctxs[b],
+            x, a_d, a_s, align = single(cfg, method, ties, ("neuron",), p, x, ctxs[b],
                                         {n: jnp.asarray(k) for n, (k, _) in kt.items()})
-            totals[i] += sum(float(align[n]) for n in fam.prunable)
+            totals[i] += sum(float(align["neuron"][n]) for n in fam.prunable)
             delta.update({f"{b}.{n}": np.asarray(a_d[n] - a_s[n]) for n in fam.prunable})
         deltas.append(delta)
     return totals, deltas

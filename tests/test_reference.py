@@ -120,7 +120,7 @@ def test_block_step_alignment_of_every_candidate(model, searches, method):
     meta, arrays = F.case(method, "neuroal_both")
     block = searches[(method, "both")].block
     assert list(block.lambdas) == meta["block_lambdas"]
-    per_layer = np.stack([block.per_layer[k] for k in layer_keys(cfg)], axis=1)
+    per_layer = np.stack([block.per_layer["neuron"][k] for k in layer_keys(cfg)], axis=1)
     win = F.calib_tokens()[:8]
     assert_alignments_match(cfg, params, win, block.dists, method, per_layer, arrays["block_per_layer"])
     if block.best_lambda == meta["best_lambda_block"]:  # δ of the chosen candidate feeds the row step
@@ -144,8 +144,8 @@ def test_row_step_alignment_of_every_candidate(model, method, step, delta_key):
     base = block_distribution(cfg, block_schedule(cfg.num_layers, 0.7, meta["best_lambda_block"] or 0.0))
     dists = [row_distribution(cfg, base, deltas, lam) for lam in ROW_LAMBDAS]
     win = F.calib_tokens()[:8]
-    totals, per_layer, _ = evaluate_candidates(cfg, params, win, dists, method, progress=False)
-    ours = np.stack([per_layer[k] for k in layer_keys(cfg)], axis=1)
+    _, per_layer, _ = evaluate_candidates(cfg, params, win, dists, method, progress=False)
+    ours = np.stack([per_layer["neuron"][k] for k in layer_keys(cfg)], axis=1)
     assert_alignments_match(cfg, params, win, dists, method, ours, arrays["row_per_layer"])
     if step == "row":  # the reference's final per-row distribution is the candidate it chose
         chosen = dists[ROW_LAMBDAS.index(meta["best_lambda_row"])]

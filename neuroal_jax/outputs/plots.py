@@ -151,6 +151,28 @@ def neuroal_alignment(report: dict):
     return fig
 
 
+@register_plot("row_sparsity")
+def row_sparsity(report: dict):
+    """Per-row targets (NeuroAL's row step): per layer, the min, quartiles and max of its rows' sparsities."""
+    spread = {k: v for k, v in (report.get("distribution") or {}).items() if isinstance(v, dict)}
+    return row_spread_figure(spread, _title(report, "row sparsity per layer")) if spread else None
+
+
+def row_spread_figure(spread: dict, title: str):
+    """Box per layer from {key: {"min", "q1", "median", "q3", "max"}}: whiskers min–max, box the quartiles."""
+    keys = list(spread)
+    stats = [{"med": v["median"], "q1": v["q1"], "q3": v["q3"], "whislo": v["min"], "whishi": v["max"],
+              "fliers": []} for v in spread.values()]
+    fig, ax = new_figure(min(18.0, max(7.0, 0.07 * len(keys) + 3)), 3.8)
+    ax.bxp(stats, positions=np.arange(len(keys)), widths=0.7, showfliers=False, manage_ticks=False,
+           boxprops={"linewidth": 0.6}, whiskerprops={"linewidth": 0.6}, medianprops={"color": "tab:orange"})
+    firsts = [i for i, k in enumerate(keys) if i == 0 or k.split(".", 1)[0] != keys[i - 1].split(".", 1)[0]]
+    step = max(1, len(firsts) // 16)
+    ax.set_xticks(firsts[::step], [keys[i].split(".", 1)[0] for i in firsts[::step]])
+    ax.set(xlabel="block (its layers left to right)", ylabel="row sparsity", title=title)
+    return fig
+
+
 # ---------------------------------------------------------------- writing
 
 def save_plots(report: dict, folder: str | os.PathLike, names: list[str] | None = None) -> list[Path]:

@@ -36,14 +36,17 @@ def _version(package: str) -> str | None:
 
 
 def distribution_summary(dist: dict) -> dict:
-    """Target sparsity per layer: a float, or {"mean", "min", "max"} of a per-row vector."""
+    """Target sparsity per layer: a float, or the spread of a per-row vector (after NeuroAL's row step; with
+    the row structure every row gets exactly its target): {"mean", "min", "q1", "median", "q3", "max"}."""
     out = {}
     for k, v in dist.items():
         if np.ndim(v) == 0:
             out[k] = float(v)
         else:
             a = np.asarray(v, np.float64)
-            out[k] = {"mean": float(a.mean()), "min": float(a.min()), "max": float(a.max())}
+            q1, med, q3 = np.percentile(a, [25, 50, 75])
+            out[k] = {"mean": float(a.mean()), "min": float(a.min()), "q1": float(q1), "median": float(med),
+                      "q3": float(q3), "max": float(a.max())}
     return out
 
 

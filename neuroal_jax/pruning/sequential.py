@@ -70,6 +70,20 @@ def prune_block(cfg: ModelConfig, b: int, p: dict, stats: BlockStats, dist: Dist
 
 # ---------------------------------------------------------------- the sequential pass
 
+def prune_on_stream(cfg: ModelConfig, b: int, p: dict, xs: list, ctx, dist: Distribution, method: str,
+                    structure: Structure = Structure(), refine: Callable | None = None) -> tuple[dict, dict]:
+    """Statistics of dense block b on the stream xs (batches [B, T, H]), then block b pruned with them:
+    (pruned block params, {key: mask})."""
+    _, stats = collect_block_stats(cfg, p, xs, ctx, hessian=(method == "sparsegpt"),
+                                   moments=bool(getattr(refine, "needs_input_moments", False)), outputs=False)
+    return prune_block(cfg, b, p, stats, dist, method, structure, refine)
+
+
+def advance(cfg: ModelConfig, p: dict, xs: list, ctx) -> list:
+    """The stream's batches through block p."""
+    return [block_apply(cfg, p, x, ctx)[0] for x in xs]
+
+
 def prune_blocks(cfg: ModelConfig, params: dict, windows: np.ndarray, dist: Distribution, method: str,
                  structure: Structure = Structure(), batch_size: int = 8, refine: Callable | None = None,
                  progress: bool = True, restore: Callable[[int], tuple | None] | None = None):
@@ -84,13 +98,9 @@ def prune_blocks(cfg: ModelConfig, params: dict, windows: np.ndarray, dist: Dist
     for b in tqdm(range(cfg.num_layers), desc=f"pruning ({method})", disable=not progress, leave=False):
         done = restore(b) if restore is not None else None
         if done is None:
-            p = params["blocks"][b]
-            _, stats = collect_block_stats(cfg, p, xs, ctxs[b], hessian=(method == "sparsegpt"),
-                                           moments=bool(getattr(refine, "needs_input_moments", False)),
-                                           outputs=False)
-            done = prune_block(cfg, b, p, stats, dist, method, structure, refine)
+            done = prune_on_stream(cfg, b, params["blocks"][b], xs, ctxs[b], dist, method, structure, refine)
         p_new, m = done
-        xs = [block_apply(cfg, p_new, x, ctxs[b])[0] for x in xs]
+        xs = advance(cfg, p_new, xs, ctxs[b])
         yield b, p_new, m
 
 

@@ -51,7 +51,7 @@ class TopUp:
         """The options this top-up runs with for `target` (from a dict or an options instance, defaults filled
         in); a ValueError if it cannot run with them."""
         if options is None or isinstance(options, dict):
-            options = self.options.from_dict(options, self.name)
+            options = self.options.from_dict(options, f"top-up {self.name!r}")
         if not isinstance(options, self.options):
             raise TypeError(f"top-up {self.name!r} takes {self.options.__name__}, got {type(options).__name__}")
         if target.structure.kind == "nm" and not self.nm:

@@ -11,7 +11,7 @@ the report's "options" entry are all generated from it.
     OWLOptions.add_flags(parser_group)      # --owl-m M  (default 5.0: ...)
 
 The key of an option is its field name; its flag is `--` + the name with dashes. Values are coerced
-by the field's annotation: float (finite), int, str, tuple[float, ...] (also "0.1,0.2"), and
+by the field's annotation: float (finite), int, str, tuple[float | int | str, ...] (also "0.1,0.2"), and
 `X | None`. `check` functions return an error text or None. `validate(target)` checks what needs the
 prune's settings (method, sparsity, structure, number of calibration windows).
 """
@@ -42,7 +42,10 @@ def positive(v) -> str | None:
 
 
 def at_least(low) -> Check:
-    return lambda v: None if v is None or v >= low else f"must be >= {low}"
+    def check(v):
+        values = v if isinstance(v, tuple) else (v,)
+        return None if all(x is None or x >= low for x in values) else f"must be >= {low}"
+    return check
 
 
 def in_range(low, high, *, high_open: bool = False) -> Check:
@@ -98,16 +101,23 @@ def _coerce(kind, value):
         if not isinstance(value, str):
             raise ValueError("expected a string")
         return value
-    if typing.get_origin(kind) is tuple:
+    if typing.get_origin(kind) is tuple:  # tuple[X, ...]: a list, one value, or a comma-separated string
+        item = typing.get_args(kind)[0]
+        what = {float: "numbers", int: "integers", str: "names"}[item]
         if isinstance(value, str):
-            value = [v for v in value.split(",") if v.strip()]
+            value = [v.strip() for v in value.split(",") if v.strip()]
             try:
-                value = [float(v) for v in value]
+                value = [v if item is str else item(v) for v in value]
             except ValueError:
-                raise ValueError("expected comma-separated numbers") from None
+                raise ValueError(f"expected comma-separated {what}") from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]  # one value for a list
         if not isinstance(value, (list, tuple)) or not value:
-            raise ValueError("expected a non-empty list of numbers")
-        return tuple(_coerce(float, v) for v in value)
+            raise ValueError(f"expected a non-empty list of {what}")
+        try:
+            return tuple(_coerce(item, v) for v in value)
+        except ValueError:
+            raise ValueError(f"expected a list of {what}") from None
     raise TypeError(f"unsupported option type {kind!r}")
 
 
@@ -127,13 +137,13 @@ class Options:
         return typing.get_type_hints(cls)
 
     @classmethod
-    def from_dict(cls, given: Mapping | None, topup: str = "") -> "Options":
+    def from_dict(cls, given: Mapping | None, whose: str = "") -> "Options":
         """Options from {key: value}: unknown keys and bad values are ValueErrors naming the key, its flag and
-        the valid choices; None means the default."""
+        the valid choices; None means the default. `whose`: what the options belong to, for the messages."""
         given = dict(given or {})
         names = [f.name for f in cls.option_fields()]
         unknown = [k for k in given if k not in names]
-        whose = f"top-up {topup!r}" if topup else cls.__name__
+        whose = whose or cls.__name__
         if unknown:
             valid = f"valid: {', '.join(names)}" if names else "it takes no options"
             raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for {whose}; {valid}")
@@ -191,7 +201,8 @@ class Options:
             kind = _base_type(hints[f.name])
             arg_type = (lambda s: s) if typing.get_origin(kind) is tuple else kind
             default = f.default if f.default is not dataclasses.MISSING else None
-            shown = ",".join(f"{v:g}" for v in default) if isinstance(default, tuple) else default
+            shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default) \
+                if isinstance(default, tuple) else default
             help_text = f.metadata["help"] + ("" if default is None else f" (default: {shown})")
             group.add_argument(flag_of(f.name), dest=f"option_{f.name}", type=arg_type, default=None,
                                metavar=f.metadata.get("metavar") or ("{" + ",".join(f.metadata["choices"]) + "}"

@@ -50,6 +50,11 @@ def block_schedule(num_blocks: int, sparsity: float, lam: float) -> np.ndarray:
     return clip_sparsity(1 - np.sort(d)[::-1])
 
 
+def block_candidates(cfg: ModelConfig, sparsity: float, lambdas) -> list[Distribution]:
+    """The block step's candidate distributions, one per λ."""
+    return [block_distribution(cfg, block_schedule(cfg.num_layers, sparsity, lam)) for lam in lambdas]
+
+
 def row_schedule(delta: np.ndarray, layer_sparsity: float, lam: float) -> np.ndarray:
     """Rows whose consumer lost more activation (larger δ) are pruned less; mean density 1 - s.
     The same min–max scaling as `minmax_densities`, but in the reference's row-step arithmetic (it divides by
@@ -152,27 +157,29 @@ def _sparse_weights(method, ties, p, keep, a_dense, hessian, batched):
     return out
 
 
-def _sparse_pass(cfg, metric, p, weights, x, ctx, a_dense):
-    """Sparse block on one candidate's stream: (next stream, aˢ, per-layer alignment)."""
+def _sparse_pass(cfg, metrics, p, weights, x, ctx, a_dense):
+    """Sparse block on one candidate's stream: (next stream, aˢ, {metric: per-layer alignment}). Every metric
+    reads the same aᴰ and aˢ: adding a metric adds no pass."""
     sparse = {**p, **{name: {**p[name], "weight": w} for name, w in weights.items()}}
     y, sumsq, _ = block_stats(cfg, sparse, x, ctx, False)
     a_sparse = _norms(sumsq)
-    return y, a_sparse, {k: get_metric(metric)(a_dense[k], a_sparse[k]) for k in weights}
+    return y, a_sparse, {m: {k: get_metric(m)(a_dense[k], a_sparse[k]) for k in weights} for m in metrics}
 
 
-def candidate_block(cfg, method, ties, metric, p, x, ctx, keep, a_dense_given=None):
-    """One candidate, one block: (next stream, aᴰ, aˢ, per-layer alignment). x [N, T, H]; keep {layer: [out]}
+def candidate_block(cfg, method, ties, metrics, p, x, ctx, keep, a_dense_given=None):
+    """One candidate, one block: (next stream, aᴰ, aˢ, {metric: per-layer alignment}). metrics: a tuple of
+    registered names; x [N, T, H]; keep {layer: [out]}
     (SparseGPT: {layer: [k_block, k_last]}, with the Hessian from the dense block on this stream).
     `candidates_block` does the same for all candidates at once; this is the one-at-a-time baseline."""
     a_dense, hessian = _dense_pass(cfg, method, p, x, ctx)
     a_dense = a_dense if a_dense_given is None else a_dense_given
     weights = _sparse_weights(method, ties, p, keep, a_dense, hessian, batched=False)
-    y, a_sparse, align = _sparse_pass(cfg, metric, p, weights, x, ctx, a_dense)
+    y, a_sparse, align = _sparse_pass(cfg, metrics, p, weights, x, ctx, a_dense)
     return y, a_dense, a_sparse, align
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def candidates_block(cfg, method, ties, metric, p, xs, ctx, keeps, a_dense_given=None):
+def candidates_block(cfg, method, ties, metrics, p, xs, ctx, keeps, a_dense_given=None):
     """All candidates of one block at once, the same three phases as `candidate_block`: the dense
     pass vmapped over the streams xs [K, N, T, H], the masks of all candidates in one call per layer,
     the sparse pass vmapped over streams and weights."""
@@ -180,7 +187,7 @@ def candidates_block(cfg, method, ties, metric, p, xs, ctx, keeps, a_dense_given
     if a_dense_given is not None:
         a_dense = jax.tree.map(lambda v: jnp.broadcast_to(v, (xs.shape[0], *v.shape)), a_dense_given)
     weights = _sparse_weights(method, ties, p, keeps, a_dense, hessian, batched=True)
-    y, a_sparse, align = jax.vmap(partial(_sparse_pass, cfg, metric), in_axes=(None, 0, 0, None, 0))(
+    y, a_sparse, align = jax.vmap(partial(_sparse_pass, cfg, metrics), in_axes=(None, 0, 0, None, 0))(
         p, weights, xs, ctx, a_dense)
     return y, a_dense, a_sparse, align
 
@@ -197,27 +204,39 @@ def _dense_step(cfg, p, x, ctx):
 class StepResult:
     lambdas: tuple
     dists: list  # one Distribution per candidate
-    totals: np.ndarray  # [K] summed alignment
-    per_layer: dict  # {key: [K]} alignment per layer
+    alignment: dict  # {metric: [K] summed alignment}
+    per_layer: dict  # {metric: {key: [K]}} alignment per layer
     deltas: list  # per candidate {key: δ = aᴰ − aˢ [in]}
+    metric: str  # the metric whose argmin is the choice
     seconds: float = 0.0
     choice: int = field(init=False)
 
     def __post_init__(self):
-        self.choice = int(np.argmin(self.totals))  # first on ties
+        self.choice = pick(self.alignment[self.metric])
+
+    @property
+    def totals(self) -> np.ndarray:
+        return self.alignment[self.metric]
 
     @property
     def best_lambda(self) -> float:
         return float(self.lambdas[self.choice])
 
 
+def pick(totals) -> int:
+    """The candidate a metric chooses: the lowest summed alignment, the first on ties."""
+    return int(np.argmin(totals))
+
+
 def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dists: list, method: str,
-                        metric: str = "neuron", lambda_chunk: int | None = None, dense_stream: str = "candidate",
-                        progress: bool = True, desc: str = "NeuroAL candidates", mesh=None):
-    """Alignment of every candidate distribution, block by block on each candidate's sparse stream.
+                        metrics: tuple[str, ...] = ("neuron",), lambda_chunk: int | None = None,
+                        dense_stream: str = "candidate", progress: bool = True, desc: str = "NeuroAL candidates",
+                        mesh=None):
+    """Alignment of every candidate distribution under every metric, block by block on each candidate's
+    sparse stream (one pass, whatever the number of metrics).
 
     mesh: a `sharding.make_mesh` mesh; the candidate axis is sharded over its λ devices.
-    Returns (totals [K], per-layer alignment {key: [K]}, deltas [K × {key: δ}]).
+    Returns (totals {metric: [K]}, per-layer alignment {metric: {key: [K]}}, deltas [K × {key: δ}]).
     """
     K = len(dists)
     chunk = K if not lambda_chunk else min(int(lambda_chunk), K)
@@ -227,6 +246,7 @@ def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dis
     # the same results.
     width = padded_width(chunk, mesh)
     fam = family_of(cfg)
+    metrics = tuple(metrics)
     windows = jnp.asarray(np.asarray(windows, np.int32))
     ctxs = replicate(block_contexts(cfg, windows.shape[1]), mesh)
     x0 = replicate(embed(cfg, params, windows), mesh)
@@ -234,7 +254,7 @@ def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dis
     padded = [c + [c[-1]] * (width - len(c)) for c in chunks]
     streams = [shard_candidates(jnp.broadcast_to(x0, (width, *x0.shape)), mesh) for _ in chunks]
     dense_x = x0
-    per_layer = {k: np.zeros(K) for k in layer_keys(cfg)}
+    per_layer = {m: {k: np.zeros(K) for k in layer_keys(cfg)} for m in metrics}
     deltas = [dict() for _ in range(K)]
     for b in tqdm(range(cfg.num_layers), desc=desc, disable=not progress, leave=False):
         p, ctx = shard_params(params["blocks"][b], mesh), ctxs[b]
@@ -250,22 +270,31 @@ def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dis
         for c, idx in enumerate(chunks):
             keeps = shard_candidates({name: np.stack([v[i][0] for i in padded[c]]) for name, v in keeps_ties.items()},
                                      mesh)
-            y, a_d, a_s, align = candidates_block(cfg, method, ties, metric, p, streams[c], ctx, keeps, a_dense_given)
+            y, a_d, a_s, align = candidates_block(cfg, method, ties, metrics, p, streams[c], ctx, keeps, a_dense_given)
             streams[c] = y
             delta = {k: to_host(a_d[k] - a_s[k]) for k in a_s}
+            for m in metrics:
+                for name in fam.prunable:
+                    vals = to_host(align[m][name]).astype(np.float64)
+                    per_layer[m][f"{b}.{name}"][idx] = vals[:len(idx)]
             for name in fam.prunable:
-                vals = to_host(align[name]).astype(np.float64)
                 for j, i in enumerate(idx):
-                    per_layer[f"{b}.{name}"][i] = vals[j]
                     deltas[i][f"{b}.{name}"] = delta[name][j]
-    totals = np.array([sum(per_layer[k][i] for k in per_layer) for i in range(K)])
+    totals = {m: np.array([sum(layers[k][i] for k in layers) for i in range(K)]) for m, layers in per_layer.items()}
     return totals, per_layer, deltas
 
 
-def run_step(cfg, params, windows, lambdas, dists, method, **kw) -> StepResult:
+def deltas_of(cfg, params, windows, dist: Distribution, method: str, **kw) -> dict:
+    """δ = aᴰ − aˢ per layer {key: [in]} of one distribution: what the row step scales."""
+    kw = {k: v for k, v in kw.items() if k != "metrics"}
+    return evaluate_candidates(cfg, params, windows, [dist], method, **kw)[2][0]
+
+
+def run_step(cfg, params, windows, lambdas, dists, method, metrics=("neuron",), **kw) -> StepResult:
+    """Evaluate one step's candidates under `metrics`; the first metric makes the choice."""
     t0 = time.perf_counter()
-    totals, per_layer, deltas = evaluate_candidates(cfg, params, windows, dists, method, **kw)
-    return StepResult(tuple(lambdas), dists, totals, per_layer, deltas, time.perf_counter() - t0)
+    totals, per_layer, deltas = evaluate_candidates(cfg, params, windows, dists, method, metrics, **kw)
+    return StepResult(tuple(lambdas), dists, totals, per_layer, deltas, metrics[0], time.perf_counter() - t0)
 
 
 # ---------------------------------------------------------------- the search
@@ -274,31 +303,53 @@ def _known_metric(name) -> str | None:
     return None if name in METRICS else f"is not a registered alignment metric (valid: {', '.join(METRICS)})"
 
 
-LAMBDA_CHECK = all_of(in_range(0.0, 1.0), unique)
+LAMBDA_CHECK = all_of(in_range(0.0, 1.0, high_open=True), unique)
+
+
+# One definition per option that the sweep (neuroal_jax.sweep) shares with the search.
+
+def lambdas_option(step: str, grid: tuple[float, ...], note: str = ""):
+    return option(None, f"NeuroAL: {step}-step λ values in [0, 1), comma-separated (default: "
+                  + ",".join(f"{v:g}" for v in grid) + note + ")", check=LAMBDA_CHECK, metavar="L1,L2,...")
+
+
+def lambda_chunk_option():
+    return option(None, "NeuroAL: evaluate this many λ candidates at a time to save memory (default: all)",
+                  check=at_least(1), metavar="K")
+
+
+def dense_stream_option():
+    return option("candidate", "NeuroAL: dense activations on each candidate's sparse stream (candidate: the "
+                               "reference code) or on the dense model's stream (model: the paper's Algorithm 1)",
+                  choices=DENSE_STREAMS)
+
+
+def devices_option():
+    return option(None, "NeuroAL: shard the λ candidates over the first N devices (default: one device)",
+                  check=at_least(1), metavar="N")
+
+
+def check_search_samples(values, nsamples: int) -> None:
+    for v in values:
+        if v > nsamples:
+            raise ValueError(f"option search_samples (--search-samples) must be at most the number of calibration "
+                             f"windows ({nsamples}), got {v}")
 
 
 @dataclass(frozen=True)
 class SearchSettings(Options):
     """NeuroAL's options (the top-up's `--neuroal-*` flags)."""
     neuroal_step: str = option("both", "NeuroAL: which λ search to run", choices=STEPS)
-    lambdas_block: tuple[float, ...] | None = option(
-        None, "NeuroAL: block-step λ values, comma-separated (default: " + ",".join(f"{v:g}" for v in BLOCK_LAMBDAS)
-        + "; without 0.25 when sparsity >= 0.8)", check=LAMBDA_CHECK, metavar="L1,L2,...")
-    lambdas_row: tuple[float, ...] | None = option(
-        None, "NeuroAL: row-step λ values, comma-separated (default: " + ",".join(f"{v:g}" for v in ROW_LAMBDAS) + ")",
-        check=LAMBDA_CHECK, metavar="L1,L2,...")
+    lambdas_block: tuple[float, ...] | None = lambdas_option("block", BLOCK_LAMBDAS, "; without 0.25 when sparsity >= 0.8")
+    lambdas_row: tuple[float, ...] | None = lambdas_option("row", ROW_LAMBDAS)
     search_samples: int | None = option(
         None, "NeuroAL: the λ search runs on the first N calibration windows (default: 8, or --nsamples if fewer)",
         check=at_least(1), metavar="N")
     alignment: str = option("neuron", "NeuroAL: alignment metric, a name in the metric registry",
                             check=_known_metric, metavar="NAME")
-    lambda_chunk: int | None = option(None, "NeuroAL: evaluate this many λ candidates at a time to save memory "
-                                            "(default: all)", check=at_least(1), metavar="K")
-    dense_stream: str = option("candidate", "NeuroAL: dense activations on each candidate's sparse stream "
-                                            "(candidate: the reference code) or on the dense model's stream "
-                                            "(model: the paper's Algorithm 1)", choices=DENSE_STREAMS)
-    devices: int | None = option(None, "NeuroAL: shard the λ candidates over the first N devices (default: one "
-                                       "device)", check=at_least(1), metavar="N")
+    lambda_chunk: int | None = lambda_chunk_option()
+    dense_stream: str = dense_stream_option()
+    devices: int | None = devices_option()
     model_parallel: int = option(1, "NeuroAL: also split every weight's rows over M of those devices (M divides N)",
                                  check=at_least(1), metavar="M")
 
@@ -318,9 +369,7 @@ class SearchSettings(Options):
         if target.structure.kind != "row":
             raise ValueError(f"NeuroAL allocates per-row sparsities; structure {target.structure} is not supported")
         self.mesh()  # the device counts exist
-        if self.search_samples > target.nsamples:
-            raise ValueError(f"option search_samples (--search-samples) must be at most the number of calibration "
-                             f"windows ({target.nsamples}), got {self.search_samples}")
+        check_search_samples([self.search_samples], target.nsamples)
 
 
 @dataclass
@@ -336,7 +385,8 @@ class SearchResult:
                                               for l, v in zip(step.lambdas, step.totals)]
 
         def layers(step):
-            return None if step is None else {k: float(v[step.choice]) for k, v in step.per_layer.items()}
+            return None if step is None else {k: float(v[step.choice])
+                                              for k, v in step.per_layer[step.metric].items()}
 
         return {
             "lambda_block": None if self.block is None else self.block.best_lambda,
@@ -354,19 +404,18 @@ def neuroal_search(cfg: ModelConfig, params: dict, windows: np.ndarray, sparsity
     settings = settings.resolved(Target(method, sparsity, Structure(), len(windows)))
     t0 = time.perf_counter()
     win = np.asarray(windows)[:settings.search_samples]
-    kw = dict(metric=settings.alignment, lambda_chunk=settings.lambda_chunk,
+    kw = dict(metrics=(settings.alignment,), lambda_chunk=settings.lambda_chunk,
               dense_stream=settings.dense_stream, progress=progress, mesh=settings.mesh())
     block = row = None
     if settings.neuroal_step in ("block", "both"):
         lams = settings.lambdas_block
-        dists = [block_distribution(cfg, block_schedule(cfg.num_layers, sparsity, l)) for l in lams]
-        block = run_step(cfg, params, win, lams, dists, method, desc="NeuroAL block step", **kw)
+        block = run_step(cfg, params, win, lams, block_candidates(cfg, sparsity, lams), method,
+                         desc="NeuroAL block step", **kw)
         dist, deltas = block.dists[block.choice], block.deltas[block.choice]
     if settings.neuroal_step in ("row", "both"):
         if block is None:  # δ of the uniform distribution (the reference's λ = 0 block schedule)
-            dist = block_distribution(cfg, block_schedule(cfg.num_layers, sparsity, 0.0)) if cfg.num_layers > 1 \
-                else block_distribution(cfg, [sparsity])
-            _, _, (deltas,) = evaluate_candidates(cfg, params, win, [dist], method, **{**kw, "desc": "uniform δ"})
+            dist = block_candidates(cfg, sparsity, [0.0])[0] if cfg.num_layers > 1 else block_distribution(cfg, [sparsity])
+            deltas = deltas_of(cfg, params, win, dist, method, **{**kw, "desc": "uniform δ"})
         lams = settings.lambdas_row
         dists = [row_distribution(cfg, dist, deltas, l) for l in lams]
         row = run_step(cfg, params, win, lams, dists, method, desc="NeuroAL row step", **kw)

@@ -1,0 +1,170 @@
+"""`sweep`: every λ candidate's alignment under every metric and its final pruned model's perplexity.
+
+    from neuroal_jax import sweep
+    result = sweep("smollm2-135m", method="wanda", sparsity=0.7, step="block", metrics="all",
+                   calib="pydoc", nsamples=32, seqlen=256, eval="pydoc", out="runs/sweep")
+    result["runs"][0]["summary"]["metrics"]["neuron"]   # pick, perplexity at the pick, regret, spearman
+
+Settings (the `neuroal-jax sweep` flags; `SweepSettings`): several `seeds`, `search_samples` or `calib`
+sources repeat the search and the final pruning per combination (one "run" each) and add the
+sensitivity rows (mean ± std over seeds). A final pruning already done for the same calibration windows
+and distribution is reused (e.g. block candidates across |Cλ|).
+
+Output folder (`out`, written atomically; `force` replaces only an earlier output of ours):
+    sweep.json   settings, every run's candidates (λs, alignments, perplexities, sparsities), summaries,
+                 sensitivity, timings
+    sweep.csv    one row per run and candidate
+    plots/       perplexity.png, metrics.png, search_samples.png, row_sparsity.png (see sweeps.plots)
+"""
+from __future__ import annotations
+
+import csv
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..api import check_dtype, check_model_fits, data_paths, model_inputs, positive_int, resolve_model, spec_list
+from ..evaluation.data import DatasetSpec, calibration_windows, eval_windows, parse_spec
+from ..outputs.files import atomic_file, check_out, output_folder, write_json
+from ..outputs.report import versions
+from ..pruning import Structure, check_method, check_sparsity
+from ..topups.neuroal.search import pick
+from ..topups.options import Target
+from .candidates import Candidates, search_candidates
+from .outcomes import dist_digest, final_outcomes
+from .plots import save_sweep_plots
+from .settings import SweepSettings
+from .summary import csv_rows, metric_summary, sensitivity
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    method: str
+    sparsity: float
+    settings: SweepSettings  # resolved: defaults filled in
+    calibs: tuple[DatasetSpec, ...]
+    nsamples: int
+    seqlen: int
+    eval: tuple[str, ...]
+    eval_nsamples: int | None
+    batch_size: int
+    dtype: str
+    out: Path | None
+    force: bool
+    progress: bool
+
+
+def check_sweep(model, *, method, sparsity, calib, nsamples, seqlen, eval, eval_nsamples, batch_size, dtype, out,
+                force, progress, settings: dict) -> SweepRequest:
+    """Validate every argument of `sweep` before any work."""
+    sparsity = check_sparsity(sparsity)
+    check_method(method)
+    nsamples, seqlen = positive_int("nsamples", nsamples), positive_int("seqlen", seqlen, 2)
+    batch_size = positive_int("batch_size", batch_size)
+    if eval_nsamples is not None:
+        eval_nsamples = positive_int("eval_nsamples", eval_nsamples)
+    calibs = [parse_spec(c) for c in spec_list(calib)]
+    if not calibs:
+        raise ValueError(f"calib (--calib) must name at least one dataset, got {calib!r}")
+    if len({str(c) for c in calibs}) != len(calibs):
+        raise ValueError(f"calib (--calib) repeats a dataset: {calib!r}")
+    specs = spec_list(eval)
+    if not specs:
+        raise ValueError("a sweep needs at least one evaluation set (eval, --eval): it ranks λs by perplexity")
+    evals = [parse_spec(s) for s in specs]
+    check_dtype(dtype)
+    resolved = SweepSettings.from_dict(settings, "sweep").resolved(Target(method, sparsity, Structure(), nsamples))
+    inputs = model_inputs(model) + data_paths("--calib", calibs) + data_paths("--eval", evals)
+    out = check_out(out, force, inputs)
+    return SweepRequest(method, sparsity, resolved, tuple(calibs), nsamples, seqlen, tuple(specs), eval_nsamples,
+                        batch_size, dtype, out, force, progress)
+
+
+def sweep(model, *, method: str = "wanda", sparsity: float = 0.7, calib="c4", nsamples: int = 128,
+          seqlen: int = 2048, eval=(), eval_nsamples: int | None = None, batch_size: int = 8,
+          dtype: str = "float32", out: str | os.PathLike | None = None, force: bool = False, progress: bool = True,
+          **settings) -> dict:
+    """Sweep NeuroAL's λ candidates of `model` pruned with `method` at `sparsity`; returns what sweep.json holds.
+
+    model, method, sparsity, nsamples, seqlen, eval, eval_nsamples, batch_size, dtype: as `prune`.
+    calib: one calibration spec, or several (a list or "pydoc,text:PATH").
+    settings: `SweepSettings` by name: step ("block" | "row" | "grid"), metrics ("all" or names),
+        lambdas_block, lambdas_row, lambda_block, seeds, search_samples, outcomes ("all" | "picks"),
+        lambda_chunk, dense_stream, devices. Unknown names and bad values are errors before any work.
+    """
+    req = check_sweep(model, method=method, sparsity=sparsity, calib=calib, nsamples=nsamples, seqlen=seqlen,
+                      eval=eval, eval_nsamples=eval_nsamples, batch_size=batch_size, dtype=dtype, out=out,
+                      force=force, progress=progress, settings=settings)
+    s = req.settings
+    t0 = time.perf_counter()
+    name, cfg, params, tokenizer, _ = resolve_model(model, req.dtype)
+    check_model_fits(cfg, Structure(), req.seqlen)
+    test_sets = {e: eval_windows(e, tokenizer, req.seqlen, req.eval_nsamples, cfg.vocab_size) for e in req.eval}
+    timings = {"load": time.perf_counter() - t0, "search": 0.0, "final": 0.0}
+    cache, runs, pick_dist = {}, [], None
+    for calib_spec in req.calibs:
+        for seed in s.seeds:
+            windows = calibration_windows(calib_spec, tokenizer, req.nsamples, req.seqlen, seed, cfg.vocab_size)
+            for n in s.search_samples:
+                cands = search_candidates(cfg, params, windows[:n], req.sparsity, req.method, s, req.progress)
+                timings["search"] += cands.seconds
+                t1 = time.perf_counter()
+                outcomes = _outcomes(cfg, params, windows, cands, (str(calib_spec), seed), cache, req, test_sets)
+                timings["final"] += time.perf_counter() - t1
+                runs.append(_run_record(str(calib_spec), seed, n, cands, outcomes, req))
+                if pick_dist is None and s.step != "block":
+                    pick_dist = cands.dists[pick(cands.alignment[s.metrics[0]])]
+    timings["total"] = time.perf_counter() - t0
+    result = {"settings": {"model": name, "family": cfg.family, "method": req.method, "sparsity": req.sparsity,
+                           "calib": [str(c) for c in req.calibs], "nsamples": req.nsamples, "seqlen": req.seqlen,
+                           "eval": list(req.eval), "eval_nsamples": req.eval_nsamples,
+                           "eval_windows": {e: int(len(w)) for e, w in test_sets.items()},
+                           "batch_size": req.batch_size, "dtype": req.dtype, **s.to_dict(), "versions": versions()},
+              "runs": runs,
+              "sensitivity": sensitivity(runs, s.metrics, req.eval) if len(runs) > 1 else [],
+              "timings": {k: round(v, 3) for k, v in timings.items()}}
+    if req.out is not None:
+        write_sweep(req.out, req.force, result, pick_dist)
+    return result
+
+
+def _outcomes(cfg, params, windows, cands: Candidates, setting: tuple, cache: dict, req: SweepRequest,
+              test_sets: dict) -> dict:
+    """{candidate index: Outcome} for every candidate (outcomes "all") or each metric's pick ("picks"); a final
+    pruning of the same windows and distribution done earlier is reused."""
+    s = req.settings
+    wanted = range(len(cands.dists)) if s.outcomes == "all" else sorted({pick(v) for v in cands.alignment.values()})
+    keys = {i: (*setting, dist_digest(cands.dists[i])) for i in wanted}
+    todo = list({keys[i]: i for i in wanted if keys[i] not in cache}.values())
+    done = final_outcomes(cfg, params, windows, [cands.dists[i] for i in todo], req.method, test_sets,
+                          req.batch_size, s.lambda_chunk, s.devices, req.progress) if todo else []
+    cache.update({keys[i]: o for i, o in zip(todo, done)})
+    return {i: cache[keys[i]] for i in wanted}
+
+
+def _run_record(calib: str, seed: int, n: int, cands: Candidates, outcomes: dict, req: SweepRequest) -> dict:
+    candidates = []
+    for i, (lb, lr) in enumerate(cands.lambdas):
+        o = outcomes.get(i)
+        candidates.append({"lambda_block": lb, "lambda_row": lr,
+                           "alignment": {m: float(v[i]) for m, v in cands.alignment.items()},
+                           "perplexity": None if o is None else o.perplexity,
+                           "sparsity": None if o is None else o.sparsity,
+                           "block_sparsity": None if o is None else o.block_sparsity})
+    return {"calib": calib, "seed": seed, "search_samples": n, **cands.base, "candidates": candidates,
+            "summary": metric_summary(candidates, req.settings.metrics, req.eval),
+            "search_seconds": round(cands.seconds, 3)}
+
+
+def write_sweep(out: Path, force: bool, result: dict, pick_dist: dict | None) -> None:
+    """sweep.json, sweep.csv and plots/ into `out`, atomically."""
+    s = result["settings"]
+    with output_folder(out, force=force, kind="sweep") as tmp:
+        write_json(tmp / "sweep.json", result)
+        header, rows = csv_rows(result["runs"], s["metrics"], s["eval"])
+        with atomic_file(tmp / "sweep.csv", "w") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(rows)
+        save_sweep_plots(result, tmp / "plots", pick_dist)

@@ -1,0 +1,68 @@
+"""The sweep's options: one frozen dataclass, the source of the `neuroal-jax sweep` flags, the API's keyword
+arguments and the "settings" recorded in sweep.json (the options machinery of `neuroal_jax.topups.options`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..topups.neuroal.alignment import METRICS
+from ..topups.neuroal.search import (BLOCK_LAMBDAS, DEFAULT_SEARCH_SAMPLES, ROW_LAMBDAS, check_search_samples,
+                                     default_block_lambdas, dense_stream_option, devices_option, lambda_chunk_option,
+                                     lambdas_option)
+from ..topups.neuroal.sharding import make_mesh
+from ..topups.options import Options, Target, all_of, at_least, in_range, option, unique
+
+SWEEP_STEPS = ("block", "row", "grid")
+OUTCOMES = ("all", "picks")
+ALL = "all"
+
+
+def _known_metrics(names) -> str | None:
+    unknown = [n for n in names if n != ALL and n not in METRICS]
+    return None if not unknown else (f"names unknown alignment metric(s) {', '.join(map(repr, unknown))} "
+                                     f"(valid: {ALL}, {', '.join(METRICS)})")
+
+
+@dataclass(frozen=True)
+class SweepSettings(Options):
+    """What a sweep varies and measures (the `neuroal-jax sweep` flags of the same names)."""
+    step: str = option("block", "candidates: block (the block λs), row (the row λs at one block λ) or grid "
+                                "(block × row)", choices=SWEEP_STEPS)
+    metrics: tuple[str, ...] = option((ALL,), "alignment metrics, all scored in the one search pass: names in the "
+                                              "metric registry, or all", check=all_of(_known_metrics, unique),
+                                      metavar="M1,M2,...")
+    lambdas_block: tuple[float, ...] | None = lambdas_option("block", BLOCK_LAMBDAS, "; without 0.25 when sparsity "
+                                                                                     ">= 0.8")
+    lambdas_row: tuple[float, ...] | None = lambdas_option("row", ROW_LAMBDAS)
+    lambda_block: float | None = option(None, "row step: the block λ its candidates start from (default: the block "
+                                              "search's pick under the first metric)",
+                                        check=in_range(0.0, 1.0, high_open=True), metavar="L")
+    seeds: tuple[int, ...] = option((0,), "calibration sampling seeds; several repeat the search and the final "
+                                          "pruning per seed (sensitivity)", check=unique, metavar="S1,S2,...")
+    search_samples: tuple[int, ...] | None = option(
+        None, "|Cλ|: the search runs on the first N calibration windows; several values repeat it per N (default: "
+              f"{DEFAULT_SEARCH_SAMPLES}, or --nsamples if fewer)", check=all_of(at_least(1), unique),
+        metavar="N1,N2,...")
+    outcomes: str = option("all", "final-prune and evaluate every candidate (all), or only each metric's pick "
+                                  "(picks: cheaper sensitivity runs, without oracle, regret or rank correlation)",
+                           choices=OUTCOMES)
+    lambda_chunk: int | None = lambda_chunk_option()
+    dense_stream: str = dense_stream_option()
+    devices: int | None = devices_option()
+
+    def complete(self, target: Target) -> "SweepSettings":
+        metrics = [m for name in self.metrics for m in (METRICS.names() if name == ALL else [name])]
+        return replace(self, metrics=tuple(dict.fromkeys(metrics)),
+                       lambdas_block=self.lambdas_block or default_block_lambdas(target.sparsity),
+                       lambdas_row=self.lambdas_row or ROW_LAMBDAS,
+                       search_samples=self.search_samples or (min(DEFAULT_SEARCH_SAMPLES, target.nsamples),))
+
+    def validate(self, target: Target) -> None:
+        if target.method == "sparsegpt" and self.step != "block":
+            raise ValueError(f"sparsegpt supports only the block step (--step block), got --step {self.step}")
+        if self.lambda_block is not None and self.step != "row":
+            raise ValueError(f"option lambda_block (--lambda-block) applies to --step row only, got --step {self.step}")
+        check_search_samples(self.search_samples, target.nsamples)
+        self.mesh()
+
+    def mesh(self):
+        return None if self.devices is None else make_mesh(self.devices, 1)

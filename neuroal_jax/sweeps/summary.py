@@ -1,0 +1,132 @@
+"""How good each metric's pick is: the summary per metric, the sensitivity over settings, the text table and
+the CSV rows. Pure functions of the JSON records in sweep.json.
+
+Per metric and evaluation set:
+    pick      the candidate with the lowest summed alignment (the first on ties), as the search chooses
+    oracle    the candidate with the lowest held-out perplexity (the first on ties)
+    regret    ppl(pick) / ppl(oracle) − 1                (0 = the metric picked the oracle)
+    spearman  Spearman's ρ between the metric's alignment and perplexity over the candidates (ties get
+              average ranks; None when either is constant)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..topups.neuroal.search import pick
+
+
+def _lambdas(c: dict) -> dict:
+    return {"lambda_block": c["lambda_block"], "lambda_row": c["lambda_row"]}
+
+
+def spearman(x, y) -> float | None:
+    from scipy.stats import spearmanr
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+    return float(spearmanr(x, y).statistic)
+
+
+def oracle(candidates: list, spec: str) -> dict | None:
+    """The candidate with the lowest perplexity on `spec`, or None when some candidate was not evaluated."""
+    ppl = [c["perplexity"] and c["perplexity"][spec] for c in candidates]
+    if any(v is None for v in ppl):
+        return None
+    i = int(np.argmin(ppl))
+    return {**_lambdas(candidates[i]), "perplexity": ppl[i]}
+
+
+def metric_summary(candidates: list, metrics, specs) -> dict:
+    """{metric: {"pick": {λs}, "alignment", "perplexity": {spec}, "regret": {spec}, "spearman": {spec}}}."""
+    best = {s: oracle(candidates, s) for s in specs}
+    out = {}
+    for m in metrics:
+        align = [c["alignment"][m] for c in candidates]
+        i = pick(align)
+        chosen = candidates[i]["perplexity"] or {}
+        entry = {"pick": _lambdas(candidates[i]), "alignment": align[i],
+                 "perplexity": {s: chosen.get(s) for s in specs}, "regret": {}, "spearman": {}}
+        for s in specs:
+            known = best[s] is not None
+            entry["regret"][s] = chosen[s] / best[s]["perplexity"] - 1 if known else None
+            entry["spearman"][s] = spearman(align, [c["perplexity"][s] for c in candidates]) if known else None
+        out[m] = entry
+    return {"metrics": out, "oracle": best}
+
+
+def sensitivity(runs: list, metrics, specs) -> list:
+    """Per (calibration, |Cλ|) and metric: the picks and their perplexities per seed, mean ± std over the seeds
+    (sample std, ddof = 1; None for one seed)."""
+    groups: dict = {}
+    for r in runs:
+        groups.setdefault((r["calib"], r["search_samples"]), []).append(r)
+    rows = []
+    for (calib, n), group in groups.items():
+        for m in metrics:
+            picks = [g["summary"]["metrics"][m] for g in group]
+            row = {"calib": calib, "search_samples": n, "metric": m, "seeds": [g["seed"] for g in group],
+                   "picks": [p["pick"] for p in picks], "perplexity": {}}
+            for s in specs:
+                vals = np.asarray([p["perplexity"][s] for p in picks], np.float64)
+                row["perplexity"][s] = {"values": vals.tolist(), "mean": float(vals.mean()),
+                                        "std": float(vals.std(ddof=1)) if len(vals) > 1 else None}
+            rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------- text and CSV
+
+def _lam(v) -> str:
+    return "-" if v is None else f"{v:g}"
+
+
+def _pair(lams: dict) -> str:
+    lb, lr = lams["lambda_block"], lams["lambda_row"]
+    return _lam(lb) if lr is None else f"{_lam(lb)}, {_lam(lr)}"
+
+
+def _num(v, fmt: str) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+
+def format_summary(run: dict, specs) -> str:
+    """The per-metric table of one run (one setting)."""
+    head = (f"{'metric':<10}{'eval':<12}{'pick λ':>12}{'ppl at pick':>13}{'oracle λ':>12}{'oracle ppl':>12}"
+            f"{'regret':>9}{'ρ':>8}")
+    lines = [head, "-" * len(head)]
+    summary = run["summary"]
+    for m, e in summary["metrics"].items():
+        for s in specs:
+            o = summary["oracle"][s]
+            lines.append(f"{m:<10}{s[:11]:<12}{_pair(e['pick']):>12}{_num(e['perplexity'][s], '.3f'):>13}"
+                         f"{'-' if o is None else _pair(o):>12}{_num(o and o['perplexity'], '.3f'):>12}"
+                         f"{_num(e['regret'][s], '.2%'):>9}{_num(e['spearman'][s], '.3f'):>8}")
+    return "\n".join(lines)
+
+
+def format_sensitivity(rows: list, specs) -> str:
+    head = f"{'calib':<14}{'|Cλ|':>5}  {'metric':<10}{'eval':<12}{'picks (per seed)':<28}{'ppl mean ± std':>20}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        picks = "; ".join(_pair(p) for p in r["picks"])
+        for s in specs:
+            p = r["perplexity"][s]
+            spread = f"{p['mean']:.3f}" + ("" if p["std"] is None else f" ± {p['std']:.3f}")
+            lines.append(f"{r['calib'][:13]:<14}{r['search_samples']:>5}  {r['metric']:<10}{s[:11]:<12}"
+                         f"{picks[:27]:<28}{spread:>20}")
+    return "\n".join(lines)
+
+
+def csv_rows(runs: list, metrics, specs) -> tuple[list, list]:
+    """(header, rows): one row per setting and candidate."""
+    header = (["calib", "seed", "search_samples", "lambda_block", "lambda_row", "sparsity"]
+              + [f"alignment_{m}" for m in metrics] + [f"ppl_{s}" for s in specs])
+    rows = []
+    for r in runs:
+        for c in r["candidates"]:
+            ppl = c["perplexity"] or {}
+            rows.append([r["calib"], r["seed"], r["search_samples"], c["lambda_block"], c["lambda_row"],
+                         c["sparsity"]] + [c["alignment"][m] for m in metrics] + [ppl.get(s) for s in specs])
+    return header, rows

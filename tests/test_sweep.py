@@ -1,0 +1,169 @@
+"""λ sweeps (neuroal_jax.sweeps): each candidate's outcome is `prune` with that λ alone, the picks are the
+search's, results do not depend on chunking, metrics share one pass, registered metrics take part."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import neuroal_jax as nj
+from cli_run import run_cli
+from neuroal_jax.outputs.files import MARKER
+from neuroal_jax.sweeps.summary import metric_summary, sensitivity, spearman
+from neuroal_jax.topups.neuroal import SearchSettings, neuroal_search
+from neuroal_jax.topups.neuroal import search as S
+
+pytestmark = pytest.mark.xdist_group("sweep")
+BLOCK = (0.0, 0.05, 0.1)
+ROW = (0.0, 0.1, 0.2)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sweep")
+    rng = np.random.default_rng(0)
+    np.save(d / "calib.npy", rng.integers(0, 128, 4096).astype(np.int64))
+    np.save(d / "test.npy", rng.integers(0, 128, 600).astype(np.int64))
+    return d
+
+
+def common(data):
+    return dict(method="wanda", sparsity=0.6, calib=f"tokens:{data / 'calib.npy'}", nsamples=8, seqlen=32,
+                eval=f"tokens:{data / 'test.npy'}", batch_size=4, progress=False)
+
+
+@pytest.fixture(scope="module")
+def block_sweep(tiny_llama, data):
+    return nj.sweep(tiny_llama, step="block", lambdas_block=BLOCK, search_samples=4, **common(data))
+
+
+@pytest.fixture(scope="module")
+def row_sweep(tiny_llama, data):
+    return nj.sweep(tiny_llama, step="row", lambda_block=0.05, lambdas_row=ROW, search_samples=4, **common(data))
+
+
+def spec(data):
+    return f"tokens:{data / 'test.npy'}"
+
+
+def test_every_block_candidate_is_prune_with_that_lambda_alone(tiny_llama, data, block_sweep):
+    """Same functions, same shapes: the sweep's perplexity and sparsities are prune's, to the bit."""
+    for c in block_sweep["runs"][0]["candidates"]:
+        r = nj.prune(tiny_llama, top_up="neuroal", options={"neuroal_step": "block", "lambdas_block": (c["lambda_block"],),
+                                                            "search_samples": 4}, **common(data))
+        assert r.report["lambda_block"] == c["lambda_block"]
+        assert r.report["perplexity"][spec(data)] == c["perplexity"][spec(data)]
+        assert r.report["sparsity"] == c["sparsity"]
+        assert r.report["block_sparsity"] == c["block_sparsity"]
+
+
+def test_every_row_candidate_is_prune_with_those_lambdas_alone(tiny_llama, data, row_sweep):
+    run = row_sweep["runs"][0]
+    assert run["lambda_block"] == 0.05 and run["lambda_block_from"] == "given"
+    for c in run["candidates"]:
+        r = nj.prune(tiny_llama, top_up="neuroal", options={"neuroal_step": "both", "lambdas_block": (0.05,),
+                                                            "lambdas_row": (c["lambda_row"],), "search_samples": 4},
+                     **common(data))
+        assert r.report["perplexity"][spec(data)] == c["perplexity"][spec(data)]
+        assert r.report["sparsity"] == c["sparsity"]
+
+
+def test_picks_are_the_searchs_and_every_metric_reports(tiny_llama, data, block_sweep):
+    run = block_sweep["runs"][0]
+    assert set(run["summary"]["metrics"]) == set(nj.topups.neuroal.alignment.METRICS.names())
+    from neuroal_jax.evaluation.data import calibration_windows
+    win = calibration_windows(common(data)["calib"], None, 8, 32, 0, 128)
+    for metric in ("neuron", "cosine"):
+        res = neuroal_search(*tiny_llama, win, 0.6, "wanda",
+                             SearchSettings(neuroal_step="block", lambdas_block=BLOCK, search_samples=4,
+                                            alignment=metric), progress=False)
+        assert run["summary"]["metrics"][metric]["pick"]["lambda_block"] == res.block.best_lambda
+        assert [c["alignment"][metric] for c in run["candidates"]] == list(res.block.totals)
+
+
+def test_summary_arithmetic():
+    cands = [{"lambda_block": l, "lambda_row": None, "alignment": {"a": a, "b": b}, "perplexity": {"e": p}}
+             for l, a, b, p in ((0.1, 3.0, 1.0, 30.0), (0.2, 1.0, 2.0, 20.0), (0.3, 2.0, 3.0, 10.0))]
+    s = metric_summary(cands, ("a", "b"), ("e",))
+    assert s["oracle"]["e"] == {"lambda_block": 0.3, "lambda_row": None, "perplexity": 10.0}
+    assert s["metrics"]["a"]["pick"]["lambda_block"] == 0.2 and s["metrics"]["a"]["regret"]["e"] == pytest.approx(1.0)
+    assert s["metrics"]["b"]["pick"]["lambda_block"] == 0.1 and s["metrics"]["b"]["regret"]["e"] == pytest.approx(2.0)
+    assert s["metrics"]["b"]["spearman"]["e"] == pytest.approx(-1.0)
+    assert s["metrics"]["a"]["spearman"]["e"] == pytest.approx(0.5)
+    assert spearman([1, 1, 1], [1, 2, 3]) is None
+    runs = [{"calib": "c", "search_samples": 2, "seed": seed, "summary": {"metrics": {"a": {
+        "pick": {"lambda_block": 0.1, "lambda_row": None}, "perplexity": {"e": p}}}}} for seed, p in ((0, 10.0), (1, 14.0))]
+    (row,) = sensitivity(runs, ("a",), ("e",))
+    assert row["perplexity"]["e"]["mean"] == 12.0 and row["perplexity"]["e"]["std"] == pytest.approx(np.sqrt(8.0))
+
+
+def test_results_do_not_depend_on_the_lambda_chunk(tiny_llama, data, block_sweep):
+    chunked = nj.sweep(tiny_llama, step="block", lambdas_block=BLOCK, search_samples=4, lambda_chunk=2, **common(data))
+    assert chunked["runs"][0]["candidates"] == block_sweep["runs"][0]["candidates"]
+
+
+def test_metrics_share_one_search_pass(tiny_llama, data, monkeypatch):
+    calls = []
+    real = S.candidates_block
+    monkeypatch.setattr(S, "candidates_block", lambda *a, **k: calls.append(1) or real(*a, **k))
+    kw = dict(step="block", lambdas_block=BLOCK, search_samples=4, outcomes="picks", **common(data))
+    nj.sweep(tiny_llama, metrics="neuron", **kw)
+    one = len(calls)
+    nj.sweep(tiny_llama, metrics="all", **kw)
+    assert one > 0 and len(calls) == 2 * one
+
+
+def test_a_metric_registered_in_a_test_has_its_pick_and_regret(tiny_llama, data):
+    import jax.numpy as jnp
+    from neuroal_jax.topups.neuroal.alignment import METRICS
+
+    @nj.register_metric("test_l1_sweep")
+    def l1(a_dense, a_sparse):
+        return jnp.abs(a_dense - a_sparse).sum() / a_dense.size
+
+    try:
+        r = nj.sweep(tiny_llama, step="block", lambdas_block=BLOCK, search_samples=4, metrics="neuron,test_l1_sweep",
+                     **common(data))
+    finally:
+        METRICS._entries.pop("test_l1_sweep")
+    e = r["runs"][0]["summary"]["metrics"]["test_l1_sweep"]
+    assert e["pick"]["lambda_block"] in BLOCK and e["regret"][spec(data)] >= 0
+    assert list(r["runs"][0]["summary"]["metrics"]) == ["neuron", "test_l1_sweep"]
+
+
+def test_grid_and_sensitivity(tiny_llama, data, block_sweep):
+    grid = nj.sweep(tiny_llama, step="grid", lambdas_block=(0.0, 0.1), lambdas_row=(0.0, 0.1), search_samples=4,
+                    metrics="neuron", **common(data))
+    cands = grid["runs"][0]["candidates"]
+    assert [(c["lambda_block"], c["lambda_row"]) for c in cands] == [(0.0, 0.0), (0.0, 0.1), (0.1, 0.0), (0.1, 0.1)]
+    # seeds × |Cλ|: block candidates' final pruning depends only on the seed's windows, so it is reused across |Cλ|
+    sens = nj.sweep(tiny_llama, step="block", lambdas_block=BLOCK, seeds=(0, 1), search_samples=(2, 4),
+                    metrics="neuron", **common(data))
+    assert [(r["seed"], r["search_samples"]) for r in sens["runs"]] == [(0, 2), (0, 4), (1, 2), (1, 4)]
+    assert sens["runs"][1]["candidates"][0]["perplexity"] == block_sweep["runs"][0]["candidates"][0]["perplexity"]
+    rows = {r["search_samples"]: r for r in sens["sensitivity"]}
+    assert rows[4]["seeds"] == [0, 1] and len(rows[4]["perplexity"][spec(data)]["values"]) == 2
+    picks = nj.sweep(tiny_llama, step="block", lambdas_block=BLOCK, search_samples=4, outcomes="picks",
+                     metrics="neuron", **common(data))
+    evaluated = [c for c in picks["runs"][0]["candidates"] if c["perplexity"]]
+    assert len(evaluated) == 1 and picks["runs"][0]["summary"]["metrics"]["neuron"]["regret"][spec(data)] is None
+
+
+def test_cli_writes_json_csv_and_plots(tiny_llama_dir, data, tmp_path):
+    out = tmp_path / "sweep"
+    proc = run_cli("sweep", "--model", tiny_llama_dir, "--method", "wanda", "--sparsity", "0.6", "--step", "row",
+                   "--lambdas-block", "0,0.1", "--lambdas-row", "0,0.1,0.2", "--calib", f"tokens:{data / 'calib.npy'}",
+                   "--nsamples", "8", "--seqlen", "32", "--eval", f"tokens:{data / 'test.npy'}", "--search-samples",
+                   "4", "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "regret" in proc.stdout and "block search (neuron)" in proc.stdout
+    result = json.loads((out / "sweep.json").read_text())
+    with open(out / "sweep.csv") as f:
+        rows = list(csv.reader(f))
+    assert len(rows) == 1 + 3 and rows[0][:5] == ["calib", "seed", "search_samples", "lambda_block", "lambda_row"]
+    assert result["runs"][0]["lambda_block"] in (0.0, 0.1)
+    for name in ("perplexity", "metrics", "row_sparsity"):
+        assert (out / "plots" / f"{name}.png").stat().st_size > 0
+    assert (out / MARKER).exists()
