@@ -401,3 +401,31 @@ def test_the_error_line_is_the_only_output_on_stderr(user_dir, tmp_path):
     proc = run_cli(*prune_argv(user_dir / "model", user_dir / "calib.npy", tmp_path / "o", sparsity="1.5"))
     assert error_line(proc) == "neuroal-jax: error: sparsity must be in [0, 1), got 1.5"
     assert proc.stderr.strip() == error_line(proc)
+
+
+def test_sweep_bad_inputs(user_dir, tmp_path):
+    """Every bad sweep input: one line naming the value and the valid choices, exit 2, nothing written."""
+    model, calib = user_dir / "model", user_dir / "calib.npy"
+    base = ["sweep", "--model", model, "--method", "wanda", "--sparsity", "0.5", "--calib", f"tokens:{calib}",
+            "--eval", f"tokens:{calib}", "--nsamples", "4", "--seqlen", "32", "--out", tmp_path / "out", "--quiet"]
+    cases = [
+        (["--metrics", "neuron,nosuch"], ["'nosuch'", "valid: all, neuron, cosine, js, rel_l2"]),
+        (["--lambdas-block", ""], ["--lambdas-block", "expected a non-empty list of numbers"]),
+        (["--lambdas-row", "0.1,abc"], ["--lambdas-row", "expected comma-separated numbers", "0.1,abc"]),
+        (["--lambdas-block", "0.1,1.0"], ["--lambdas-block", "must be in [0.0, 1.0)", "(0.1, 1.0)"]),
+        (["--lambda-block", "-0.1", "--step", "row"], ["--lambda-block", "must be in [0.0, 1.0)", "-0.1"]),
+        (["--step", "grid", "--method", "sparsegpt"], ["sparsegpt", "--step block", "--step grid"]),
+        (["--step", "row", "--method", "sparsegpt"], ["sparsegpt", "--step block", "--step row"]),
+        (["--step", "diagonal"], ["--step", "'diagonal'", "valid: block, row, grid"]),
+        (["--seeds", "0,1.5"], ["--seeds", "expected comma-separated integers", "0,1.5"]),
+        (["--search-samples", "2,9"], ["--search-samples", "at most the number of calibration windows (4)", "9"]),
+        (["--search-samples", "0"], ["--search-samples", "must be >= 1"]),
+        (["--lambda-block", "0.1"], ["--lambda-block", "--step row only", "--step block"]),
+        (["--outcomes", "some"], ["--outcomes", "'some'", "valid: all, picks"]),
+    ]
+    before = snapshot(user_dir)
+    procs = run_cli_all(*([*base, *extra] for extra, _ in cases))
+    for (extra, names), proc in zip(cases, procs):
+        assert_clean_error(proc, *names)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert snapshot(user_dir) == before

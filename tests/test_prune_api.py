@@ -126,6 +126,14 @@ def test_every_registered_top_up(tiny_llama, tiny_tokens, tmp_path, top_up):
         assert (tmp_path / top_up / "plots" / "alpha.png").exists()
     if top_up == "neuroal":
         assert (tmp_path / top_up / "plots" / "neuroal_alignment.png").exists()
+        # after the row step, each layer's per-row targets are summarised (min, quartiles, max) and plotted
+        assert (tmp_path / top_up / "plots" / "row_sparsity.png").exists()
+        for key, spread in on_disk["distribution"].items():
+            rows = 1 - np.asarray(result.masks[key]).mean(axis=1)  # row structure: every row meets its target
+            np.testing.assert_allclose([spread["min"], spread["median"], spread["max"]],
+                                       np.percentile(rows, [0, 50, 100]), atol=1 / result.masks[key].shape[1])
+    else:
+        assert not (tmp_path / top_up / "plots" / "row_sparsity.png").exists()
 
 
 def test_nm_structure(tiny_llama, tiny_tokens):

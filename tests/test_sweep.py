@@ -167,3 +167,22 @@ def test_cli_writes_json_csv_and_plots(tiny_llama_dir, data, tmp_path):
     for name in ("perplexity", "metrics", "row_sparsity"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 0
     assert (out / MARKER).exists()
+
+
+@pytest.mark.slow
+def test_devices_give_the_one_device_results(tmp_path):
+    """Candidates spread over 2 devices (forced host devices, subprocess): the same outcomes and picks."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    tests = Path(__file__).parent
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, str(tests / "scripts" / "sharded_sweep.py"), str(tests),
+                          str(tmp_path / "tokens.npy")], env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    one, two = (json.loads(line) for line in out.stdout.splitlines() if line.startswith("["))
+    for a, b in zip(one, two):
+        assert a["perplexity"] == b["perplexity"] and a["block_sparsity"] == b["block_sparsity"]
+        for m in a["alignment"]:
+            assert b["alignment"][m] == pytest.approx(a["alignment"][m], rel=1e-6)
