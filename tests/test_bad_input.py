@@ -403,9 +403,12 @@ def test_the_error_line_is_the_only_output_on_stderr(user_dir, tmp_path):
     assert proc.stderr.strip() == error_line(proc)
 
 
-def test_sweep_bad_inputs(user_dir, tmp_path):
+def test_sweep_bad_inputs(user_dir, tmp_path, tmp_path_factory):
     """Every bad sweep input: one line naming the value and the valid choices, exit 2, nothing written."""
     model, calib = user_dir / "model", user_dir / "calib.npy"
+    foreign = tmp_path_factory.mktemp("foreign") / "results"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("the user's")
     base = ["sweep", "--model", model, "--method", "wanda", "--sparsity", "0.5", "--calib", f"tokens:{calib}",
             "--eval", f"tokens:{calib}", "--nsamples", "4", "--seqlen", "32", "--out", tmp_path / "out", "--quiet"]
     cases = [
@@ -422,10 +425,13 @@ def test_sweep_bad_inputs(user_dir, tmp_path):
         (["--search-samples", "0"], ["--search-samples", "must be >= 1"]),
         (["--lambda-block", "0.1"], ["--lambda-block", "--step row only", "--step block"]),
         (["--outcomes", "some"], ["--outcomes", "'some'", "valid: all, picks"]),
+        (["--out", user_dir, "--force"], [str(user_dir)]),  # holds the inputs
+        (["--out", foreign, "--force"], [str(foreign), "not written by neuroal-jax"]),  # not ours
     ]
     before = snapshot(user_dir)
     procs = run_cli_all(*([*base, *extra] for extra, _ in cases))
     for (extra, names), proc in zip(cases, procs):
         assert_clean_error(proc, *names)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
-    assert snapshot(user_dir) == before
+    assert snapshot(user_dir) == before and sorted(p.name for p in foreign.parent.iterdir()) == ["results"]
+    assert (foreign / "mine.txt").read_text() == "the user's"

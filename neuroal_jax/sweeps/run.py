@@ -96,6 +96,16 @@ def sweep(model, *, method: str = "wanda", sparsity: float = 0.7, calib="c4", ns
     req = check_sweep(model, method=method, sparsity=sparsity, calib=calib, nsamples=nsamples, seqlen=seqlen,
                       eval=eval, eval_nsamples=eval_nsamples, batch_size=batch_size, dtype=dtype, out=out,
                       force=force, progress=progress, settings=settings)
+    if req.out is None:
+        return run_sweep(model, req)[0]
+    with output_folder(req.out, force=req.force, kind="sweep") as tmp:  # holds the output lock from the start
+        result, pick_dist = run_sweep(model, req)
+        write_sweep(tmp, result, pick_dist)
+    return result
+
+
+def run_sweep(model, req: SweepRequest) -> tuple[dict, dict | None]:
+    """(what sweep.json holds, the first run's pick under the first metric for the row-spread plot, or None)."""
     s = req.settings
     t0 = time.perf_counter()
     name, cfg, params, tokenizer, _ = resolve_model(model, req.dtype)
@@ -124,9 +134,7 @@ def sweep(model, *, method: str = "wanda", sparsity: float = 0.7, calib="c4", ns
               "runs": runs,
               "sensitivity": sensitivity(runs, s.metrics, req.eval) if len(runs) > 1 else [],
               "timings": {k: round(v, 3) for k, v in timings.items()}}
-    if req.out is not None:
-        write_sweep(req.out, req.force, result, pick_dist)
-    return result
+    return result, pick_dist
 
 
 def _outcomes(cfg, params, windows, cands: Candidates, setting: tuple, cache: dict, req: SweepRequest,
@@ -157,14 +165,13 @@ def _run_record(calib: str, seed: int, n: int, cands: Candidates, outcomes: dict
             "search_seconds": round(cands.seconds, 3)}
 
 
-def write_sweep(out: Path, force: bool, result: dict, pick_dist: dict | None) -> None:
-    """sweep.json, sweep.csv and plots/ into `out`, atomically."""
+def write_sweep(folder: Path, result: dict, pick_dist: dict | None) -> None:
+    """sweep.json, sweep.csv and plots/ into `folder` (each file written atomically)."""
     s = result["settings"]
-    with output_folder(out, force=force, kind="sweep") as tmp:
-        write_json(tmp / "sweep.json", result)
-        header, rows = csv_rows(result["runs"], s["metrics"], s["eval"])
-        with atomic_file(tmp / "sweep.csv", "w") as f:
-            w = csv.writer(f)
-            w.writerow(header)
-            w.writerows(rows)
-        save_sweep_plots(result, tmp / "plots", pick_dist)
+    write_json(folder / "sweep.json", result)
+    header, rows = csv_rows(result["runs"], s["metrics"], s["eval"])
+    with atomic_file(folder / "sweep.csv", "w") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    save_sweep_plots(result, folder / "plots", pick_dist)
