@@ -293,8 +293,8 @@ def test_a_second_run_on_the_same_out_is_refused(deep_model, tmp_path):
 def test_bad_option_values(user_dir, tmp_path):
     model, calib, out = user_dir / "model", user_dir / "calib.npy", tmp_path / "out"
     cases = [
-        (("--lambdas-block", "0.1,1.5"), "neuroal", ["--lambdas-block", "must be in [0.0, 1.0]"]),
-        (("--lambdas-row=-0.1",), "neuroal", ["--lambdas-row", "must be in [0.0, 1.0]"]),
+        (("--lambdas-block", "0.1,1.0"), "neuroal", ["--lambdas-block", "must be in [0.0, 1.0)"]),
+        (("--lambdas-row=-0.1",), "neuroal", ["--lambdas-row", "must be in [0.0, 1.0)"]),
         (("--lambdas-block", "0.1,nan"), "neuroal", ["--lambdas-block", "finite", "nan"]),
         (("--lambdas-row", "inf"), "neuroal", ["--lambdas-row", "finite", "inf"]),
         (("--lambdas-row", "0.1,0.1"), "neuroal", ["--lambdas-row", "must not repeat"]),

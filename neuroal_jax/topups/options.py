@@ -114,10 +114,7 @@ def _coerce(kind, value):
             value = [value]  # one value for a list
         if not isinstance(value, (list, tuple)) or not value:
             raise ValueError(f"expected a non-empty list of {what}")
-        try:
-            return tuple(_coerce(item, v) for v in value)
-        except ValueError:
-            raise ValueError(f"expected a list of {what}") from None
+        return tuple(_coerce(item, v) for v in value)
     raise TypeError(f"unsupported option type {kind!r}")
 
 
