@@ -133,7 +133,7 @@ def test_a_metric_registered_in_a_test_has_its_pick_and_regret(tiny_llama, data)
     assert list(r["runs"][0]["summary"]["metrics"]) == ["neuron", "test_l1_sweep"]
 
 
-def test_grid_and_sensitivity(tiny_llama, data, block_sweep):
+def test_grid_and_sensitivity(tiny_llama, data, block_sweep, tmp_path):
     grid = nj.sweep(tiny_llama, step="grid", lambdas_block=(0.0, 0.1), lambdas_row=(0.0, 0.1), search_samples=4,
                     metrics="neuron", **common(data))
     cands = grid["runs"][0]["candidates"]
@@ -144,6 +144,10 @@ def test_grid_and_sensitivity(tiny_llama, data, block_sweep):
     assert [(r["seed"], r["search_samples"]) for r in sens["runs"]] == [(0, 2), (0, 4), (1, 2), (1, 4)]
     assert sens["runs"][1]["candidates"][0]["perplexity"] == block_sweep["runs"][0]["candidates"][0]["perplexity"]
     rows = {r["search_samples"]: r for r in sens["sensitivity"]}
+    from neuroal_jax.sweeps.plots import save_sweep_plots
+    written = save_sweep_plots(sens, tmp_path / "plots")
+    assert {str(p.relative_to(tmp_path / "plots")) for p in written} == {
+        "search_samples.png", *(f"run-{i:02d}/{n}.png" for i in range(4) for n in ("perplexity", "metrics"))}
     assert rows[4]["seeds"] == [0, 1] and len(rows[4]["perplexity"][spec(data)]["values"]) == 2
     picks = nj.sweep(tiny_llama, step="block", lambdas_block=BLOCK, search_samples=4, outcomes="picks",
                      metrics="neuron", **common(data))

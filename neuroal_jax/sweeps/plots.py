@@ -3,8 +3,10 @@
     perplexity.png       perplexity vs λ per evaluation set, each metric's pick and the oracle marked
                          (the paper's Fig. 3); grid: a heat map over (block λ, row λ)
     metrics.png          every metric's alignment vs λ, min–max normalised, on one axis, with perplexity
+                         (with several runs, both per run: run-<i>/perplexity.png, run-<i>/metrics.png)
     search_samples.png   perplexity at each metric's pick vs |Cλ| (mean ± std over seeds), several |Cλ| only
-    row_sparsity.png     row and grid steps: per layer, the spread of row sparsities at the first metric's pick
+    row_sparsity.png     row and grid steps: per layer, the spread of row sparsities at the first run's pick
+                         under the first metric
 """
 from __future__ import annotations
 
@@ -110,15 +112,21 @@ def search_samples_curve(result: dict):
     sizes = sorted({r["search_samples"] for r in rows})
     if len(sizes) < 2:
         return None
+    specs, calibs = result["settings"]["eval"], result["settings"]["calib"]
     fig, ax = new_figure()
-    for i, r0 in enumerate(r for r in rows if r["search_samples"] == sizes[0]):
-        for spec in result["settings"]["eval"]:
-            pts = [r for r in rows if r["metric"] == r0["metric"] and r["calib"] == r0["calib"]]
-            pts.sort(key=lambda r: r["search_samples"])
-            mean = [r["perplexity"][spec]["mean"] for r in pts]
-            std = [r["perplexity"][spec]["std"] or 0.0 for r in pts]
-            ax.errorbar([r["search_samples"] for r in pts], mean, yerr=std, marker=MARKERS[i % len(MARKERS)],
-                        capsize=3, label=f"{r0['metric']} ({spec}, {r0['calib']})")
+    for spec in specs:
+        for calib in calibs:
+            tag = "" if len(specs) == len(calibs) == 1 else f" ({spec}, calibration {calib})"
+            for i, metric in enumerate(dict.fromkeys(r["metric"] for r in rows)):
+                pts = sorted((r for r in rows if r["metric"] == metric and r["calib"] == calib),
+                             key=lambda r: r["search_samples"])
+                ax.errorbar([r["search_samples"] for r in pts], [r["perplexity"][spec]["mean"] for r in pts],
+                            yerr=[r["perplexity"][spec]["std"] or 0.0 for r in pts], marker=MARKERS[i % len(MARKERS)],
+                            capsize=3, alpha=0.8, label=metric + tag)
+            oracle = [r["summary"]["oracle"][spec] for r in result["runs"] if r["calib"] == calib]
+            if all(oracle):
+                ax.axhline(np.mean([o["perplexity"] for o in oracle]), color="k", ls="--", lw=1,
+                           label="oracle" + tag + (" (mean over seeds)" if len(oracle) > len(sizes) else ""))
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes, [str(v) for v in sizes])
     ax.set(xlabel="|Cλ| (search windows)", ylabel="perplexity at the pick",
@@ -136,17 +144,25 @@ def row_spread(result: dict, run: dict, dist: dict | None):
 
 
 def save_sweep_plots(result: dict, folder: Path, pick_dist: dict | None = None) -> list[Path]:
-    """The plots of the first run (setting) and the sensitivity plot, as folder/<name>.png."""
-    run = result["runs"][0]
+    """Every plot as folder/<name>.png: one run's plots at the top; with several runs (settings), each run's in
+    folder/run-<i>/ (i = its index in result["runs"]) and the |Cλ| plot at the top. `pick_dist`: the first run's
+    distribution at the first metric's pick (row and grid steps), for the row-spread plot."""
     grid = result["settings"]["step"] == "grid"
-    figures = {"perplexity": (perplexity_grid if grid else perplexity_curves)(result, run),
-               "metrics": None if grid else metric_curves(result, run),
-               "search_samples": search_samples_curve(result),
-               "row_sparsity": row_spread(result, run, pick_dist)}
-    folder.mkdir(parents=True, exist_ok=True)
+    runs = result["runs"]
+    figures = {}
+    for i, run in enumerate(runs):
+        where = "" if len(runs) == 1 else f"run-{i:02d}/"
+        titled = result if len(runs) == 1 else {**result, "settings": {**result["settings"], "model": (
+            f"{result['settings']['model']} ({run['calib']}, seed {run['seed']}, |Cλ| {run['search_samples']})")}}
+        figures[where + "perplexity"] = (perplexity_grid if grid else perplexity_curves)(titled, run)
+        figures[where + "metrics"] = None if grid else metric_curves(titled, run)
+    figures["search_samples"] = search_samples_curve(result)
+    figures["row_sparsity"] = row_spread(result, runs[0], pick_dist)
     written = []
     for name, fig in figures.items():
         if fig is not None:
-            fig.savefig(folder / f"{name}.png", dpi=110)
-            written.append(folder / f"{name}.png")
+            path = folder / f"{name}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, dpi=110)
+            written.append(path)
     return written

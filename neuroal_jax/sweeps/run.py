@@ -14,7 +14,8 @@ Output folder (`out`, written atomically; `force` replaces only an earlier outpu
     sweep.json   settings, every run's candidates (λs, alignments, perplexities, sparsities), summaries,
                  sensitivity, timings
     sweep.csv    one row per run and candidate
-    plots/       perplexity.png, metrics.png, search_samples.png, row_sparsity.png (see sweeps.plots)
+    plots/       perplexity.png, metrics.png (per run in run-<i>/ when several), search_samples.png,
+                 row_sparsity.png (see sweeps.plots)
 """
 from __future__ import annotations
 
