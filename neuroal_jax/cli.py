@@ -148,6 +148,19 @@ def cmd_export(args) -> int:
 
 # ---------------------------------------------------------------- parser
 
+def add_run_flags(group) -> None:
+    """--eval-nsamples, --batch-size, --quiet: shared by the commands that prune and evaluate."""
+    group.add_argument("--eval-nsamples", type=int, default=None, metavar="N",
+                       help="evaluate only the first N windows of each test set (default: all)")
+    group.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_dtype_flag(group) -> None:
+    group.add_argument("--dtype", default="float32", choices=DTYPES,
+                       help="weights and activations (statistics and scores stay float32; default: float32)")
+
+
 def _add_prune(sub) -> None:
     from .pruning import methods
     from .topups import TOPUPS
@@ -189,13 +202,9 @@ def _add_prune(sub) -> None:
     g.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default: 0)")
     g.add_argument("--eval", type=lambda s: [v.strip() for v in s.split(",") if v.strip()], default=None,
                    metavar="SPEC[,SPEC...]", help=f"perplexity test sets after pruning: {DATASET_HELP}")
-    g.add_argument("--eval-nsamples", type=int, default=None, metavar="N",
-                   help="evaluate only the first N windows of each test set (default: all)")
-    g.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_flags(g)
     g = p.add_argument_group("scale: precision, memory, interrupted runs, several hosts")
-    g.add_argument("--dtype", default="float32", choices=DTYPES,
-                   help="weights and activations (statistics and scores stay float32; default: float32)")
+    add_dtype_flag(g)
     g.add_argument("--stream", action="store_true",
                    help="read the model and write --out one block at a time (peak memory about one block plus "
                         "activations) with a resume point after every block")

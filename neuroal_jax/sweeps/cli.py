@@ -7,8 +7,7 @@ from .settings import SweepSettings
 
 
 def add_cli(subparsers) -> None:
-    from ..cli import DATASET_HELP, MODEL_HELP, WINDOWS_HELP
-    from ..config import DTYPES
+    from ..cli import DATASET_HELP, MODEL_HELP, WINDOWS_HELP, add_dtype_flag, add_run_flags
     from ..pruning import methods
     p = subparsers.add_parser(
         "sweep", help="every NeuroAL λ candidate: alignment under each metric and the final pruned model's "
@@ -40,11 +39,8 @@ def add_cli(subparsers) -> None:
     g.add_argument("--nsamples", type=int, default=128, help="calibration windows of the final pruning (default: 128)")
     g.add_argument("--seqlen", type=int, default=2048, help="tokens per window (default: 2048)")
     g.add_argument("--eval", required=True, metavar="SPEC[,SPEC...]", help=f"perplexity test sets: {DATASET_HELP}")
-    g.add_argument("--eval-nsamples", type=int, default=None, metavar="N",
-                   help="evaluate only the first N windows of each test set (default: all)")
-    g.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
-    g.add_argument("--dtype", default="float32", choices=DTYPES, help="weights and activations (default: float32)")
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_flags(g)
+    add_dtype_flag(g)
     SweepSettings.add_flags(p.add_argument_group("candidates, metrics and sensitivity"))
     p.set_defaults(func=_cmd)
 
