@@ -190,3 +190,14 @@ def test_devices_give_the_one_device_results(tmp_path):
         assert a["perplexity"] == b["perplexity"] and a["block_sparsity"] == b["block_sparsity"]
         for m in a["alignment"]:
             assert b["alignment"][m] == pytest.approx(a["alignment"][m], rel=1e-6)
+
+
+def test_several_calibration_sources(tiny_llama, data):
+    np.save(data / "other.npy", np.random.default_rng(7).integers(0, 128, 4096).astype(np.int64))
+    kw = {**common(data), "calib": f"tokens:{data / 'calib.npy'},tokens:{data / 'other.npy'}"}
+    r = nj.sweep(tiny_llama, step="block", lambdas_block=BLOCK, search_samples=4, metrics="neuron", outcomes="picks",
+                 **kw)
+    assert [run["calib"] for run in r["runs"]] == [f"tokens:{data / n}" for n in ("calib.npy", "other.npy")]
+    assert [row["calib"] for row in r["sensitivity"]] == [run["calib"] for run in r["runs"]]
+    with pytest.raises(ValueError, match="repeats a dataset"):
+        nj.sweep(tiny_llama, **{**kw, "calib": f"tokens:{data / 'calib.npy'},tokens:{data / 'calib.npy'}"})
