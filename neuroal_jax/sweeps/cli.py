@@ -63,6 +63,6 @@ def _cmd(args) -> int:
         print("\nsensitivity (per |Cλ| and calibration, over seeds)\n" + format_sensitivity(result["sensitivity"],
                                                                                           s["eval"]))
     t = result["timings"]
-    print(f"\ntimings: " + "  ".join(f"{k} {v:.1f}s" for k, v in t.items()))
+    print("\ntimings: " + "  ".join(f"{k} {v:.1f}s" for k, v in t.items()))
     print(f"wrote {args.out}/ (sweep.json, sweep.csv, plots/)")
     return 0
