@@ -252,6 +252,19 @@ def test_sigkill_leftovers_are_removed_by_the_next_run(user_dir, tmp_path):
     assert out.is_dir() and ours_left(tmp_path, "out") == []
 
 
+def test_a_run_killed_while_marking_its_folder_leaves_nothing_behind(tmp_path):
+    """SIGKILL between creating the temporary folder and renaming its marker into place leaves a folder with only
+    the marker's temporary file: ours, so the next run removes it; a folder with anything else is kept."""
+    from neuroal_jax.outputs.files import clean_stale
+    killed, empty, user = (tmp_path / f".out.tmp-{i}-abcdef" for i in (1, 2, 3))
+    for d in (killed, empty, user):
+        d.mkdir()
+    (killed / f".{MARKER}.tmp1-abcdef").write_text("{")
+    (user / "mine.txt").write_text("the user's")
+    clean_stale(tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [user.name]
+
+
 def test_out_may_not_be_the_current_folder_or_above(user_dir, tmp_path):
     work = tmp_path / "work"
     work.mkdir()

@@ -260,8 +260,13 @@ def clean_stale(out: Path) -> None:
     prefixes = (sibling(out, "tmp-").name, sibling(out, "old-").name)
     for p in out.parent.iterdir():
         if p.name.startswith(prefixes) and p.is_dir() and not p.is_symlink() and (
-                read_marker(p) is not None or not any(p.iterdir())):
+                read_marker(p) is not None or _only_marker_temps(p)):
             shutil.rmtree(p, ignore_errors=True)
+
+
+def _only_marker_temps(folder: Path) -> bool:
+    """Empty, or holding only unfinished marker files: a run killed between creating the folder and marking it."""
+    return all(c.is_file() and c.name.startswith(f".{MARKER}.tmp") for c in folder.iterdir())
 
 
 # ---------------------------------------------------------------- folders
