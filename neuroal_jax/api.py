@@ -62,6 +62,13 @@ def positive_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_counts(nsamples, seqlen, batch_size, eval_nsamples) -> tuple[int, int, int, int | None]:
+    """The window counts and sizes of a run that prunes and evaluates, checked."""
+    return (positive_int("nsamples", nsamples), positive_int("seqlen", seqlen, 2),
+            positive_int("batch_size", batch_size),
+            None if eval_nsamples is None else positive_int("eval_nsamples", eval_nsamples))
+
+
 def spec_list(specs) -> list[str]:
     if specs is None:
         return []
@@ -173,10 +180,8 @@ def check_request(model, *, method, sparsity, top_up, structure, calib, nsamples
     check_method(method)
     topup = check_topup(top_up)
     st, sparsity = check_structure(structure, sparsity)
-    nsamples, seqlen = positive_int("nsamples", nsamples), positive_int("seqlen", seqlen, 2)
-    batch_size, seed = positive_int("batch_size", batch_size), int(seed)
-    if eval_nsamples is not None:
-        eval_nsamples = positive_int("eval_nsamples", eval_nsamples)
+    nsamples, seqlen, batch_size, eval_nsamples = check_counts(nsamples, seqlen, batch_size, eval_nsamples)
+    seed = int(seed)
     if options is not None and not isinstance(options, (dict, Options)):
         raise ValueError(f"options must be a dict, got {type(options).__name__}")
     resolved = topup.resolve(options, Target(method, sparsity, st, nsamples))

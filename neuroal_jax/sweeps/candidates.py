@@ -44,8 +44,7 @@ def search_candidates(cfg, params, windows: np.ndarray, sparsity: float, method:
                         method, desc="sweep: block candidates", **kw)
 
     def done(lb, lr, dists, alignment, base=None):
-        return Candidates(lb, lr, dists, {m: np.asarray(v, np.float64) for m, v in alignment.items()}, base or {},
-                          time.perf_counter() - t0)
+        return Candidates(lb, lr, dists, alignment, base or {}, time.perf_counter() - t0)
 
     if s.step == "block":
         step = block_step()

@@ -74,12 +74,12 @@ def final_outcomes(cfg, params: dict, windows: np.ndarray, dists: list, method: 
                 frac, sizes = layer_sparsities(masks)
                 layer[k][0].update(frac), layer[k][1].update(sizes)
             bar.update()
+        heads = {d: _put(head_params(params), d) for d in set(dev.values())}
         for k in ids:
             summary = summarize_sparsity(cfg, *layer[k])
-            head = _put(head_params(params), dev[k])
-            ppl = {s: perplexity_of_hidden(cfg, head, ev[k][s], evals[s], len(test_sets[s])) for s in test_sets}
+            ppl = {s: perplexity_of_hidden(cfg, heads[dev[k]], ev[k][s], evals[s], len(test_sets[s]))
+                   for s in test_sets}
             out.append(Outcome(ppl, summary["sparsity"], summary["block_sparsity"]))
-        del xs, ev
     bar.close()
     return out
 

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..api import check_dtype, check_model_fits, data_paths, model_inputs, positive_int, resolve_model, spec_list
+from ..api import check_counts, check_dtype, check_model_fits, data_paths, model_inputs, resolve_model, spec_list
 from ..evaluation.data import DatasetSpec, calibration_windows, eval_windows, parse_spec
 from ..outputs.files import atomic_file, check_out, output_folder, write_json
 from ..outputs.report import versions
@@ -61,10 +61,7 @@ def check_sweep(model, *, method, sparsity, calib, nsamples, seqlen, eval, eval_
     """Validate every argument of `sweep` before any work."""
     sparsity = check_sparsity(sparsity)
     check_method(method)
-    nsamples, seqlen = positive_int("nsamples", nsamples), positive_int("seqlen", seqlen, 2)
-    batch_size = positive_int("batch_size", batch_size)
-    if eval_nsamples is not None:
-        eval_nsamples = positive_int("eval_nsamples", eval_nsamples)
+    nsamples, seqlen, batch_size, eval_nsamples = check_counts(nsamples, seqlen, batch_size, eval_nsamples)
     calibs = [parse_spec(c) for c in spec_list(calib)]
     if not calibs:
         raise ValueError(f"calib (--calib) must name at least one dataset, got {calib!r}")

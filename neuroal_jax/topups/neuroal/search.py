@@ -286,7 +286,6 @@ def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dis
 
 def deltas_of(cfg, params, windows, dist: Distribution, method: str, **kw) -> dict:
     """δ = aᴰ − aˢ per layer {key: [in]} of one distribution: what the row step scales."""
-    kw = {k: v for k, v in kw.items() if k != "metrics"}
     return evaluate_candidates(cfg, params, windows, [dist], method, **kw)[2][0]
 
 
@@ -306,7 +305,7 @@ def _known_metric(name) -> str | None:
 LAMBDA_CHECK = all_of(in_range(0.0, 1.0, high_open=True), unique)
 
 
-# One definition per option that the sweep (neuroal_jax.sweep) shares with the search.
+# One definition per option that the sweep (neuroal_jax.sweeps) shares with the search.
 
 def lambdas_option(step: str, grid: tuple[float, ...], note: str = ""):
     return option(None, f"NeuroAL: {step}-step λ values in [0, 1), comma-separated (default: "
