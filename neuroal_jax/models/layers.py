@@ -102,20 +102,41 @@ def causal_mask(seqlen: int, window: int | None = None):
     return mask
 
 
-def attention(q, k, v, mask, scale: float, softcap: float | None = None):
-    """q[B,T,H,D], k/v[B,T,KV,D] (grouped-query: H % KV == 0), mask bool[T,T] -> [B,T,H,D].
+QUERY_CHUNKS = 4  # causal attention in this many query chunks (for windows of ≥ 128 tokens)
 
-    Query heads are grouped by their shared k/v head ([B,T,KV,G,D]) rather than k/v being repeated:
-    the same products, one larger matmul per k/v head and no copies."""
-    B, T, H, D = q.shape
-    kv = k.shape[2]
-    qg = q.reshape(B, T, kv, H // kv, D)
-    logits = jnp.einsum("bqhgd,bkhd->bhgqk", qg, k).astype(F32) * scale
+
+def attention(q, k, v, mask, scale: float, softcap: float | None = None):
+    """Causal attention: q[B,T,H,D], k/v[B,T,KV,D] (grouped-query: H % KV == 0), mask bool[T,T] with
+    mask[i, j] False for every j > i (`causal_mask`) -> [B,T,H,D].
+
+    The queries go in chunks, each against the keys up to its last position only: the keys after it are
+    masked for the whole chunk, so skipping them changes no value (the masked logits' probabilities are
+    exactly 0) and saves 3/8 of the products and of the softmax with 4 chunks."""
+    T = q.shape[1]
+    n = QUERY_CHUNKS if T >= 128 and T % QUERY_CHUNKS == 0 else 1
+    c = T // n
+    parts = [_attend(q[:, i * c:(i + 1) * c], k[:, :(i + 1) * c], v[:, :(i + 1) * c],
+                     mask[i * c:(i + 1) * c, :(i + 1) * c], scale, softcap) for i in range(n)]
+    return parts[0] if n == 1 else jnp.concatenate(parts, axis=1)
+
+
+def _attend(q, k, v, mask, scale: float, softcap: float | None):
+    """q[B,Tq,H,D] against k/v[B,Tk,KV,D] under mask bool[Tq,Tk].
+
+    Heads go first and query heads are grouped by their shared k/v head: per (window, k/v head) one
+    [G·Tq, D] × [D, Tk] product and one [G·Tq, Tk] × [Tk, D] product (no repeated k/v, plain batched matmuls)."""
+    B, Tq, H, D = q.shape
+    Tk, kv = k.shape[1], k.shape[2]
+    g = H // kv
+    qg = q.reshape(B, Tq, kv, g, D).transpose(0, 2, 3, 1, 4).reshape(B, kv, g * Tq, D)
+    kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, KV, Tk, D]
+    logits = jnp.einsum("bhqd,bhkd->bhqk", qg, kh).astype(F32).reshape(B, kv, g, Tq, Tk) * scale
     if softcap is not None:
         logits = jnp.tanh(logits / softcap) * softcap
     logits = jnp.where(mask, logits, jnp.finfo(F32).min)
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhgqk,bkhd->bqhgd", probs, v).reshape(B, T, H, D)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype).reshape(B, kv, g * Tq, Tk)
+    out = jnp.einsum("bhqk,bhkd->bhqd", probs, vh).reshape(B, kv, g, Tq, D)
+    return out.transpose(0, 3, 1, 2, 4).reshape(B, Tq, H, D)
 
 
 def split_heads(x, n_heads: int, head_dim: int):

@@ -114,17 +114,33 @@ def _broadcast_batch(scores: jax.Array, keep: jax.Array) -> tuple[jax.Array, jax
 
 
 # ------------------------------------------------------------------- jnp reference
+TILE_BYTES = 128 << 10  # one tile of rows' keys stays in the L2 cache for all 32 threshold steps
+
+
 @functools.partial(jax.jit, static_argnames=("ties",))
 def _topk_keep_mask_2d(scores: jax.Array, keep: jax.Array, ties: str) -> jax.Array:
-    """Row-wise top-k keep mask of a 2-D ``scores[R, C]`` (no validation)."""
+    """Row-wise top-k keep mask of a 2-D ``scores[R, C]`` (no validation), tile by tile of rows.
+
+    The threshold search reads every key 32 times; over the whole matrix at once each step streams it
+    from memory, over a cache-sized tile of rows it does not (about 2× faster on CPU, same mask)."""
+    R, C = scores.shape
+    rows = min(R, max(8, TILE_BYTES // (4 * C)))
+    n = -(-R // rows)
+    pad = n * rows - R  # padded rows keep 0 and are dropped
+    tiles = (jnp.pad(scores, ((0, pad), (0, 0))).reshape(n, rows, C), jnp.pad(keep, (0, pad)).reshape(n, rows))
+    return lax.map(lambda t: _topk_rows(*t, ties), tiles).reshape(n * rows, C)[:R]
+
+
+def _topk_rows(scores: jax.Array, keep: jax.Array, ties: str) -> jax.Array:
+    """`_topk_keep_mask_2d` on one tile of rows."""
     n_cols = scores.shape[1]
     keys = ordered_int32_keys(scores)
     keep = jnp.clip(keep.astype(jnp.int32), 0, n_cols)[:, None]  # [R, 1]
-    # XLA:CPU vectorises row sums of int16 several times better than of int32; exact while C fits.
-    count_dtype = jnp.int16 if n_cols <= np.iinfo(np.int16).max else jnp.int32
+    # XLA:CPU vectorises row sums of float32 several times better than of integers; exact while C ≤ 2^24.
+    count_dtype = jnp.float32 if n_cols <= 2**24 else jnp.int32
 
     def count(x):  # bool [R, C] -> int32 [R, 1]
-        return jnp.sum(x, axis=1, keepdims=True, dtype=count_dtype).astype(jnp.int32)
+        return jnp.sum(x.astype(count_dtype), axis=1, keepdims=True).astype(jnp.int32)
 
     # Threshold t = keep-th largest key: build it bit by bit, MSB first. In the
     # unsigned order (key ^ INT32_MIN) each step sets one bit, which in the signed
@@ -141,7 +157,7 @@ def _topk_keep_mask_2d(scores: jax.Array, keep: jax.Array, ties: str) -> jax.Arr
     need = keep - count(above)
 
     def tie_rank():  # rank of each tied entry, counted from the side kept first (inclusive)
-        rank = jnp.cumsum(eq, axis=1, dtype=count_dtype).astype(jnp.int32)
+        rank = jnp.cumsum(eq.astype(count_dtype), axis=1).astype(jnp.int32)
         return rank if ties == "low" else rank[:, -1:] - rank + eq.astype(jnp.int32)
 
     # Only rows that keep part of their tied entries need ranks; the cumulative sum is skipped
