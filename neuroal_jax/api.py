@@ -209,6 +209,20 @@ def check_dtype(dtype: str) -> np.dtype:
     return np.dtype(ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float32)
 
 
+class PrecisionWarning(UserWarning):
+    """bfloat16 asked for on a CPU that can only emulate it."""
+
+
+def warn_emulated_bfloat16(dtype: str) -> None:
+    """--dtype bfloat16 on a CPU without bfloat16 dot instructions runs, but slower than float32: say so once."""
+    import jax
+
+    from .runtime import BF16_CPU_FLAGS, cpu_has_bfloat16
+    if dtype == "bfloat16" and jax.default_backend() == "cpu" and cpu_has_bfloat16() is False:
+        warnings.warn(f"this CPU has no bfloat16 dot instructions ({' or '.join(BF16_CPU_FLAGS)}): --dtype bfloat16 "
+                      "is emulated and slower than float32 here", PrecisionWarning, stacklevel=3)
+
+
 def _cast(params: dict, dtype: np.dtype) -> dict:
     import jax
     import jax.numpy as jnp
@@ -222,6 +236,7 @@ def resolve_model(model, dtype: str = "float32", stream: bool = False) -> tuple[
     a LoadedModel, or a (config, params) pair; params in `dtype`. stream=True opens a spec with lazily
     read blocks (converters.stream.open_streamed)."""
     np_dtype = check_dtype(dtype)
+    warn_emulated_bfloat16(dtype)
     if isinstance(model, (str, os.PathLike)):
         if stream:
             from converters.stream import open_streamed as load_model

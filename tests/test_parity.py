@@ -171,3 +171,30 @@ def test_consumer_map_fits_shapes(built, case):
         rows, cols = p[layer]["weight"].shape[0], p[target]["weight"].shape[1]
         gqa_kv = cfg.num_kv_heads != cfg.num_heads and layer.endswith(("k_proj", "v_proj"))
         assert rows == cols or gqa_kv, (layer, consumer)
+
+
+LONG = 128  # long enough for the chunked causal attention (models.layers.QUERY_CHUNKS chunks)
+
+
+@pytest.mark.parametrize("case", ["llama_gqa", "mistral_window", "gemma3_softcap"])
+def test_long_windows_match_transformers(built, case):
+    model, cfg, params, _ = built[case]
+    tokens = np.random.default_rng(1).integers(0, VOCAB, (1, LONG))
+    diff = np.abs(np.asarray(forward(cfg, params, tokens)) - torch_logits(model, tokens)).max()
+    assert diff <= TOL, diff
+
+
+@pytest.mark.parametrize("window, softcap", [(None, None), (40, None), (None, 5.0)])
+def test_chunked_attention_equals_one_chunk_exactly(window, softcap):
+    """Skipping the keys after each query chunk changes no bit: their probabilities are exactly 0."""
+    import jax
+
+    from neuroal_jax.models import layers as L
+
+    T = 256
+    q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (2, T, h, 16)) for i, h in enumerate((6, 2, 2)))
+    mask = L.causal_mask(T, window)
+    chunked = L.attention(q, k, v, mask, 0.25, softcap)
+    whole = L._attend(q, k, v, mask, 0.25, softcap)
+    assert L.QUERY_CHUNKS > 1
+    np.testing.assert_array_equal(np.asarray(chunked), np.asarray(whole))

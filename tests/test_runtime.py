@@ -1,9 +1,10 @@
-"""The command-line tools re-execute themselves once with huge-page malloc (neuroal_jax.runtime)."""
+"""neuroal_jax.runtime: the tools re-execute themselves once with huge-page malloc; the CPU's bfloat16 support."""
 import os
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from neuroal_jax.runtime import HUGEPAGE_TUNABLE, hugepage_env
@@ -44,3 +45,35 @@ def test_opt_out_or_already_set_runs_in_place(tmp_path, env):
 def test_hugepage_env_is_a_copy():
     env = {"PATH": "/bin"}
     assert hugepage_env(env) == {"PATH": "/bin", "GLIBC_TUNABLES": HUGEPAGE_TUNABLE} and env == {"PATH": "/bin"}
+
+
+@pytest.mark.parametrize("flags, expected", [("fpu avx2 avx512f avx512_bf16 avx512_vnni", True),
+                                             ("fpu amx_tile amx_bf16 amx_int8", True), ("fpu avx2 fma", False)])
+def test_cpu_bfloat16_flags(tmp_path, flags, expected):
+    from neuroal_jax.runtime import cpu_has_bfloat16
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nmodel name\t: x\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    assert cpu_has_bfloat16(str(info)) is expected
+    assert cpu_has_bfloat16(str(tmp_path / "absent")) is None
+
+
+@pytest.mark.parametrize("has, warns", [(False, True), (True, False), (None, False)])
+def test_bfloat16_on_a_cpu_without_it_warns(monkeypatch, has, warns):
+    import warnings
+
+    from neuroal_jax import api, runtime
+    from neuroal_jax.config import ModelConfig
+
+    monkeypatch.setattr(runtime, "cpu_has_bfloat16", lambda: has)
+    cfg = ModelConfig(family="llama", vocab_size=8, hidden_size=4, intermediate_size=8, num_layers=1, num_heads=1,
+                      num_kv_heads=1, head_dim=4, max_position_embeddings=16)
+    params = {"embed": {"weight": np.zeros((8, 4), np.float32)}}
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        api.resolve_model((cfg, params), "bfloat16")
+        api.resolve_model((cfg, params), "float32")
+    precision = [w for w in seen if issubclass(w.category, api.PrecisionWarning)]
+    assert len(precision) == int(warns)
+    if warns:
+        assert "avx512_bf16 or amx_bf16" in str(precision[0].message)

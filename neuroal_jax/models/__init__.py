@@ -54,7 +54,7 @@ def hidden_to_logits(cfg: ModelConfig, head: dict, x):
     fam = family_of(cfg)
     h = fam.final_hidden(cfg, head, x)
     w = head["embed"]["weight"] if cfg.tie_word_embeddings else head["lm_head"]["weight"]
-    logits = jnp.einsum("...h,vh->...v", h, w).astype(jnp.float32)
+    logits = jnp.einsum("...h,vh->...v", h, w, preferred_element_type=jnp.float32)
     if "lm_head" in head and "bias" in head["lm_head"]:
         logits = logits + head["lm_head"]["bias"].astype(jnp.float32)
     if cfg.final_logit_softcapping is not None:

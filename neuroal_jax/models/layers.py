@@ -13,9 +13,10 @@ F32 = jnp.float32
 
 
 def linear(x, p: dict):
-    """x[..., in] @ W[out, in]ᵀ (+ b[out])."""
-    y = jnp.einsum("...i,oi->...o", x, p["weight"])
-    return y + p["bias"] if "bias" in p else y
+    """x[..., in] @ W[out, in]ᵀ (+ b[out]), accumulated in float32 and returned in x's dtype (bfloat16 inputs
+    then take the CPU's bfloat16 dot instructions where it has them, and the GPU's tensor cores)."""
+    y = jnp.einsum("...i,oi->...o", x, p["weight"], preferred_element_type=F32)
+    return (y + p["bias"] if "bias" in p else y).astype(x.dtype)
 
 
 def rms_norm(x, weight, eps: float, offset: float = 0.0):
@@ -130,13 +131,13 @@ def _attend(q, k, v, mask, scale: float, softcap: float | None):
     g = H // kv
     qg = q.reshape(B, Tq, kv, g, D).transpose(0, 2, 3, 1, 4).reshape(B, kv, g * Tq, D)
     kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, KV, Tk, D]
-    logits = jnp.einsum("bhqd,bhkd->bhqk", qg, kh).astype(F32).reshape(B, kv, g, Tq, Tk) * scale
+    logits = jnp.einsum("bhqd,bhkd->bhqk", qg, kh, preferred_element_type=F32).reshape(B, kv, g, Tq, Tk) * scale
     if softcap is not None:
         logits = jnp.tanh(logits / softcap) * softcap
     logits = jnp.where(mask, logits, jnp.finfo(F32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype).reshape(B, kv, g * Tq, Tk)
-    out = jnp.einsum("bhqk,bhkd->bhqd", probs, vh).reshape(B, kv, g, Tq, D)
-    return out.transpose(0, 3, 1, 2, 4).reshape(B, Tq, H, D)
+    out = jnp.einsum("bhqk,bhkd->bhqd", probs, vh, preferred_element_type=F32).reshape(B, kv, g, Tq, D)
+    return out.transpose(0, 3, 1, 2, 4).reshape(B, Tq, H, D).astype(v.dtype)
 
 
 def split_heads(x, n_heads: int, head_dim: int):

@@ -145,15 +145,25 @@ def _topk_rows(scores: jax.Array, keep: jax.Array, ties: str) -> jax.Array:
     # Threshold t = keep-th largest key: build it bit by bit, MSB first. In the
     # unsigned order (key ^ INT32_MIN) each step sets one bit, which in the signed
     # representation is a flip of that bit; accept when count(keys >= cand) >= keep.
-    def threshold_step(i, t):
+    # The search stops early once every row of the tile has exactly keep keys >= t: those
+    # are then its top keep (no key lies between t and the exact threshold), which the
+    # formula below returns unchanged. Rows that keep nothing are done from the start.
+    def threshold_step(state):
+        i, t, n_ge = state  # n_ge = count(keys >= t)
         cand = t ^ lax.shift_left(jnp.int32(1), jnp.int32(31) - i)
-        return jnp.where(count(keys >= cand) >= keep, cand, t)
+        n = count(keys >= cand)
+        accept = n >= keep
+        return i + 1, jnp.where(accept, cand, t), jnp.where(accept, n, n_ge)
+
+    def searching(state):
+        i, _, n_ge = state
+        return (i < 32) & jnp.any((n_ge != keep) & (keep > 0))
 
     t0 = jnp.full_like(keep, INT32_MIN)
-    t = lax.fori_loop(0, 32, threshold_step, t0)
+    _, t, _ = lax.while_loop(searching, threshold_step, (jnp.int32(0), t0, jnp.full_like(keep, n_cols)))
 
-    above = keys > t
-    eq = keys == t
+    above = (keys > t) & (keep > 0)
+    eq = (keys == t) & (keep > 0)
     need = keep - count(above)
 
     def tie_rank():  # rank of each tied entry, counted from the side kept first (inclusive)

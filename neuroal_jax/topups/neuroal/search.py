@@ -1,10 +1,12 @@
 """NeuroAL: adaptive λ search for block- and row-wise sparsity (docs/algorithm.md §5–6), vectorised over λ.
 
 Every candidate of a step is evaluated in one pass over the blocks: the stream carries a leading
-λ axis [K, N, T, H], and one jitted, vmapped function per block computes, for all candidates at once,
-the dense activations on the candidate's own sparse stream, the masks (engine mask functions, per-row
-counts from the candidate's distribution), the sparse activations, the next stream and each layer's
-alignment. `lambda_chunk` evaluates K candidates at a time when memory demands (same results).
+λ axis [K, N, T, H], and one jitted function per block computes, for all candidates at once (vmapped on
+accelerators and meshes, one after another in `lax.map` on a CPU), the dense activations on the
+candidate's own sparse stream, the masks (engine mask functions, per-row counts from the candidate's
+distribution), the sparse activations, the next stream and each layer's alignment. Nothing returns to
+the host until every block is dispatched. `lambda_chunk` evaluates K candidates at a time when memory
+demands (same results).
 """
 from __future__ import annotations
 
@@ -178,18 +180,34 @@ def candidate_block(cfg, method, ties, metrics, p, x, ctx, keep, a_dense_given=N
     return y, a_dense, a_sparse, align
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def candidates_block(cfg, method, ties, metrics, p, xs, ctx, keeps, a_dense_given=None):
+def over_candidates(loop: str):
+    """f(*args) over the leading candidate axis of every argument: `vmap` (one batched program, what fills a
+    GPU) or `map` (`lax.map`, one candidate at a time: its activations stay in the CPU's caches and its
+    matmuls keep their best shape; 10–20 % faster on the build machine's CPU)."""
+    if loop == "vmap":
+        return lambda f, *args: jax.vmap(f)(*args)
+    return lambda f, *args: jax.lax.map(lambda a: f(*a), args)
+
+
+def candidate_loop(mesh) -> str:
+    """`map` on one CPU device, `vmap` on accelerators and when the candidates are sharded over a mesh."""
+    return "map" if mesh is None and jax.default_backend() == "cpu" else "vmap"
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2, 3), static_argnames="loop", donate_argnums=5)
+def candidates_block(cfg, method, ties, metrics, p, xs, ctx, keeps, a_dense_given=None, loop="vmap"):
     """All candidates of one block at once, the same three phases as `candidate_block`: the dense
-    pass vmapped over the streams xs [K, N, T, H], the masks of all candidates in one call per layer,
-    the sparse pass vmapped over streams and weights."""
-    a_dense, hessian = jax.vmap(partial(_dense_pass, cfg, method), in_axes=(None, 0, None))(p, xs, ctx)
+    pass over the streams xs [K, N, T, H] (donated: the next streams take their place), the masks
+    of all candidates in one call per layer, the sparse pass over streams and weights; `loop` says how the
+    passes go over the candidates (`over_candidates`).
+    Returns (next streams [K, N, T, H], δ = aᴰ − aˢ {layer: [K, in]}, {metric: {layer: [K]}})."""
+    over = over_candidates(loop)
+    a_dense, hessian = over(lambda x: _dense_pass(cfg, method, p, x, ctx), xs)
     if a_dense_given is not None:
         a_dense = jax.tree.map(lambda v: jnp.broadcast_to(v, (xs.shape[0], *v.shape)), a_dense_given)
     weights = _sparse_weights(method, ties, p, keeps, a_dense, hessian, batched=True)
-    y, a_sparse, align = jax.vmap(partial(_sparse_pass, cfg, metrics), in_axes=(None, 0, 0, None, 0))(
-        p, weights, xs, ctx, a_dense)
-    return y, a_dense, a_sparse, align
+    y, a_sparse, align = over(lambda w, x, a: _sparse_pass(cfg, metrics, p, w, x, ctx, a), weights, xs, a_dense)
+    return y, {k: a_dense[k] - a_sparse[k] for k in a_sparse}, align
 
 
 @partial(jax.jit, static_argnums=0)
@@ -254,8 +272,7 @@ def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dis
     padded = [c + [c[-1]] * (width - len(c)) for c in chunks]
     streams = [shard_candidates(jnp.broadcast_to(x0, (width, *x0.shape)), mesh) for _ in chunks]
     dense_x = x0
-    per_layer = {m: {k: np.zeros(K) for k in layer_keys(cfg)} for m in metrics}
-    deltas = [dict() for _ in range(K)]
+    results = []  # (block, chunk, δ, alignments) on device: read back once every block is dispatched
     for b in tqdm(range(cfg.num_layers), desc=desc, disable=not progress, leave=False):
         p, ctx = shard_params(params["blocks"][b], mesh), ctxs[b]
         a_dense_given = None
@@ -267,19 +284,22 @@ def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dis
         if len(ties) != 1:
             raise ValueError("candidates of one step must all be scalar or all be per-row distributions")
         ties = ties.pop()
-        for c, idx in enumerate(chunks):
+        for c in range(len(chunks)):
             keeps = shard_candidates({name: np.stack([v[i][0] for i in padded[c]]) for name, v in keeps_ties.items()},
                                      mesh)
-            y, a_d, a_s, align = candidates_block(cfg, method, ties, metrics, p, streams[c], ctx, keeps, a_dense_given)
-            streams[c] = y
-            delta = {k: to_host(a_d[k] - a_s[k]) for k in a_s}
+            streams[c], delta, align = candidates_block(cfg, method, ties, metrics, p, streams[c], ctx, keeps,
+                                                        a_dense_given, loop=candidate_loop(mesh))
+            results.append((b, c, delta, align))
+    per_layer = {m: {k: np.zeros(K) for k in layer_keys(cfg)} for m in metrics}
+    deltas = [dict() for _ in range(K)]
+    for b, c, delta, align in results:
+        idx = chunks[c]
+        for name in fam.prunable:
             for m in metrics:
-                for name in fam.prunable:
-                    vals = to_host(align[m][name]).astype(np.float64)
-                    per_layer[m][f"{b}.{name}"][idx] = vals[:len(idx)]
-            for name in fam.prunable:
-                for j, i in enumerate(idx):
-                    deltas[i][f"{b}.{name}"] = delta[name][j]
+                per_layer[m][f"{b}.{name}"][idx] = to_host(align[m][name]).astype(np.float64)[:len(idx)]
+            d = to_host(delta[name])
+            for j, i in enumerate(idx):
+                deltas[i][f"{b}.{name}"] = d[j]
     totals = {m: np.array([sum(layers[k][i] for k in layers) for i in range(K)]) for m, layers in per_layer.items()}
     return totals, per_layer, deltas
 
