@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 CATEGORIES = (
     ("linear matmuls", ("...i,oi->...o",)),
-    ("attention", ("bhqd,bhkd", "bhqk,bhkd", "softmax", "attention")),
+    ("attention", ("bhqd,bhkd", "bhqk,bhkd", "bqhgd,bkhd", "bhgqk,bkhd", "softmax", "attention")),
     ("masks", ("_topk_keep_mask", "_topk_rows", "topk_mask")),
 )
 
@@ -161,7 +161,7 @@ def main() -> int:
     keeps = {n: jnp.asarray(np.stack([keep_and_ties(d[f"{b}.{n}"], p[n]["weight"].shape)[0] for d in dists]))
              for n in fam.prunable}
     step = jax.jit(lambda p, xs, ctx, keeps: S.candidates_block(cfg, "wanda", "low", ("neuron",), p, xs + 0, ctx,
-                                                                keeps))
+                                                                keeps, loop=S.candidate_loop(None)))
     xs = jnp.broadcast_to(x, (K, *x.shape))
     rate = matmul_rate(args.nsamples * args.seqlen, cfg.hidden_size, cfg.intermediate_size)
     wall, _ = profile(step, (p, xs, ctx, keeps), f"search block {b}, {K} candidates × {args.nsamples} × "

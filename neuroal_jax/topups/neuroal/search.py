@@ -290,6 +290,8 @@ def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dis
             streams[c], delta, align = candidates_block(cfg, method, ties, metrics, p, streams[c], ctx, keeps,
                                                         a_dense_given, loop=candidate_loop(mesh))
             results.append((b, c, delta, align))
+        # one block ahead of the device, no more: the progress bar stays true and the queue short
+        jax.block_until_ready([r[2] for r in results if r[0] == b - 1])
     per_layer = {m: {k: np.zeros(K) for k in layer_keys(cfg)} for m in metrics}
     deltas = [dict() for _ in range(K)]
     for b, c, delta, align in results:
