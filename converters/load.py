@@ -9,6 +9,7 @@ A spec is, in this order:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -61,6 +62,23 @@ def resolve_spec(spec: str | os.PathLike) -> tuple[str, Path | str]:
     if spec.count("/") != 1:
         raise ValueError(_unknown(f"unknown model {spec!r}"))
     return "hub", spec
+
+
+def check_spec(spec: str | os.PathLike) -> None:
+    """Raise what `load_model` would raise for a spec that names no model, without loading anything: an unknown
+    name, a missing path, a file that is not GGUF, a folder whose config.json names an unsupported family."""
+    from .hf_tables import table_for_model_type
+
+    kind, where = resolve_spec(spec)
+    config = Path(where) / "config.json" if kind == "hf-folder" else None
+    if config is None or not config.is_file():
+        return
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (ValueError, AttributeError) as e:
+        raise ValueError(f"{config} is not a JSON object: {e}") from None
+    if model_type is not None:
+        table_for_model_type(model_type)
 
 
 def load_model(spec: str | os.PathLike, dtype=np.float32, tokenizer: bool = True) -> LoadedModel:

@@ -134,7 +134,11 @@ def interrupted_run(out: Path, resuming: bool, force: bool) -> Path | None:
 
 
 def model_inputs(model) -> list[tuple[str, str]]:
-    """[("--model", path)] for a model read from a local file or folder, else []: what an output must not hold."""
+    """[("--model", path)] for a model read from a local file or folder, else []: what an output must not hold.
+    A spec that names no model is an error here, before the output folder is touched (`check_spec`)."""
+    if isinstance(model, (str, os.PathLike)):
+        from converters.load import check_spec
+        check_spec(model)
     path = model_path(model)
     return [("--model", path)] if path else []
 

@@ -102,6 +102,19 @@ def test_bad_inputs_give_one_line_errors(tiny_llama_dir, tiny_tokens, unknown_fa
     assert not (tmp_path / "out").exists()
 
 
+def test_a_bad_model_is_named_before_the_output_is_locked(tiny_tokens, unknown_family_dir, tmp_path):
+    """The model spec is checked before the output's lock: a run on an output that another run holds still
+    names its own bad model (concurrent bad runs on one output once reported the lock instead)."""
+    from neuroal_jax.outputs.files import output_lock
+
+    with output_lock(tmp_path / "out"):
+        runs = run_cli_all(prune_args(unknown_family_dir, tiny_tokens, tmp_path),
+                           prune_args("/no/such/model", tiny_tokens, tmp_path))
+    assert_clean_error(runs[0], "no_such_family")
+    assert_clean_error(runs[1], "/no/such/model")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("extra, names", [
     (("--seqlen", "4096"), ["seqlen 4096", "256"]),
     (("--calib", "nosuchcalib"), ["'nosuchcalib'"]),
