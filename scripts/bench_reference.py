@@ -115,12 +115,12 @@ def search_matmul_flops(cfg, candidates: int, windows: int, seqlen: int) -> floa
     last projection (its output is unused; XLA drops it) plus the sparse pass, each with the causal
     attention products as computed (`models.layers.attention`: query chunks against the keys up to them)."""
     from neuroal_jax.models import family_of
-    from neuroal_jax.models.layers import QUERY_CHUNKS
+    from neuroal_jax.models.layers import query_chunks
 
     fam = family_of(cfg)
     shapes = fam.param_shapes(cfg)["blocks"][0]
     linear = [2 * np.prod(shapes[n]["weight"]) for n in fam.prunable]  # FLOPs per token
-    chunks = QUERY_CHUNKS if seqlen >= 128 and seqlen % QUERY_CHUNKS == 0 else 1
+    chunks = query_chunks(seqlen)
     c = seqlen // chunks
     pairs = c * c * chunks * (chunks + 1) / 2  # (query, key) pairs computed per window
     attention = 2 * 2 * pairs * cfg.num_heads * cfg.head_dim  # q·k and p·v, per window
@@ -130,19 +130,17 @@ def search_matmul_flops(cfg, candidates: int, windows: int, seqlen: int) -> floa
 
 
 def run_ours(args) -> dict:
-    import jax
-
     from converters import load_model
+    from neuroal_jax.api import check_dtype
     from neuroal_jax.topups.neuroal import SearchSettings, neuroal_search
 
-    model = load_model(args.model)
-    params = jax.tree.map(lambda w: w.astype(args.dtype), model.params)
+    model = load_model(args.model, dtype=check_dtype(args.dtype))
     windows = np.load(Path(args.work) / "windows.npy")
     settings = SearchSettings(neuroal_step="both", search_samples=args.nsamples,
                               lambdas_block=parse_lambdas(args.lambdas_block),
                               lambdas_row=parse_lambdas(args.lambdas_row))
     rate = matmul_rate(args.dtype)
-    r = neuroal_search(model.config, params, windows, args.sparsity, args.method, settings, progress=False)
+    r = neuroal_search(model.config, model.params, windows, args.sparsity, args.method, settings, progress=False)
     flops = sum(search_matmul_flops(model.config, len(step.lambdas), len(windows), windows.shape[1])
                 for step in (r.block, r.row))
     np.savez(Path(args.work) / "dist_ours.npz", **{k: np.asarray(v, np.float64) for k, v in r.dist.items()})

@@ -109,23 +109,6 @@ def profile(fn, args, label: str, top: int) -> tuple[float, dict]:
     return wall, cats
 
 
-def matmul_rate(rows: int, inner: int, cols: int) -> float:
-    import jax
-    import jax.numpy as jnp
-
-    a, b = jnp.ones((rows, inner)), jnp.ones((inner, cols))
-    f = jax.jit(jnp.matmul)
-    f(a, b).block_until_ready()
-    best = min(_timed(lambda: f(a, b).block_until_ready()) for _ in range(5))
-    return 2 * rows * inner * cols / best / 1e9
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -147,7 +130,7 @@ def main() -> int:
     from neuroal_jax.pruning.targets import keep_and_ties
     from neuroal_jax.topups.neuroal import search as S
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from bench_reference import search_matmul_flops
+    from bench_reference import matmul_rate, search_matmul_flops
 
     model = load_model(args.model)
     cfg, params, b = model.config, model.params, args.block
@@ -163,7 +146,7 @@ def main() -> int:
     step = jax.jit(lambda p, xs, ctx, keeps: S.candidates_block(cfg, "wanda", "low", ("neuron",), p, xs + 0, ctx,
                                                                 keeps, loop=S.candidate_loop(None)))
     xs = jnp.broadcast_to(x, (K, *x.shape))
-    rate = matmul_rate(args.nsamples * args.seqlen, cfg.hidden_size, cfg.intermediate_size)
+    rate = matmul_rate("float32", args.nsamples * args.seqlen, cfg.hidden_size, cfg.intermediate_size)
     wall, _ = profile(step, (p, xs, ctx, keeps), f"search block {b}, {K} candidates × {args.nsamples} × "
                       f"{args.seqlen}", args.top)
     flops = search_matmul_flops(cfg, K, args.nsamples, args.seqlen) / cfg.num_layers

@@ -106,6 +106,11 @@ def causal_mask(seqlen: int, window: int | None = None):
 QUERY_CHUNKS = 4  # causal attention in this many query chunks (for windows of ≥ 128 tokens)
 
 
+def query_chunks(seqlen: int) -> int:
+    """How many query chunks `attention` uses for windows of `seqlen` tokens."""
+    return QUERY_CHUNKS if seqlen >= 128 and seqlen % QUERY_CHUNKS == 0 else 1
+
+
 def attention(q, k, v, mask, scale: float, softcap: float | None = None):
     """Causal attention: q[B,T,H,D], k/v[B,T,KV,D] (grouped-query: H % KV == 0), mask bool[T,T] with
     mask[i, j] False for every j > i (`causal_mask`) -> [B,T,H,D].
@@ -114,7 +119,7 @@ def attention(q, k, v, mask, scale: float, softcap: float | None = None):
     masked for the whole chunk, so skipping them changes no value (the masked logits' probabilities are
     exactly 0) and saves 3/8 of the products and of the softmax with 4 chunks."""
     T = q.shape[1]
-    n = QUERY_CHUNKS if T >= 128 and T % QUERY_CHUNKS == 0 else 1
+    n = query_chunks(T)
     c = T // n
     parts = [_attend(q[:, i * c:(i + 1) * c], k[:, :(i + 1) * c], v[:, :(i + 1) * c],
                      mask[i * c:(i + 1) * c, :(i + 1) * c], scale, softcap) for i in range(n)]

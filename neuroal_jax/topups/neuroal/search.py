@@ -272,6 +272,7 @@ def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dis
     padded = [c + [c[-1]] * (width - len(c)) for c in chunks]
     streams = [shard_candidates(jnp.broadcast_to(x0, (width, *x0.shape)), mesh) for _ in chunks]
     dense_x = x0
+    loop = candidate_loop(mesh)
     results = []  # (block, chunk, δ, alignments) on device: read back once every block is dispatched
     for b in tqdm(range(cfg.num_layers), desc=desc, disable=not progress, leave=False):
         p, ctx = shard_params(params["blocks"][b], mesh), ctxs[b]
@@ -288,7 +289,7 @@ def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dis
             keeps = shard_candidates({name: np.stack([v[i][0] for i in padded[c]]) for name, v in keeps_ties.items()},
                                      mesh)
             streams[c], delta, align = candidates_block(cfg, method, ties, metrics, p, streams[c], ctx, keeps,
-                                                        a_dense_given, loop=candidate_loop(mesh))
+                                                        a_dense_given, loop=loop)
             results.append((b, c, delta, align))
         # one block ahead of the device, no more: the progress bar stays true and the queue short
         jax.block_until_ready([r[2] for r in results if r[0] == b - 1])
