@@ -14,6 +14,7 @@ from neuroal_jax.outputs.files import output_folder, write_json
 from neuroal_jax.models import validate_params
 
 from . import safetensors_io
+from .compressed import check_save_format, compression_format, read_compressed, write_compressed
 from .hf_tables import GENERIC_IGNORED, TABLES, table_for_model_type
 
 #: Buffers some checkpoints carry that are recomputed by the model.
@@ -163,7 +164,9 @@ def read_config(folder: Path) -> ModelConfig:
     if not path.exists():
         raise FileNotFoundError(f"{folder}: no config.json")
     try:
-        return config_from_hf(read_json(path))
+        hf = read_json(path)
+        compression_format(hf, str(path))
+        return config_from_hf({k: v for k, v in hf.items() if k != "quantization_config"})
     except ValueError as e:
         raise ValueError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from None
 
@@ -209,31 +212,47 @@ def read_tensors(path: Path) -> dict:
 
 
 def load_hf(source: str | os.PathLike, dtype=np.float32) -> tuple[ModelConfig, dict, Path]:
-    """(config, params, folder) of a HF causal-LM checkpoint."""
+    """(config, params, folder) of a HF causal-LM checkpoint, dense or sparse-bitmask compressed."""
     folder = resolve_hf_source(str(source))
     cfg = read_config(folder)
-    tensors = {}
-    for f in weight_files(folder):
-        tensors.update(read_tensors(f))
+    sparsity = compressed_sparsity_config(folder)
+    if sparsity is not None:
+        tensors = read_compressed(folder, sparsity)
+    else:
+        tensors = {}
+        for f in weight_files(folder):
+            tensors.update(read_tensors(f))
     return cfg, params_from_tensors(cfg, tensors, source=str(folder), dtype=dtype), folder
+
+
+def compressed_sparsity_config(folder: Path) -> dict | None:
+    """The sparsity_config of a sparse-bitmask folder's config.json, None for a dense checkpoint."""
+    hf = read_json(Path(folder) / "config.json")
+    return hf["quantization_config"]["sparsity_config"] if compression_format(hf) else None
 
 
 # ---------------------------------------------------------------- export
 
-def write_hf(folder: Path, cfg: ModelConfig, params: dict, tokenizer=None) -> None:
-    """config.json, model.safetensors and the tokenizer files into an existing folder."""
+def write_hf(folder: Path, cfg: ModelConfig, params: dict, tokenizer=None, save_format: str = "dense") -> None:
+    """config.json, model.safetensors and the tokenizer files into an existing folder; save_format "compressed"
+    stores the prunable layers in compressed-tensors' sparse-bitmask format (converters.compressed)."""
     validate_params(cfg, params)
     dtype = np.dtype(params["embed"]["weight"].dtype).name
     write_json(folder / "config.json", config_to_hf(cfg, dtype))
-    safetensors_io.save_file(tensors_from_params(cfg, params), folder / "model.safetensors")
+    if check_save_format(save_format) == "compressed":
+        write_compressed(folder, cfg, tensors_from_params(cfg, params))
+    else:
+        safetensors_io.save_file(tensors_from_params(cfg, params), folder / "model.safetensors")
     if tokenizer is not None:
         tokenizer.save_pretrained(str(folder))
 
 
-def export_hf(cfg: ModelConfig, params: dict, out: str | os.PathLike, tokenizer=None, force: bool = False) -> Path:
+def export_hf(cfg: ModelConfig, params: dict, out: str | os.PathLike, tokenizer=None, force: bool = False,
+              save_format: str = "dense") -> Path:
     """Write a HF PyTorch checkpoint folder (config.json, model.safetensors, tokenizer) atomically; an existing
     `out` is replaced only with `force`, and only if neuroal-jax wrote it (neuroal_jax.outputs.files)."""
     validate_params(cfg, params)
+    check_save_format(save_format)
     with output_folder(out, force=force, kind="export") as tmp:
-        write_hf(tmp, cfg, params, tokenizer)
+        write_hf(tmp, cfg, params, tokenizer, save_format)
     return Path(out)

@@ -24,8 +24,8 @@ from neuroal_jax.outputs.files import write_json
 from neuroal_jax.models import family_of
 
 from . import safetensors_io
-from .hf import (block_tensors, config_to_hf, nest_tensors, place, read_config, resolve_hf_source, top_tensors,
-                 weight_files, with_model_prefix)
+from .hf import (block_tensors, compressed_sparsity_config, config_to_hf, nest_tensors, place, read_config,
+                 resolve_hf_source, top_tensors, weight_files, with_model_prefix)
 
 INDEX = "model.safetensors.index.json"
 
@@ -61,6 +61,9 @@ def check_block(cfg: ModelConfig, b: int, block: dict) -> None:
 
 def _hf_streamed(folder: Path, dtype) -> tuple[ModelConfig, dict]:
     cfg = read_config(folder)
+    if compressed_sparsity_config(folder) is not None:
+        raise ValueError(f"{folder}: block streaming reads dense checkpoints; this one is sparse-bitmask compressed "
+                         "(read it without --stream, or write a dense copy with neuroal-jax export)")
     files = weight_files(folder)
     if any(f.suffix != ".safetensors" for f in files):
         raise ValueError(f"{folder}: block streaming reads safetensors checkpoints (or GGUF), not .bin files")

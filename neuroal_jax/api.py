@@ -10,7 +10,8 @@ prune, eval, export. Every input is validated before any work; with `out`, every
 inside one atomic folder, so a failure leaves nothing behind.
 
 Output folder (`out`):
-    config.json, model.safetensors, tokenizer files   the pruned model, a Hugging Face PyTorch checkpoint
+    config.json, model.safetensors, tokenizer files   the pruned model, a Hugging Face PyTorch checkpoint (dense, or
+                                                      sparse-bitmask compressed with save_format="compressed")
     masks/                                            orbax checkpoint: masks (True = kept) + sparsity targets
     report.json                                       settings, achieved sparsity, timings, perplexity, top-up info
     plots/*.png                                       sparsity per block / layer, top-up specific plots
@@ -168,6 +169,7 @@ class PruneRequest:
     force: bool
     out: Path | None
     progress: bool
+    save_format: str = "dense"
 
     def settings(self) -> dict:
         """What report.json records of the request (and a resumed run must repeat)."""
@@ -178,7 +180,8 @@ class PruneRequest:
 
 
 def check_request(model, *, method, sparsity, top_up, structure, calib, nsamples, seqlen, seed, out, eval,
-                  eval_nsamples, force, options, batch_size, progress, dtype, stream, resume) -> PruneRequest:
+                  eval_nsamples, force, options, batch_size, progress, dtype, stream, resume,
+                  save_format: str = "dense") -> PruneRequest:
     """Validate every argument of `prune` before any work (see its docstring)."""
     sparsity = check_sparsity(sparsity)
     check_method(method)
@@ -195,12 +198,16 @@ def check_request(model, *, method, sparsity, top_up, structure, calib, nsamples
     stream = stream or resume
     if stream and out is None:
         raise ValueError("stream=True (--stream, --resume) writes the model block by block and needs an output folder")
+    from converters.compressed import check_save_format
+    if check_save_format(save_format) != "dense" and stream:
+        raise ValueError(f"save_format {save_format!r} (--save-format) is written from memory, not block by block: "
+                         "drop --stream, or write the streamed output and convert it with neuroal-jax export")
     inputs = model_inputs(model) + data_paths("--calib", [calib_spec]) + data_paths("--eval", eval_specs)
     out = check_out(out, force, inputs)
     if out is not None:
         interrupted_run(out, stream and resume, force)
     return PruneRequest(method, sparsity, topup, resolved, st, calib_spec, nsamples, seqlen, seed, tuple(specs),
-                        eval_nsamples, batch_size, dtype, stream, resume, force, out, progress)
+                        eval_nsamples, batch_size, dtype, stream, resume, force, out, progress, save_format)
 
 
 # ---------------------------------------------------------------- pieces
@@ -280,14 +287,13 @@ class Timer:
 
 
 def write_outputs(folder: Path, cfg: ModelConfig, params: dict, tokenizer, masks: dict, dist: dict,
-                  make_report: Callable[[], dict]) -> dict:
-    """Model (HF PyTorch checkpoint), masks/ (orbax), plots/ and report.json into an existing folder.
-
-    `make_report` is called after the model and masks are written, so its timings include them."""
+                  make_report: Callable[[], dict], save_format: str = "dense") -> dict:
+    """Model (HF PyTorch checkpoint, dense or compressed), masks/ (orbax), plots/ and report.json into an existing
+    folder. `make_report` is called after the model and masks are written, so its timings include them."""
     from converters.hf import write_hf
 
     from .outputs.checkpoint import MASKS_DIR, save_masks
-    write_hf(folder, cfg, params, tokenizer)
+    write_hf(folder, cfg, params, tokenizer, save_format)
     save_masks(folder / MASKS_DIR, masks, dist)
     return write_report(folder, make_report())
 
@@ -315,7 +321,7 @@ class InMemoryRun:
     def finish(self, cfg, pruned, tokenizer, masks, dist, make_report: Callable[[], dict]) -> tuple[dict, dict]:
         if self.folder is None:
             return make_report(), pruned
-        report = write_outputs(self.folder, cfg, pruned, tokenizer, masks, dist, make_report)
+        report = write_outputs(self.folder, cfg, pruned, tokenizer, masks, dist, make_report, self.req.save_format)
         publish(self.folder, self.req.out, "prune")
         return report, pruned
 
@@ -350,7 +356,7 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
           seed: int = 0, out: str | os.PathLike | None = None, eval: Sequence[str] | str = (),
           eval_nsamples: int | None = None, force: bool = False, options: dict | None = None,
           batch_size: int = 8, progress: bool = True, dtype: str = "float32", stream: bool = False,
-          resume: bool = False) -> PruneResult:
+          resume: bool = False, save_format: str = "dense") -> PruneResult:
     """Prune `model` one-shot with `method` scores and `top_up` sparsity allocation.
 
     model: spec string for `converters.load_model` (built-in name, .gguf, HF folder or Hub id), a
@@ -366,6 +372,8 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
     out: write the output folder (atomically). An existing folder needs `force`, and is replaced only if
         neuroal-jax wrote it and it holds nothing else (`neuroal_jax.outputs.files`).
     dtype: "float32" or "bfloat16" weights and activations (statistics and scores stay float32).
+    save_format: "dense" safetensors, or "compressed": compressed-tensors' sparse-bitmask format for the prunable
+        layers (converters.compressed; needs the `compressed` extra; not with stream).
     stream: read the model and write `out` one block at a time (needs `out`; see neuroal_jax.outputs.streaming);
         the result's params then read their blocks lazily from `out`. resume: continue an interrupted
         streamed run of the same settings and inputs (implies stream).
@@ -373,7 +381,7 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
     req = check_request(model, method=method, sparsity=sparsity, top_up=top_up, structure=structure, calib=calib,
                         nsamples=nsamples, seqlen=seqlen, seed=seed, out=out, eval=eval, eval_nsamples=eval_nsamples,
                         force=force, options=options, batch_size=batch_size, progress=progress, dtype=dtype,
-                        stream=stream, resume=resume)
+                        stream=stream, resume=resume, save_format=save_format)
     timer = Timer()
     with run_destination(req) as run:
         with timer("load"):

