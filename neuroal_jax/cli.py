@@ -1,6 +1,6 @@
 """The `neuroal-jax` command line: a thin layer over `neuroal_jax.api` and friends.
 
-Commands: prune, eval-ppl, eval-zeroshot, export, compare, sweep.
+Commands: prune, eval-ppl, eval-zeroshot, export, compare, sweep, finetune.
 
 Every top-up's flags come from its options dataclass (`neuroal_jax.topups.options`): the flag, type, default,
 help and checks are written there once. `--option KEY=VALUE` passes any option of the chosen top-up
@@ -100,7 +100,7 @@ def cmd_prune(args) -> int:
                    structure=args.structure, calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen,
                    seed=args.seed, out=args.out, eval=args.eval or (), eval_nsamples=args.eval_nsamples,
                    force=args.force, options=options, batch_size=args.batch_size, progress=not args.quiet,
-                   dtype=args.dtype, stream=args.stream, resume=args.resume)
+                   dtype=args.dtype, stream=args.stream, resume=args.resume, save_format=args.save_format)
     print(format_summary(result.report))
     print(f"\nwrote {result.out} (Hugging Face checkpoint, masks/, report.json, plots/)")
     return 0
@@ -136,13 +136,17 @@ def cmd_eval_ppl(args) -> int:
 
 def cmd_export(args) -> int:
     from converters import export_hf, load_model
+    from converters.compressed import check_save_format
 
     from .api import model_inputs
     from .outputs.files import check_out
+    check_save_format(args.save_format)
     check_out(args.out, args.force, model_inputs(args.model))
     model = load_model(args.model)
-    out = export_hf(model.config, model.params, args.out, tokenizer=model.tokenizer, force=args.force)
-    print(f"wrote {out} (Hugging Face {model.config.family} checkpoint, float32 safetensors)")
+    out = export_hf(model.config, model.params, args.out, tokenizer=model.tokenizer, force=args.force,
+                    save_format=args.save_format)
+    print(f"wrote {out} (Hugging Face {model.config.family} checkpoint, float32 safetensors"
+          + (", prunable layers sparse-bitmask compressed)" if args.save_format == "compressed" else ")"))
     return 0
 
 
@@ -154,6 +158,15 @@ def add_run_flags(group) -> None:
                        help="evaluate only the first N windows of each test set (default: all)")
     group.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_save_format_flag(group) -> None:
+    from converters.compressed import SAVE_FORMATS
+    group.add_argument("--save-format", default="dense", choices=SAVE_FORMATS,
+                       help="the model's weights: dense safetensors, or compressed (compressed-tensors' sparse-bitmask "
+                            "format: the prunable layers' non-zero values and a bitmask; needs the compressed extra, "
+                            "pip install 'neuroal-jax[compressed]'; transformers with compressed-tensors loads it) "
+                            "(default: dense)")
 
 
 def add_dtype_flag(group) -> None:
@@ -193,6 +206,7 @@ def _add_prune(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (written atomically)")
     p.add_argument("--force", action="store_true",
                    help="replace --out if it exists and is an output of neuroal-jax (nothing else is deleted)")
+    add_save_format_flag(p)
     g = p.add_argument_group("data", WINDOWS_HELP)
     g.add_argument("--calib", default="c4", help=f"calibration data: {DATASET_HELP} (default: c4)")
     g.add_argument("--nsamples", type=int, default=128, help="calibration windows (default: 128; NeuroAL searches "
@@ -247,6 +261,7 @@ def _add_export(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (written atomically)")
     p.add_argument("--force", action="store_true",
                    help="replace --out if it exists and is an output of neuroal-jax (nothing else is deleted)")
+    add_save_format_flag(p)
     p.set_defaults(func=cmd_export)
 
 
@@ -265,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare(sub)
     from .sweeps.cli import add_cli as add_sweep
     add_sweep(sub)
+    from .recovery.cli import add_cli as add_finetune
+    add_finetune(sub)
     return parser
 
 
@@ -287,6 +304,15 @@ def _one_line_warnings(show):
     return showwarning
 
 
+def kept_after_interrupt(args) -> str:
+    """What an interrupted command leaves for --resume."""
+    if args.command == "finetune":
+        return "its last checkpoint (if any) is kept: rerun with --resume to continue"
+    if getattr(args, "stream", False) or getattr(args, "resume", False):
+        return "the finished blocks are kept: rerun with --resume to continue"
+    return "nothing was written"
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # a real command line: once, with huge-page malloc (neuroal_jax.runtime)
         reexec_with_hugepages(["-m", "neuroal_jax.cli", *sys.argv[1:]])
@@ -301,10 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"neuroal-jax: error: {one_line(e)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt as e:
-            resumable = getattr(args, "stream", False) or getattr(args, "resume", False)
             what = "terminated" if isinstance(e, Interrupted) else "interrupted"
-            print(f"neuroal-jax: {what}" + ("; the finished blocks are kept: rerun with --resume to continue"
-                                            if resumable else "; nothing was written"), file=sys.stderr)
+            print(f"neuroal-jax: {what}; {kept_after_interrupt(args)}", file=sys.stderr)
             code = 128 + (e.signum if isinstance(e, Interrupted) else 2)
             if argv is None:  # a real command line: XLA may still be running work of the interrupted call, and
                 sys.stdout.flush(), sys.stderr.flush()  # tearing the interpreter down under it can crash

@@ -98,6 +98,24 @@ def layer_sparsity(report: dict):
     return fig
 
 
+@register_plot("loss")
+def loss(report: dict):
+    """A recovery run's training loss per optimizer step (neuroal-jax finetune)."""
+    if not report.get("loss_curve"):
+        return None
+    losses = np.asarray(report["loss_curve"], np.float64)
+    fig, ax = new_figure()
+    ax.plot(np.arange(1, len(losses) + 1), losses, color="tab:blue", lw=1, alpha=0.4, label="per step")
+    window = max(1, len(losses) // 20)
+    if window > 1:
+        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+        ax.plot(np.arange(window, len(losses) + 1), smooth, color="tab:blue", lw=2, label=f"mean of {window}")
+    ax.set(xlabel="optimizer step", ylabel="training loss (mean NLL)",
+           title=f"recovery training ({report.get('mode', '')}) — {report.get('model', '')}")
+    ax.legend(loc="upper right")
+    return fig
+
+
 # ---------------------------------------------------------------- top-up specific (from the allocation's info)
 
 @register_plot("owl_outlier_ratios")

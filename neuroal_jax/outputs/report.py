@@ -9,10 +9,10 @@ import numpy as np
 from .files import json_safe, write_json
 
 
-def write_report(folder: Path, report: dict) -> dict:
-    """report.json and plots/*.png into `folder`."""
+def write_report(folder: Path, report: dict, plots: list[str] | None = None) -> dict:
+    """report.json and plots/*.png (every applicable plot, or only `plots`) into `folder`."""
     from .plots import save_plots
-    save_plots(report, folder / "plots")
+    save_plots(report, folder / "plots", plots)
     write_json(folder / "report.json", report)
     return report
 

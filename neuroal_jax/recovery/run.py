@@ -1,0 +1,312 @@
+"""`finetune`: recover a pruned model's quality with training that keeps every pruned weight at exactly zero.
+
+    from neuroal_jax import finetune
+    result = finetune("runs/smol-neuroal", data="pydoc", steps=200, seqlen=256, eval=["pydoc"],
+                      out="runs/smol-neuroal-ft")
+    result.report["perplexity_before"], result.report["perplexity_after"]
+
+The masks come from the model folder's `masks/` (a `neuroal-jax prune` output), or with mask_from_zeros=True
+from the model's own zero weights (any Hugging Face folder, GGUF or built-in model).
+
+While it runs, `.<out>.partial/` next to `out` holds run.json (settings and digests of the inputs) and
+checkpoints/ (orbax: the trainable weights, the optimizer state and the loss curve every `save_every` steps);
+an interrupted run continues from its last checkpoint with resume=True (`--resume`), to the same final weights
+as an uninterrupted run. The output folder, written atomically like `prune`'s:
+
+    config.json, model.safetensors, tokenizer   the trained model (dense, or sparse-bitmask with save_format)
+    masks/                                      the masks it kept (orbax, as `prune` writes them)
+    report.json                                 settings, loss curve, perplexity before / after, sparsity before /
+                                                after, tokens, time, peak memory
+    plots/loss.png                              the loss curve
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..api import Timer, check_dtype, interrupted_run, model_inputs, model_path, positive_int, resolve_model, spec_list
+from ..config import ModelConfig
+from ..evaluation.data import DatasetSpec, parse_spec
+from ..outputs.files import output_lock, remove_ours
+from .settings import FinetuneSettings
+
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class FinetuneResult:
+    config: ModelConfig
+    params: dict  # the trained model (LoRA merged)
+    masks: dict  # {"<block>.<layer>": bool [out, in]}, True = kept
+    report: dict
+    out: Path | None
+
+
+@dataclass(frozen=True)
+class FinetuneRequest:
+    """Every argument of `finetune`, checked (`check_request`)."""
+    settings: FinetuneSettings  # resolved
+    data: DatasetSpec
+    seqlen: int | None
+    eval: tuple[str, ...]
+    eval_nsamples: int | None
+    dtype: str
+    mask_from_zeros: bool
+    save_format: str
+    out: Path | None
+    force: bool
+    resume: bool
+    progress: bool
+
+    def record(self) -> dict:
+        """What report.json records of the request (and a resumed run must repeat)."""
+        return {"data": str(self.data), "seqlen": self.seqlen, "eval_nsamples": self.eval_nsamples,
+                "dtype": self.dtype, "mask_from_zeros": self.mask_from_zeros, **self.settings.to_dict()}
+
+
+# ---------------------------------------------------------------- checks before any work
+
+def check_request(model, *, data, seqlen, eval, eval_nsamples, dtype, mask_from_zeros, save_format, out, force,
+                  resume, progress, settings: dict) -> FinetuneRequest:
+    from converters.compressed import check_save_format
+
+    from ..outputs.files import check_out
+    s = FinetuneSettings.from_dict(settings, "finetune").resolved(None)
+    data_spec, specs = parse_spec(data), spec_list(eval)
+    eval_specs = [parse_spec(x) for x in specs]
+    if seqlen is not None:
+        positive_int("seqlen", seqlen, 2)
+    if eval_nsamples is not None:
+        positive_int("eval_nsamples", eval_nsamples)
+    check_dtype(dtype)
+    check_save_format(save_format)
+    inputs = model_inputs(model) + [(flag, x.path) for flag, group in (("--data", [data_spec]), ("--eval", eval_specs))
+                                    for x in group if x.path]
+    out = check_out(out, force, inputs)
+    if resume and out is None:
+        raise ValueError("resume=True (--resume) continues an interrupted run of an output folder; give out (--out)")
+    if out is not None:
+        interrupted_run(out, resume, force)
+    req = FinetuneRequest(s, data_spec, seqlen, tuple(specs), eval_nsamples, dtype, bool(mask_from_zeros),
+                          save_format, out, force, resume, progress)
+    check_masks_source(model, req)
+    return req
+
+
+def check_masks_source(model, req: FinetuneRequest) -> None:
+    """A model without masks needs mask_from_zeros; masks must fit the model's weights; LoRA's rank its layers.
+    Reads only config.json and masks/ of a folder."""
+    from converters.hf import read_config
+
+    from ..models import family_of
+    from ..outputs.checkpoint import MASKS_DIR, load_masks
+    path = model_path(model)
+    folder = Path(path) if path and Path(path).is_dir() else None
+    if not req.mask_from_zeros and (folder is None or not (folder / MASKS_DIR).exists()):
+        raise ValueError(f"{model} has no {MASKS_DIR}/ folder (it is not a neuroal-jax prune output): pass "
+                         "--mask-from-zeros (mask_from_zeros=True) to keep its zero weights at zero instead")
+    if folder is None or not (folder / "config.json").exists():
+        return
+    cfg = read_config(folder)
+    shapes = {f"{b}.{layer}": tuple(block[layer]["weight"])
+              for b, block in enumerate(family_of(cfg).param_shapes(cfg)["blocks"]) for layer in family_of(cfg).prunable}
+    if not req.mask_from_zeros:
+        check_mask_shapes(load_masks(folder), shapes, folder / MASKS_DIR)
+    check_lora_rank(req.settings, shapes)
+
+
+def check_mask_shapes(masks: dict, shapes: dict[str, tuple], where) -> None:
+    missing = [k for k in shapes if k not in masks]
+    unknown = [k for k in masks if k not in shapes]
+    wrong = [f"{k} {tuple(np.shape(masks[k]))} (weight {shapes[k]})" for k in shapes
+             if k in masks and tuple(np.shape(masks[k])) != shapes[k]]
+    if missing or unknown or wrong:
+        parts = ([f"no mask for {', '.join(missing[:4])}"] if missing else []) + (
+            [f"masks for no layer: {', '.join(unknown[:4])}"] if unknown else []) + (
+            [f"shapes differ: {', '.join(wrong[:4])}"] if wrong else [])
+        raise ValueError(f"the masks in {where} do not match the model's prunable weights: " + "; ".join(parts))
+
+
+def check_lora_rank(s: FinetuneSettings, shapes: dict[str, tuple]) -> None:
+    if s.mode != "lora":
+        return
+    smallest = min(min(shape) for shape in shapes.values())
+    if s.lora_rank > smallest:
+        name = next(k for k, v in shapes.items() if min(v) == smallest)
+        raise ValueError(f"option lora_rank (--lora-rank) {s.lora_rank} exceeds the smaller side of layer {name} "
+                         f"{shapes[name]}; valid: 1 to {smallest}")
+
+
+# ---------------------------------------------------------------- pieces
+
+def model_masks(cfg: ModelConfig, params: dict, model, mask_from_zeros: bool) -> tuple[dict, dict]:
+    """(masks, their sparsity targets): the folder's masks/, or the weights' nonzero entries."""
+    from ..models import family_of
+    from ..outputs.checkpoint import load_distribution, load_masks
+    if mask_from_zeros:
+        return {f"{b}.{layer}": np.asarray(p[layer]["weight"]) != 0 for b, p in enumerate(params["blocks"])
+                for layer in family_of(cfg).prunable}, {}
+    folder = Path(model_path(model))
+    masks = load_masks(folder)
+    check_mask_shapes(masks, {f"{b}.{layer}": tuple(p[layer]["weight"].shape) for b, p in enumerate(params["blocks"])
+                              for layer in family_of(cfg).prunable}, folder)
+    return masks, load_distribution(folder)
+
+
+def zeros_summary(cfg: ModelConfig, params: dict) -> dict:
+    """The sparsity summary (pruning.sparsity_summary) of the prunable weights' exact zeros."""
+    from ..models import family_of
+    from ..pruning import sparsity_summary
+    return sparsity_summary(cfg, {f"{b}.{layer}": np.asarray(p[layer]["weight"]) != 0
+                                  for b, p in enumerate(params["blocks"]) for layer in family_of(cfg).prunable})
+
+
+def peak_memory() -> dict:
+    """The process's peak host memory (RSS) and, on an accelerator, the device's peak bytes in use."""
+    import resource
+
+    import jax
+    out = {"host_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        out["device_peak_bytes"] = int(stats["peak_bytes_in_use"])
+    return out
+
+
+def perplexities(cfg, params, test_sets: dict, batch_size: int, progress: bool, when: str) -> dict:
+    from ..evaluation.perplexity import perplexity
+    return {spec: perplexity(cfg, params, w, batch_size=batch_size, progress=progress, desc=f"perplexity {spec} "
+                                                                                            f"({when})")
+            for spec, w in test_sets.items()}
+
+
+# ---------------------------------------------------------------- the call
+
+def finetune(model, *, data: str = "c4", out: str | os.PathLike | None = None, steps: int | None = None,
+             seqlen: int | None = None, eval=(), eval_nsamples: int | None = None, dtype: str = "float32",
+             mask_from_zeros: bool = False, save_format: str = "dense", force: bool = False, resume: bool = False,
+             progress: bool = True, **settings) -> FinetuneResult:
+    """Train `model` on windows of `data` with its masks held fixed; the pruned entries stay exactly 0.
+
+    model: a neuroal-jax prune output folder (masks from its masks/), or with mask_from_zeros any model spec
+        (built-in name, .gguf, HF folder, Hub id), a LoadedModel or a (ModelConfig, params) pair.
+    data: training text, the same specs as prune's calib (c4, wikitext2, ptb, pydoc, text:PATH, tokens:PATH.npy):
+        steps × accumulate × batch_size windows of `seqlen` tokens (default: min(2048, the model's context)),
+        sampled with `seed`.
+    eval: perplexity test sets, measured before and after training, on at most `eval_nsamples` windows.
+    settings: the options of `FinetuneSettings` (mode, train, steps, batch_size, accumulate, lr, warmup,
+        min_lr_ratio, weight_decay, clip, lora_rank, lora_alpha, save_every, seed).
+    dtype: the model's weights and activations; trained weights keep a float32 copy and float32 optimizer state.
+    save_format: "dense" or "compressed" (compressed-tensors' sparse-bitmask, converters.compressed).
+    out, force: as in `prune`. resume: continue the interrupted run of `out` (same settings and inputs).
+    """
+    if steps is not None:
+        settings["steps"] = steps
+    req = check_request(model, data=data, seqlen=seqlen, eval=eval, eval_nsamples=eval_nsamples, dtype=dtype,
+                        mask_from_zeros=mask_from_zeros, save_format=save_format, out=out, force=force, resume=resume,
+                        progress=progress, settings=settings)
+    with contextlib.ExitStack() as stack:
+        if req.out is not None:
+            stack.enter_context(output_lock(req.out))
+            stale = interrupted_run(req.out, req.resume, req.force)  # again, now that we hold the lock
+            if stale is not None:
+                remove_ours(stale)
+        return _run(model, req)
+
+
+def _run(model, req: FinetuneRequest) -> FinetuneResult:
+    from ..evaluation.data import calibration_windows, eval_windows
+    from ..models import family_of
+    from ..outputs.files import sibling
+    from ..outputs.report import versions
+    from ..outputs.streaming import open_run
+    from .loop import train
+    from .train import block_masks, init_trainable, merged
+
+    timer, s = Timer(), req.settings
+    with timer("load"):
+        name, cfg, params, tokenizer, source = resolve_model(model, req.dtype)
+        masks, dist = model_masks(cfg, params, model, req.mask_from_zeros)
+    check_lora_rank(s, {k: tuple(np.shape(m)) for k, m in masks.items()})
+    seqlen = cfg.check_seqlen(req.seqlen or min(2048, cfg.max_position_embeddings))
+    with timer("data"):
+        windows = calibration_windows(req.data, tokenizer, s.windows, seqlen, s.seed, cfg.vocab_size)
+        test_sets = {x: eval_windows(x, tokenizer, seqlen, req.eval_nsamples, cfg.vocab_size) for x in req.eval}
+    record = {"model": name, "model_source": source, "family": cfg.family, **req.record(), "seqlen": seqlen}
+    part = sibling(req.out, "partial") if req.out is not None else None
+    if part is not None:
+        open_run(part, {"settings": record, "inputs": input_digests(source, params, masks, windows, test_sets)},
+                 req.resume)
+    before = zeros_summary(cfg, params)
+    with timer("eval_before"):
+        ppl_before = perplexities(cfg, params, test_sets, s.batch_size, req.progress, "before")
+    device_masks = block_masks(cfg, masks)
+    with timer("train"):
+        trainable, progress = train(cfg, s, params, init_trainable(cfg, params, s), device_masks, windows,
+                                    part / CHECKPOINTS if part is not None else None, req.progress)
+        trained = jax_to_host(merged(params, trainable, device_masks, s))
+    after = zeros_summary(cfg, trained)
+    with timer("eval_after"):
+        ppl_after = perplexities(cfg, trained, test_sets, s.batch_size, req.progress, "after")
+    tokens = s.windows * seqlen
+    report = {
+        "model": name, **record, "perplexity_before": ppl_before, "perplexity_after": ppl_after,
+        "sparsity_before": before["sparsity"], "sparsity_after": after["sparsity"],
+        "layer_sparsity_before": before["layer_sparsity"], "layer_sparsity_after": after["layer_sparsity"],
+        "loss_curve": progress.losses, "tokens": tokens, "train_seconds": round(progress.seconds, 3),
+        "first_step_seconds": progress.first_step_seconds,
+        "tokens_per_second": tokens / progress.seconds if progress.seconds else None,
+        "trainable_parameters": int(sum(np.size(x) for x in jax_leaves(trainable))),
+        "prunable_layers": len(family_of(cfg).prunable) * cfg.num_layers, "memory": peak_memory(),
+        "save_format": req.save_format, "timings": timer.rounded(), "versions": versions(),
+    }
+    if req.out is not None:
+        report = write_outputs(req, part, cfg, trained, tokenizer, masks, dist, report)
+    return FinetuneResult(cfg, trained, masks, report, req.out)
+
+
+def jax_leaves(tree) -> list:
+    import jax
+    return jax.tree_util.tree_leaves(tree)
+
+
+def jax_to_host(tree) -> dict:
+    """The trained params as NumPy arrays (what the writers and the evaluation read)."""
+    import jax
+    return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
+
+
+def input_digests(source, params, masks: dict, windows, test_sets: dict) -> dict:
+    """Digests of what the run reads (a resumed run must see the same): model, masks, training and test windows."""
+    from ..outputs.streaming import array_digest, files_digest, params_digest
+    return {"model": files_digest(source) if source else params_digest(params),
+            "masks": params_digest(masks), "training windows": array_digest(windows),
+            **{f"evaluation windows of {x}": array_digest(w) for x, w in test_sets.items()}}
+
+
+def write_outputs(req: FinetuneRequest, part: Path, cfg, params, tokenizer, masks, dist, report: dict) -> dict:
+    """The output folder, built in a temporary sibling and renamed into place; then the run's partial folder goes."""
+    import shutil
+
+    from converters.hf import write_hf
+
+    from ..outputs.checkpoint import MASKS_DIR, save_masks
+    from ..outputs.files import publish, remove_ours, temp_sibling
+    from ..outputs.report import write_report
+    tmp = temp_sibling(req.out, "finetune")
+    try:
+        t0 = time.perf_counter()
+        write_hf(tmp, cfg, params, tokenizer, req.save_format)
+        save_masks(tmp / MASKS_DIR, masks, dist)
+        report["timings"]["export"] = round(time.perf_counter() - t0, 3)
+        report = write_report(tmp, report, ["loss"])
+        publish(tmp, req.out, "finetune")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    remove_ours(part)
+    return report
