@@ -108,11 +108,18 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer
 
 
 def _folder_tokenizer(folder: Path):
-    """AutoTokenizer of a HF folder, or None when the folder has no tokenizer files."""
+    """AutoTokenizer of a HF folder, or None when the folder has no tokenizer files. A tokenizer.json saved by
+    transformers 5 names the class TokenizersBackend, which transformers 4 (the compressed extra's) lacks: it is
+    then read with the generic fast-tokenizer class (the same ids and special tokens)."""
     if not any((Path(folder) / f).exists() for f in TOKENIZER_FILES):
         return None
     from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(str(folder))
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except ValueError as e:
+        if "TokenizersBackend" not in str(e) or not (Path(folder) / "tokenizer.json").exists():
+            raise
+        return _fast_tokenizer_class().from_pretrained(str(folder))
 
 
 def _fast_tokenizer_class():

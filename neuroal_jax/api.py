@@ -63,6 +63,11 @@ def positive_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def default_seqlen(cfg: ModelConfig, seqlen: int | None) -> int:
+    """`seqlen`, or when None the evaluation window of the commands that default it: min(2048, the context)."""
+    return seqlen if seqlen is not None else min(2048, cfg.max_position_embeddings)
+
+
 def check_counts(nsamples, seqlen, batch_size, eval_nsamples) -> tuple[int, int, int, int | None]:
     """The window counts and sizes of a run that prunes and evaluates, checked."""
     return (positive_int("nsamples", nsamples), positive_int("seqlen", seqlen, 2),
@@ -122,15 +127,15 @@ def model_path(model) -> str | None:
     return os.fspath(source) if isinstance(source, (str, os.PathLike)) and Path(source).exists() else None
 
 
-def interrupted_run(out: Path, resuming: bool, force: bool) -> Path | None:
-    """The folder of an interrupted --stream run of `out` that this run discards (with `force`), or None;
-    an error when one is there and the run neither resumes it nor may discard it."""
+def interrupted_run(out: Path, resuming: bool, force: bool, how: str = "--stream --resume") -> Path | None:
+    """The folder of an interrupted resumable run of `out` (a --stream prune, a finetune) that this run discards
+    (with `force`), or None; an error when one is there and the run neither resumes it (`how`) nor may discard it."""
     part = sibling(out, "partial")
     if not part.exists() or resuming:
         return None
     if not force:
-        raise FileExistsError(f"an interrupted --stream run of {out} is at {part}; pass --stream --resume to "
-                              "continue it, or --force to discard it")
+        raise FileExistsError(f"an interrupted run of {out} is at {part}; pass {how} to continue it, or --force to "
+                              "discard it")
     return part
 
 

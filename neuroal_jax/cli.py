@@ -39,10 +39,6 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"neuroal-jax: error: {message} (see '{self.prog} --help')\n")
 
 
-def default_seqlen(cfg, seqlen: int | None) -> int:
-    return seqlen if seqlen is not None else min(2048, cfg.max_position_embeddings)
-
-
 # ---------------------------------------------------------------- argument types
 
 def key_value(text: str) -> tuple[str, object]:
@@ -109,7 +105,7 @@ def cmd_prune(args) -> int:
 def cmd_eval_ppl(args) -> int:
     from converters import load_model
 
-    from .api import check_dtype, positive_int
+    from .api import check_dtype, default_seqlen, positive_int
     from .evaluation.data import eval_windows, parse_spec
     from .evaluation.perplexity import perplexity
     from .outputs.files import check_json_out, write_result_json
@@ -169,9 +165,9 @@ def add_save_format_flag(group) -> None:
                             "(default: dense)")
 
 
-def add_dtype_flag(group) -> None:
+def add_dtype_flag(group, kept_float32: str = "statistics and scores") -> None:
     group.add_argument("--dtype", default="float32", choices=DTYPES,
-                       help="weights and activations (statistics and scores stay float32; default: float32)")
+                       help=f"weights and activations ({kept_float32} stay float32; default: float32)")
 
 
 def _add_prune(sub) -> None:

@@ -123,6 +123,8 @@ def test_resume_after_an_interruption_ends_with_the_same_weights(pruned, monkeyp
     monkeypatch.setattr(loop, "train_step", real_step)
     partial = pruned / ".resumed.partial"
     assert (partial / "checkpoints" / "4").is_dir() and not (pruned / "resumed").exists()
+    with pytest.raises(FileExistsError, match="pass --resume to continue it, or --force"):
+        finetune(pruned / "pruned", out=pruned / "resumed", **common)
     with pytest.raises(ValueError, match="other settings"):
         finetune(pruned / "pruned", out=pruned / "resumed", resume=True, **{**common, "lr": 1e-3})
     resumed = finetune(pruned / "pruned", out=pruned / "resumed", resume=True, **common)
@@ -131,6 +133,49 @@ def test_resume_after_an_interruption_ends_with_the_same_weights(pruned, monkeyp
     for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(resumed.params)):
         assert np.array_equal(a, b)
     assert (pruned / "whole" / "model.safetensors").read_bytes() == (pruned / "resumed" / "model.safetensors").read_bytes()
+
+
+def test_masks_from_zeros_and_bfloat16(pruned):
+    """--mask-from-zeros on the pruned folder finds the prune's masks; a bfloat16 run keeps them and its dtype."""
+    result = finetune(pruned / "pruned", data=data(pruned), out=pruned / "bf16", mask_from_zeros=True,
+                      dtype="bfloat16", lr=LR["masked"], **{**FAST, "steps": 2})
+    masks = load_masks(pruned / "pruned")
+    assert all(np.array_equal(result.masks[k], masks[k]) for k in masks)
+    from converters.safetensors_io import read_header
+    header, _ = read_header(pruned / "bf16" / "model.safetensors")
+    assert {t["dtype"] for t in header.values()} == {"BF16"}
+    reloaded = load_model(pruned / "bf16").params
+    for key, m in masks.items():
+        b, layer = key.split(".", 1)
+        assert np.all(np.asarray(reloaded["blocks"][int(b)][layer]["weight"], np.float32)[~m] == 0), key
+    assert result.report["layer_sparsity_after"] == result.report["layer_sparsity_before"]
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_weights(pruned, tmp_path):
+    """SIGKILL during a command-line run once a checkpoint is on disk, then --resume: the same model file as a run
+    that was never stopped."""
+    import signal
+    import time
+
+    from cli_run import start_cli
+    argv = finetune_argv(pruned / "pruned", pruned, tmp_path / "killed", "--steps", "60", "--save-every", "1",
+                         "--lr", "1e-3")
+    proc = start_cli(argv)
+    checkpoints = tmp_path / ".killed.partial" / "checkpoints"
+    deadline = time.time() + 300
+    while not (checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed").exists()
+    resumed = run_cli(*argv, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    whole = run_cli(*finetune_argv(pruned / "pruned", pruned, tmp_path / "whole", "--steps", "60", "--save-every",
+                                   "1000", "--lr", "1e-3"))
+    assert whole.returncode == 0, whole.stderr
+    assert (tmp_path / "killed" / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()
+    assert not (tmp_path / ".killed.partial").exists()
 
 
 # ---------------------------------------------------------------- bad input: one line, nothing written

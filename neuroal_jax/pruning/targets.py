@@ -66,6 +66,12 @@ def layer_keys(cfg: ModelConfig) -> list[str]:
     return [f"{b}.{name}" for b in range(cfg.num_layers) for name in family_of(cfg).prunable]
 
 
+def prunable_weights(cfg: ModelConfig, blocks) -> dict:
+    """{"<block>.<module name>": blocks[b][module]["weight"]} of every prunable layer (arrays, or the shape tuples
+    of a family's param_shapes)."""
+    return {f"{b}.{name}": blocks[b][name]["weight"] for b in range(cfg.num_layers) for name in family_of(cfg).prunable}
+
+
 def uniform_distribution(cfg: ModelConfig, sparsity: float) -> Distribution:
     return {k: float(sparsity) for k in layer_keys(cfg)}
 

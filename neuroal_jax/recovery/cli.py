@@ -37,7 +37,9 @@ def add_cli(subparsers) -> None:
                                                          "checkpoint (same settings and inputs)")
     p.add_argument("--mask-from-zeros", action="store_true",
                    help="take the masks from the model's zero weights (for a model without masks/)")
-    g = p.add_argument_group("data", WINDOWS_HELP)
+    g = p.add_argument_group("data", "Training: steps × accumulate × batch-size windows of SEQLEN tokens at random "
+                                     "(--seed) starts in --data's training text or 1-D tokens file, or the first rows "
+                                     "of a 2-D tokens file [n, SEQLEN]. " + WINDOWS_HELP[WINDOWS_HELP.index("Evaluation:"):])
     g.add_argument("--seqlen", type=int, default=None,
                    help="tokens per window, training and evaluation (default: min(2048, the model's context))")
     g.add_argument("--eval", type=lambda s: [v.strip() for v in s.split(",") if v.strip()], default=None,
@@ -45,7 +47,7 @@ def add_cli(subparsers) -> None:
     g.add_argument("--eval-nsamples", type=int, default=None, metavar="N",
                    help="evaluate only the first N windows of each test set (default: all)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_dtype_flag(g)
+    add_dtype_flag(g, "the trained weights' master copy and the optimizer state")
     add_save_format_flag(g)
     FinetuneSettings.add_flags(p.add_argument_group("training"))
     p.set_defaults(func=_cmd)

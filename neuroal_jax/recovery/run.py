@@ -29,9 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..api import Timer, check_dtype, interrupted_run, model_inputs, model_path, positive_int, resolve_model, spec_list
+from ..api import (Timer, check_dtype, data_paths, default_seqlen, interrupted_run, model_inputs, model_path,
+                   positive_int, resolve_model, spec_list)
 from ..config import ModelConfig
 from ..evaluation.data import DatasetSpec, parse_spec
+from ..pruning.targets import prunable_weights
 from ..outputs.files import output_lock, remove_ours
 from .settings import FinetuneSettings
 
@@ -85,13 +87,12 @@ def check_request(model, *, data, seqlen, eval, eval_nsamples, dtype, mask_from_
         positive_int("eval_nsamples", eval_nsamples)
     check_dtype(dtype)
     check_save_format(save_format)
-    inputs = model_inputs(model) + [(flag, x.path) for flag, group in (("--data", [data_spec]), ("--eval", eval_specs))
-                                    for x in group if x.path]
+    inputs = model_inputs(model) + data_paths("--data", [data_spec]) + data_paths("--eval", eval_specs)
     out = check_out(out, force, inputs)
     if resume and out is None:
         raise ValueError("resume=True (--resume) continues an interrupted run of an output folder; give out (--out)")
     if out is not None:
-        interrupted_run(out, resume, force)
+        interrupted_run(out, resume, force, "--resume")
     req = FinetuneRequest(s, data_spec, seqlen, tuple(specs), eval_nsamples, dtype, bool(mask_from_zeros),
                           save_format, out, force, resume, progress)
     check_masks_source(model, req)
@@ -113,8 +114,7 @@ def check_masks_source(model, req: FinetuneRequest) -> None:
     if folder is None or not (folder / "config.json").exists():
         return
     cfg = read_config(folder)
-    shapes = {f"{b}.{layer}": tuple(block[layer]["weight"])
-              for b, block in enumerate(family_of(cfg).param_shapes(cfg)["blocks"]) for layer in family_of(cfg).prunable}
+    shapes = prunable_weights(cfg, family_of(cfg).param_shapes(cfg)["blocks"])
     if not req.mask_from_zeros:
         check_mask_shapes(load_masks(folder), shapes, folder / MASKS_DIR)
     check_lora_rank(req.settings, shapes)
@@ -123,8 +123,8 @@ def check_masks_source(model, req: FinetuneRequest) -> None:
 def check_mask_shapes(masks: dict, shapes: dict[str, tuple], where) -> None:
     missing = [k for k in shapes if k not in masks]
     unknown = [k for k in masks if k not in shapes]
-    wrong = [f"{k} {tuple(np.shape(masks[k]))} (weight {shapes[k]})" for k in shapes
-             if k in masks and tuple(np.shape(masks[k])) != shapes[k]]
+    wrong = [f"{k} {tuple(np.shape(masks[k]))} (weight {tuple(shapes[k])})" for k in shapes
+             if k in masks and tuple(np.shape(masks[k])) != tuple(shapes[k])]
     if missing or unknown or wrong:
         parts = ([f"no mask for {', '.join(missing[:4])}"] if missing else []) + (
             [f"masks for no layer: {', '.join(unknown[:4])}"] if unknown else []) + (
@@ -146,24 +146,24 @@ def check_lora_rank(s: FinetuneSettings, shapes: dict[str, tuple]) -> None:
 
 def model_masks(cfg: ModelConfig, params: dict, model, mask_from_zeros: bool) -> tuple[dict, dict]:
     """(masks, their sparsity targets): the folder's masks/, or the weights' nonzero entries."""
-    from ..models import family_of
     from ..outputs.checkpoint import load_distribution, load_masks
     if mask_from_zeros:
-        return {f"{b}.{layer}": np.asarray(p[layer]["weight"]) != 0 for b, p in enumerate(params["blocks"])
-                for layer in family_of(cfg).prunable}, {}
+        return nonzero(cfg, params), {}
     folder = Path(model_path(model))
     masks = load_masks(folder)
-    check_mask_shapes(masks, {f"{b}.{layer}": tuple(p[layer]["weight"].shape) for b, p in enumerate(params["blocks"])
-                              for layer in family_of(cfg).prunable}, folder)
+    check_mask_shapes(masks, {k: np.shape(w) for k, w in prunable_weights(cfg, params["blocks"]).items()}, folder)
     return masks, load_distribution(folder)
+
+
+def nonzero(cfg: ModelConfig, params: dict) -> dict:
+    """{"<block>.<layer>": bool [out, in]}: where the prunable weights are not exactly 0."""
+    return {k: np.asarray(w) != 0 for k, w in prunable_weights(cfg, params["blocks"]).items()}
 
 
 def zeros_summary(cfg: ModelConfig, params: dict) -> dict:
     """The sparsity summary (pruning.sparsity_summary) of the prunable weights' exact zeros."""
-    from ..models import family_of
     from ..pruning import sparsity_summary
-    return sparsity_summary(cfg, {f"{b}.{layer}": np.asarray(p[layer]["weight"]) != 0
-                                  for b, p in enumerate(params["blocks"]) for layer in family_of(cfg).prunable})
+    return sparsity_summary(cfg, nonzero(cfg, params))
 
 
 def peak_memory() -> dict:
@@ -187,8 +187,7 @@ def perplexities(cfg, params, test_sets: dict, batch_size: int, progress: bool, 
 
 # ---------------------------------------------------------------- the call
 
-def finetune(model, *, data: str = "c4", out: str | os.PathLike | None = None, steps: int | None = None,
-             seqlen: int | None = None, eval=(), eval_nsamples: int | None = None, dtype: str = "float32",
+def finetune(model, *, data: str = "c4", out: str | os.PathLike | None = None, seqlen: int | None = None, eval=(), eval_nsamples: int | None = None, dtype: str = "float32",
              mask_from_zeros: bool = False, save_format: str = "dense", force: bool = False, resume: bool = False,
              progress: bool = True, **settings) -> FinetuneResult:
     """Train `model` on windows of `data` with its masks held fixed; the pruned entries stay exactly 0.
@@ -205,15 +204,13 @@ def finetune(model, *, data: str = "c4", out: str | os.PathLike | None = None, s
     save_format: "dense" or "compressed" (compressed-tensors' sparse-bitmask, converters.compressed).
     out, force: as in `prune`. resume: continue the interrupted run of `out` (same settings and inputs).
     """
-    if steps is not None:
-        settings["steps"] = steps
     req = check_request(model, data=data, seqlen=seqlen, eval=eval, eval_nsamples=eval_nsamples, dtype=dtype,
                         mask_from_zeros=mask_from_zeros, save_format=save_format, out=out, force=force, resume=resume,
                         progress=progress, settings=settings)
     with contextlib.ExitStack() as stack:
         if req.out is not None:
             stack.enter_context(output_lock(req.out))
-            stale = interrupted_run(req.out, req.resume, req.force)  # again, now that we hold the lock
+            stale = interrupted_run(req.out, req.resume, req.force, "--resume")  # again, now that we hold the lock
             if stale is not None:
                 remove_ours(stale)
         return _run(model, req)
@@ -221,7 +218,6 @@ def finetune(model, *, data: str = "c4", out: str | os.PathLike | None = None, s
 
 def _run(model, req: FinetuneRequest) -> FinetuneResult:
     from ..evaluation.data import calibration_windows, eval_windows
-    from ..models import family_of
     from ..outputs.files import sibling
     from ..outputs.report import versions
     from ..outputs.streaming import open_run
@@ -233,7 +229,7 @@ def _run(model, req: FinetuneRequest) -> FinetuneResult:
         name, cfg, params, tokenizer, source = resolve_model(model, req.dtype)
         masks, dist = model_masks(cfg, params, model, req.mask_from_zeros)
     check_lora_rank(s, {k: tuple(np.shape(m)) for k, m in masks.items()})
-    seqlen = cfg.check_seqlen(req.seqlen or min(2048, cfg.max_position_embeddings))
+    seqlen = cfg.check_seqlen(default_seqlen(cfg, req.seqlen))
     with timer("data"):
         windows = calibration_windows(req.data, tokenizer, s.windows, seqlen, s.seed, cfg.vocab_size)
         test_sets = {x: eval_windows(x, tokenizer, seqlen, req.eval_nsamples, cfg.vocab_size) for x in req.eval}
@@ -255,14 +251,14 @@ def _run(model, req: FinetuneRequest) -> FinetuneResult:
         ppl_after = perplexities(cfg, trained, test_sets, s.batch_size, req.progress, "after")
     tokens = s.windows * seqlen
     report = {
-        "model": name, **record, "perplexity_before": ppl_before, "perplexity_after": ppl_after,
+        **record, "perplexity_before": ppl_before, "perplexity_after": ppl_after,
         "sparsity_before": before["sparsity"], "sparsity_after": after["sparsity"],
         "layer_sparsity_before": before["layer_sparsity"], "layer_sparsity_after": after["layer_sparsity"],
         "loss_curve": progress.losses, "tokens": tokens, "train_seconds": round(progress.seconds, 3),
         "first_step_seconds": progress.first_step_seconds,
         "tokens_per_second": tokens / progress.seconds if progress.seconds else None,
         "trainable_parameters": int(sum(np.size(x) for x in jax_leaves(trainable))),
-        "prunable_layers": len(family_of(cfg).prunable) * cfg.num_layers, "memory": peak_memory(),
+        "prunable_layers": len(masks), "memory": peak_memory(),
         "save_format": req.save_format, "timings": timer.rounded(), "versions": versions(),
     }
     if req.out is not None:

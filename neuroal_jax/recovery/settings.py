@@ -11,7 +11,7 @@ MODES = ("masked", "lora")
 TRAINED = ("linear", "norms")
 #: Peak learning rate per mode when --lr is not given: full fine-tuning moves every kept weight, so it takes a
 #: smaller step than the low-rank adapters.
-DEFAULT_LR = {"masked": 5e-5, "lora": 5e-4}
+DEFAULT_LR = {"masked": 1e-4, "lora": 5e-4}
 
 
 def _known_parts(parts) -> str | None:
