@@ -331,11 +331,19 @@ class InMemoryRun:
         return report, pruned
 
 
+def writes_outputs() -> bool:
+    """Whether this process writes output folders: always, except the processes other than 0 of a multi-process
+    run (orbax, which writes the masks, stores NumPy data from process 0 only: it assumes one shared folder)."""
+    import jax
+    return jax.process_index() == 0
+
+
 @contextlib.contextmanager
 def run_destination(req: PruneRequest):
     """The run's destination: with `out`, the output lock is held, stale temporary folders of ours are removed,
-    and an interrupted run's folder is discarded when `force` (unless resuming)."""
-    if req.out is None:
+    and an interrupted run's folder is discarded when `force` (unless resuming). In a multi-process run only
+    process 0 writes `out` (`writes_outputs`); the others compute the same result in memory."""
+    if req.out is None or not writes_outputs():
         yield InMemoryRun(req, None)
         return
     with output_lock(req.out):
@@ -421,7 +429,7 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
                                 dist=allocation.dist, info=allocation.info, notes=notes)
 
         report, pruned = run.finish(cfg, pruned, tokenizer, masks, allocation.dist, make_report)
-    return PruneResult(cfg, pruned, masks, allocation.dist, report, req.out, tokenizer)
+    return PruneResult(cfg, pruned, masks, allocation.dist, report, req.out if writes_outputs() else None, tokenizer)
 
 
 def load_data(req: PruneRequest, tokenizer, vocab_size: int, timer: Timer) -> tuple[np.ndarray, dict]:

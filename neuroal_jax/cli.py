@@ -21,7 +21,7 @@ import time
 import warnings
 
 from .config import DTYPES
-from .runtime import Interrupted, handle_termination, reexec_with_hugepages
+from .runtime import DEFAULT_COORDINATOR_TIMEOUT, Interrupted, handle_termination, reexec_with_hugepages
 
 MODEL_HELP = ("a built-in name (smollm2-135m, gemma3-270m), a .gguf file, a local Hugging Face folder "
               "or a Hub id")
@@ -91,14 +91,19 @@ def cmd_prune(args) -> int:
     options = options_from_args(args)
     if args.distributed:
         from .topups.neuroal.sharding import initialize_distributed
-        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+        initialize_distributed(args.coordinator, args.num_processes, args.process_id, args.coordinator_timeout)
     result = prune(args.model, method=args.method, sparsity=args.sparsity, top_up=args.top_up,
                    structure=args.structure, calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen,
                    seed=args.seed, out=args.out, eval=args.eval or (), eval_nsamples=args.eval_nsamples,
                    force=args.force, options=options, batch_size=args.batch_size, progress=not args.quiet,
                    dtype=args.dtype, stream=args.stream, resume=args.resume, save_format=args.save_format)
     print(format_summary(result.report))
-    print(f"\nwrote {result.out} (Hugging Face checkpoint, masks/, report.json, plots/)")
+    if result.out is None:
+        import jax
+        print(f"\nprocess {jax.process_index()} of {jax.process_count()}: the same result as process 0, which "
+              f"writes {args.out}")
+    else:
+        print(f"\nwrote {result.out} (Hugging Face checkpoint, masks/, report.json, plots/)")
     return 0
 
 
@@ -226,6 +231,9 @@ def _add_prune(sub) -> None:
                    "(default: auto-detected on SLURM / Open MPI / TPU)")
     g.add_argument("--num-processes", type=int, metavar="N", help="with --distributed: number of processes")
     g.add_argument("--process-id", type=int, metavar="I", help="with --distributed: this process's index")
+    g.add_argument("--coordinator-timeout", type=float, default=DEFAULT_COORDINATOR_TIMEOUT, metavar="SECONDS",
+                   help="with --distributed: give up when the coordinator (or, for process 0, every other process) "
+                        f"has not answered within this time (default: {DEFAULT_COORDINATOR_TIMEOUT:g})")
     add_topup_options(p)
     p.set_defaults(func=cmd_prune)
 

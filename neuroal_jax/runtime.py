@@ -66,6 +66,10 @@ def cpu_has_bfloat16(cpuinfo: str = CPUINFO) -> bool | None:
     return any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
+#: Seconds a process of a multi-process run waits for the coordinator (process 0 for the others) before giving up.
+DEFAULT_COORDINATOR_TIMEOUT = 300.0
+
+
 class Interrupted(KeyboardInterrupt):
     """A termination signal (SIGTERM, SIGHUP) received while running."""
 

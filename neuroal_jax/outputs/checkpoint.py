@@ -29,8 +29,12 @@ MASKS_DIR = "masks"
 
 
 def _checkpointer():
+    """A PyTree checkpointer of this process alone: in a multi-process run only process 0 writes (api.writes_outputs),
+    without waiting at orbax's cross-process barriers for processes that do not."""
+    import jax
     import orbax.checkpoint as ocp
-    return ocp.PyTreeCheckpointer()
+    me = ocp.options.MultiprocessingOptions(primary_host=jax.process_index(), active_processes={jax.process_index()})
+    return ocp.Checkpointer(ocp.PyTreeCheckpointHandler(multiprocessing_options=me), multiprocessing_options=me)
 
 
 def _host_dist_value(v):

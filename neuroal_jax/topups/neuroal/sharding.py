@@ -17,6 +17,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from ...runtime import DEFAULT_COORDINATOR_TIMEOUT
+
 LAMBDA, MODEL = "lambda", "model"
 
 
@@ -80,6 +82,36 @@ def to_host(x) -> np.ndarray:
 
 
 def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None) -> None:
-    """`jax.distributed.initialize`: arguments auto-detected on SLURM, Open MPI and Cloud TPU when None."""
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+                           process_id: int | None = None, timeout: float = DEFAULT_COORDINATOR_TIMEOUT) -> None:
+    """`jax.distributed.initialize`: arguments auto-detected on SLURM, Open MPI and Cloud TPU when None. CPU
+    processes exchange data through gloo (XLA:CPU's cross-process collectives).
+
+    A process other than 0 first waits up to `timeout` seconds for the coordinator's port to accept connections
+    and raises ConnectionError when it does not (JAX itself would abort the process with a stack trace)."""
+    if timeout <= 0:
+        raise ValueError(f"--coordinator-timeout must be > 0 seconds, got {timeout:g}")
+    if coordinator is not None and process_id not in (None, 0):
+        wait_for_coordinator(coordinator, timeout)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
+                               initialization_timeout=max(1, int(timeout)))
+
+
+def wait_for_coordinator(address: str, timeout: float) -> None:
+    """Return once HOST:PORT accepts a TCP connection; ConnectionError after `timeout` seconds."""
+    import socket
+    import time
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--coordinator must be HOST:PORT, got {address!r}")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=min(5.0, timeout)):
+                return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise ConnectionError(f"could not reach the coordinator {address} within {timeout:g} s "
+                                      f"({e.strerror or e}): start process 0 (--process-id 0) with the same "
+                                      "--coordinator, and check the address, the port and the firewall") from None
+            time.sleep(0.2)
