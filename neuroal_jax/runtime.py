@@ -66,6 +66,22 @@ def cpu_has_bfloat16(cpuinfo: str = CPUINFO) -> bool | None:
     return any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
+def free_memory(device=None) -> int | None:
+    """Bytes free for new arrays on `device` (default: the first device): an accelerator's limit minus what is in
+    use, or on a CPU the host's MemAvailable; None when unknown."""
+    import jax
+    device = device or jax.devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    try:
+        with open("/proc/meminfo") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+        return kib * 1024
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
 #: Seconds a process of a multi-process run waits for the coordinator (process 0 for the others) before giving up.
 DEFAULT_COORDINATOR_TIMEOUT = 300.0
 

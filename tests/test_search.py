@@ -21,6 +21,27 @@ def test_every_lambda_chunk_gives_identical_results(tiny_llama):
             np.testing.assert_array_equal(runs[0].dist[k], r.dist[k])
 
 
+def test_auto_chunk_shrinks_with_the_memory_and_changes_nothing(tiny_llama, monkeypatch):
+    """--lambda-chunk auto (the default) under a fake free-memory figure: with room for 2.5 candidates it runs 2 at a
+    time, with plenty all of them; the results are the same bit for bit."""
+    import neuroal_jax.runtime as runtime
+    from neuroal_jax.topups.neuroal.search import MEMORY_SHARE, candidate_bytes
+    cfg, params = tiny_llama
+    w = np.random.default_rng(0).integers(0, cfg.vocab_size, (4, 32)).astype(np.int32)
+    per, shared = candidate_bytes(cfg, 4, 32, 4, vmapped=False)
+    runs = []
+    for free in ((shared + 2.5 * per) / MEMORY_SHARE, 1e12):
+        monkeypatch.setattr(runtime, "free_memory", lambda device=None, free=free: int(free))
+        runs.append(neuroal_search(cfg, params, w, 0.6, "wanda", SearchSettings(lambdas_block=(0.0, 0.05, 0.1, 0.2)),
+                                   progress=False))
+    assert (runs[0].block.chunk, runs[1].block.chunk) == (2, 4)
+    assert runs[0].info()["lambda_chunk_row"] == 2 and runs[1].info()["lambda_chunk_row"] == len(runs[1].row.lambdas)
+    for a, b in ((runs[0].block, runs[1].block), (runs[0].row, runs[1].row)):
+        np.testing.assert_array_equal(a.totals, b.totals)
+    for k in runs[0].dist:
+        np.testing.assert_array_equal(runs[0].dist[k], runs[1].dist[k])
+
+
 def test_registered_metric_changes_the_search(tiny_llama):
     cfg, params = tiny_llama
     w = np.random.default_rng(0).integers(0, cfg.vocab_size, (4, 32)).astype(np.int32)

@@ -25,6 +25,7 @@ from ..models import block_contexts, embed, head_params
 from ..pruning.sequential import advance, prune_on_stream
 from ..pruning.statistics import embed_batches
 from ..pruning.targets import Distribution, Structure, layer_sparsities, summarize_sparsity
+from ..topups.neuroal.search import resolve_chunk
 
 
 @dataclass
@@ -43,12 +44,13 @@ def dist_digest(dist: Distribution) -> str:
 
 
 def final_outcomes(cfg, params: dict, windows: np.ndarray, dists: list, method: str, test_sets: dict,
-                   batch_size: int = 8, lambda_chunk: int | None = None, devices: int | None = None,
+                   batch_size: int = 8, lambda_chunk: int | str | None = None, devices: int | None = None,
                    progress: bool = True) -> list[Outcome]:
     """The Outcome of each distribution: `prune` with it over `windows` [n, seqlen], then perplexity on each of
     `test_sets` ({spec: windows}); candidates run `lambda_chunk` at a time, spread over the first `devices`."""
     K = len(dists)
-    chunk = K if not lambda_chunk else min(int(lambda_chunk), K)
+    streams = len(windows) + sum(len(w) for w in test_sets.values())  # every candidate's calibration and test streams
+    chunk = resolve_chunk(lambda_chunk, K, cfg, streams, np.shape(windows)[1], params["embed"]["weight"].dtype.itemsize)
     devs = jax.devices()[:devices] if devices else [None]
     ctxs = block_contexts(cfg, np.shape(windows)[1])
     calib = embed_batches(cfg, params, windows, batch_size)

@@ -45,7 +45,7 @@ class SweepSettings(Options):
     outcomes: str = option("all", "final-prune and evaluate every candidate (all), or only each metric's pick "
                                   "(picks: cheaper sensitivity runs, without oracle, regret or rank correlation)",
                            choices=OUTCOMES)
-    lambda_chunk: int | None = lambda_chunk_option()
+    lambda_chunk: int | str = lambda_chunk_option()
     dense_stream: str = dense_stream_option()
     devices: int | None = devices_option()
 

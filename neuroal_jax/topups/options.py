@@ -29,10 +29,11 @@ Check = Callable[[Any], "str | None"]
 
 
 def option(default, help: str, *, check: Check | None = None, choices: tuple | None = None,
-           metavar: str | None = None):
-    """A dataclass field that is a top-up option."""
+           metavar: str | None = None, parse: Callable[[Any], Any] | None = None):
+    """A dataclass field that is a top-up option. `parse` turns a given value (a command-line string, or what the
+    API got) into the option's value, raising ValueError, for types the annotation cannot say (e.g. "auto" or N)."""
     return dataclasses.field(default=default, metadata={"help": help, "check": check, "choices": choices,
-                                                        "metavar": metavar})
+                                                        "metavar": metavar, "parse": parse})
 
 
 # ---------------------------------------------------------------- checks
@@ -151,7 +152,7 @@ class Options:
             kind = _base_type(hints[f.name])
             value = given[f.name]
             try:
-                value = _coerce(kind, value)
+                value = f.metadata["parse"](value) if f.metadata.get("parse") else _coerce(kind, value)
             except ValueError as e:
                 raise ValueError(f"option {f.name} ({flag_of(f.name)}) of {whose}: {e}, got {value!r}") from None
             values[f.name] = value
@@ -196,7 +197,7 @@ class Options:
         hints = cls._types()
         for f in cls.option_fields():
             kind = _base_type(hints[f.name])
-            arg_type = (lambda s: s) if typing.get_origin(kind) is tuple else kind
+            arg_type = (lambda s: s) if typing.get_origin(kind) is tuple or f.metadata.get("parse") else kind
             default = f.default if f.default is not dataclasses.MISSING else None
             shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default) \
                 if isinstance(default, tuple) else default

@@ -30,7 +30,8 @@ from ...pruning.targets import (Distribution, Structure, block_distribution, che
 from ..base import Allocation, PruneJob, clip_sparsity, minmax_densities, register_topup
 from ..options import Options, Target, all_of, at_least, in_range, option, unique
 from .alignment import METRICS, get_metric
-from .sharding import make_mesh, padded_width, replicate, shard_candidates, shard_params, to_host
+from .sharding import (lambda_devices, make_mesh, padded_width, replicate, shard_candidates, shard_params,
+                       to_host)
 
 BLOCK_LAMBDAS = (0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10, 0.12, 0.15, 0.20, 0.25)
 ROW_LAMBDAS = (0.00, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10, 0.12, 0.15, 0.20, 0.25)
@@ -227,6 +228,7 @@ class StepResult:
     deltas: list  # per candidate {key: δ = aᴰ − aˢ [in]}
     metric: str  # the metric whose argmin is the choice
     seconds: float = 0.0
+    chunk: int = 0  # candidates run at a time
     choice: int = field(init=False)
 
     def __post_init__(self):
@@ -247,7 +249,7 @@ def pick(totals) -> int:
 
 
 def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dists: list, method: str,
-                        metrics: tuple[str, ...] = ("neuron",), lambda_chunk: int | None = None,
+                        metrics: tuple[str, ...] = ("neuron",), lambda_chunk: int | str | None = None,
                         dense_stream: str = "candidate", progress: bool = True, desc: str = "NeuroAL candidates",
                         mesh=None):
     """Alignment of every candidate distribution under every metric, block by block on each candidate's
@@ -257,7 +259,7 @@ def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dis
     Returns (totals {metric: [K]}, per-layer alignment {metric: {key: [K]}}, deltas [K × {key: δ}]).
     """
     K = len(dists)
-    chunk = K if not lambda_chunk else min(int(lambda_chunk), K)
+    chunk = resolve_chunk(lambda_chunk, K, cfg, *np.shape(windows), params["embed"]["weight"].dtype.itemsize, mesh)
     # Every chunk is padded (repeating its last candidate) to one width, a multiple of the λ devices
     # with at least 2 per device: one compiled program for all chunks, and XLA's size-1
     # specialisation (different rounding) never kicks in, so any lambda_chunk or device count gives
@@ -315,8 +317,11 @@ def deltas_of(cfg, params, windows, dist: Distribution, method: str, **kw) -> di
 def run_step(cfg, params, windows, lambdas, dists, method, metrics=("neuron",), **kw) -> StepResult:
     """Evaluate one step's candidates under `metrics`; the first metric makes the choice."""
     t0 = time.perf_counter()
+    kw["lambda_chunk"] = resolve_chunk(kw.get("lambda_chunk"), len(dists), cfg, *np.shape(windows),
+                                       params["embed"]["weight"].dtype.itemsize, kw.get("mesh"))
     totals, per_layer, deltas = evaluate_candidates(cfg, params, windows, dists, method, metrics, **kw)
-    return StepResult(tuple(lambdas), dists, totals, per_layer, deltas, metrics[0], time.perf_counter() - t0)
+    return StepResult(tuple(lambdas), dists, totals, per_layer, deltas, metrics[0], time.perf_counter() - t0,
+                      kw["lambda_chunk"])
 
 
 # ---------------------------------------------------------------- the search
@@ -335,9 +340,67 @@ def lambdas_option(step: str, grid: tuple[float, ...], note: str = ""):
                   + ",".join(f"{v:g}" for v in grid) + note + ")", check=LAMBDA_CHECK, metavar="L1,L2,...")
 
 
+AUTO = "auto"
+
+
+def parse_chunk(value) -> int | str:
+    """--lambda-chunk: "auto" (None too) or a positive integer (an integer string on the command line)."""
+    if value is None or value == AUTO:
+        return AUTO
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"expected {AUTO} or an integer >= 1")
+    return int(value)
+
+
+def _chunk_error(value) -> str | None:
+    try:
+        parse_chunk(value)
+    except ValueError:
+        return f"must be >= 1 or {AUTO}"
+    return None
+
+
 def lambda_chunk_option():
-    return option(None, "NeuroAL: evaluate this many λ candidates at a time to save memory (default: all)",
-                  check=at_least(1), metavar="K")
+    return option(AUTO, "NeuroAL: evaluate this many λ candidates at a time; auto: as many as fit in 70 % of the "
+                        "free memory of the device (host RAM on a CPU) by an estimate of each candidate's bytes",
+                  parse=parse_chunk, check=_chunk_error, metavar="K|auto")
+
+
+#: The share of the free memory that --lambda-chunk auto plans to fill.
+MEMORY_SHARE = 0.7
+
+
+def candidate_bytes(cfg: ModelConfig, windows: int, seqlen: int, itemsize: int, vmapped: bool) -> tuple[int, int]:
+    """(bytes per candidate, bytes shared by the candidates) of one block step of the search, an upper estimate:
+    each candidate's activation stream (in and out) lives across blocks; the block's work (the pruned weights and
+    their masks, the prunable layers' inputs in float32, one query chunk of attention scores) is per candidate when
+    the candidates are vmapped, and one candidate's at a time when they are looped (lax.map, on a CPU)."""
+    from ...models.layers import query_chunks
+    shapes = family_of(cfg).param_shapes(cfg)["blocks"][0]
+    weights = sum(int(np.prod(shapes[n]["weight"])) for n in family_of(cfg).prunable)
+    tokens = windows * seqlen
+    stream = 2 * tokens * cfg.hidden_size * itemsize
+    inputs = 4 * tokens * sum(shapes[n]["weight"][1] for n in family_of(cfg).prunable)
+    scores = 4 * windows * cfg.num_heads * seqlen * -(-seqlen // query_chunks(seqlen))
+    work = weights * (itemsize + 1) + inputs + scores
+    return (stream + work, work) if vmapped else (stream, work)
+
+
+def resolve_chunk(lambda_chunk, candidates: int, cfg: ModelConfig, windows: int, seqlen: int, itemsize: int,
+                  mesh=None) -> int:
+    """The candidates run at a time: `lambda_chunk` (at most all), or for "auto" (and None) as many as the estimate
+    (`candidate_bytes`) fits in MEMORY_SHARE of the free memory of one device, at least 1."""
+    from ...runtime import free_memory
+    if lambda_chunk not in (None, AUTO):
+        return min(int(lambda_chunk), candidates)
+    free = free_memory()
+    if free is None:
+        return candidates
+    per, shared = candidate_bytes(cfg, windows, seqlen, itemsize, candidate_loop(mesh) == "vmap")
+    fits = int((MEMORY_SHARE * free - shared) // per) * lambda_devices(mesh)
+    return max(1, min(candidates, fits))
 
 
 def dense_stream_option():
@@ -369,7 +432,7 @@ class SearchSettings(Options):
         check=at_least(1), metavar="N")
     alignment: str = option("neuron", "NeuroAL: alignment metric, a name in the metric registry",
                             check=_known_metric, metavar="NAME")
-    lambda_chunk: int | None = lambda_chunk_option()
+    lambda_chunk: int | str = lambda_chunk_option()
     dense_stream: str = dense_stream_option()
     devices: int | None = devices_option()
     model_parallel: int = option(1, "NeuroAL: also split every weight's rows over M of those devices (M divides N)",
@@ -416,6 +479,8 @@ class SearchResult:
             "alignment_block": curve(self.block), "alignment_row": curve(self.row),
             "alignment_layers_block": layers(self.block), "alignment_layers_row": layers(self.row),
             "search_seconds": self.seconds,
+            "lambda_chunk_block": None if self.block is None else self.block.chunk,
+            "lambda_chunk_row": None if self.row is None else self.row.chunk,
         }
 
 
