@@ -315,6 +315,10 @@ def test_bad_option_values(user_dir, tmp_path):
         (("--option", "owl_x=1"), "owl", ["'owl_x'", "valid: owl_m, owl_lambda"]),
         (("--owl-m", "3"), "uniform", ["--owl-m", "--top-up owl"]),
         (("--dsnot-max-cycles", "-1"), "dsnot", ["--dsnot-max-cycles", ">= 0", "-1"]),
+        (("--lambda-chunk", "many"), "neuroal", ["--lambda-chunk", "auto or an integer >= 1", "many"]),
+        (("--lambda-chunk", "0"), "neuroal", ["--lambda-chunk", "auto or an integer >= 1", "'0'"]),
+        (("--distributed", "--coordinator", "localhost:1", "--process-id", "1", "--num-processes", "2",
+          "--coordinator-timeout", "0"), "uniform", ["--coordinator-timeout", "> 0", "0"]),
     ]
     procs = run_cli_all(*(prune_argv(model, calib, out, *extra, top_up=t) for extra, t, _ in cases))
     for proc, (_, _, names) in zip(procs, cases):
