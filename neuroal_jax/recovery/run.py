@@ -217,6 +217,8 @@ def finetune(model, *, data: str = "c4", out: str | os.PathLike | None = None, s
 
 
 def _run(model, req: FinetuneRequest) -> FinetuneResult:
+    import jax
+
     from ..evaluation.data import calibration_windows, eval_windows
     from ..outputs.files import sibling
     from ..outputs.report import versions
@@ -245,7 +247,7 @@ def _run(model, req: FinetuneRequest) -> FinetuneResult:
     with timer("train"):
         trainable, progress = train(cfg, s, params, init_trainable(cfg, params, s), device_masks, windows,
                                     part / CHECKPOINTS if part is not None else None, req.progress)
-        trained = jax_to_host(merged(params, trainable, device_masks, s))
+        trained = jax.device_get(merged(params, trainable, device_masks, s))  # NumPy, for the writers
     after = zeros_summary(cfg, trained)
     with timer("eval_after"):
         ppl_after = perplexities(cfg, trained, test_sets, s.batch_size, req.progress, "after")
@@ -257,24 +259,13 @@ def _run(model, req: FinetuneRequest) -> FinetuneResult:
         "loss_curve": progress.losses, "tokens": tokens, "train_seconds": round(progress.seconds, 3),
         "first_step_seconds": progress.first_step_seconds,
         "tokens_per_second": tokens / progress.seconds if progress.seconds else None,
-        "trainable_parameters": int(sum(np.size(x) for x in jax_leaves(trainable))),
+        "trainable_parameters": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(trainable))),
         "prunable_layers": len(masks), "memory": peak_memory(),
         "save_format": req.save_format, "timings": timer.rounded(), "versions": versions(),
     }
     if req.out is not None:
         report = write_outputs(req, part, cfg, trained, tokenizer, masks, dist, report)
     return FinetuneResult(cfg, trained, masks, report, req.out)
-
-
-def jax_leaves(tree) -> list:
-    import jax
-    return jax.tree_util.tree_leaves(tree)
-
-
-def jax_to_host(tree) -> dict:
-    """The trained params as NumPy arrays (what the writers and the evaluation read)."""
-    import jax
-    return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
 
 
 def input_digests(source, params, masks: dict, windows, test_sets: dict) -> dict:
