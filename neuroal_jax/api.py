@@ -34,6 +34,7 @@ from .evaluation.data import DatasetSpec, parse_spec
 from .outputs.files import check_out, output_lock, publish, remove_ours, sibling, temp_sibling
 from .outputs.report import build_report, write_report
 from .pruning import Structure, check_method, check_sparsity, sequential_prune, sparsity_summary
+from .pruning.targets import check_nm_mean
 from .topups import TOPUPS, Allocation, Options, PruneJob, Target, TopUp
 
 #: The achieved sparsity may differ from the target by this much before prune warns (0.5 points).
@@ -101,9 +102,12 @@ def check_structure(structure: str | Structure, sparsity: float) -> tuple[Struct
 
 
 def check_model_fits(cfg: ModelConfig, structure: Structure, seqlen: int) -> None:
-    """Checks that need the model: context length, and N:M groups dividing every layer's inputs."""
+    """Checks that need the model: context length, N:M groups dividing every layer's inputs, and a mixed N:M
+    mean that whole N per block can meet."""
     from .models import family_of
     cfg.check_seqlen(seqlen)
+    if structure.mixed:
+        check_nm_mean(structure, cfg.num_layers)
     if structure.kind == "nm":
         shapes = family_of(cfg).param_shapes(cfg)["blocks"]
         for b, block in enumerate(shapes):

@@ -52,8 +52,8 @@ def evaluate_one_by_one(cfg, params, windows, dists, method):
 def search_one_by_one(cfg, params, windows, sparsity, method) -> dict:
     """Both steps with every candidate evaluated alone (the same schedules and choices as neuroal_search)."""
     from neuroal_jax.pruning import block_distribution
-    from neuroal_jax.topups.neuroal.search import (ROW_LAMBDAS, block_schedule, default_block_lambdas,
-                                                   row_distribution)
+    from neuroal_jax.topups.neuroal.profiles import block_schedule
+    from neuroal_jax.topups.neuroal.search import ROW_LAMBDAS, default_block_lambdas, row_distribution
 
     out, t0 = {}, time.perf_counter()
     lams = default_block_lambdas(sparsity)

@@ -319,6 +319,11 @@ def test_bad_option_values(user_dir, tmp_path):
         (("--lambda-chunk", "0"), "neuroal", ["--lambda-chunk", "auto or an integer >= 1", "'0'"]),
         (("--distributed", "--coordinator", "localhost:1", "--process-id", "1", "--num-processes", "2",
           "--coordinator-timeout", "0"), "uniform", ["--coordinator-timeout", "> 0", "0"]),
+        (("--block-profile", "steep"), "neuroal", ["--block-profile", "'steep'",
+                                                   "valid: linear, owl, dlp, alphapruning"]),
+        (("--block-profile", "owl", "--neuroal-step", "row"), "neuroal",
+         ["--block-profile owl", "--neuroal-step row", "valid with --neuroal-step block or both"]),
+        (("--structure", "4:8", "--neuroal-step", "both"), "neuroal", ["4:8", "--neuroal-step both", "valid: block"]),
     ]
     procs = run_cli_all(*(prune_argv(model, calib, out, *extra, top_up=t) for extra, t, _ in cases))
     for proc, (_, _, names) in zip(procs, cases):
@@ -375,6 +380,17 @@ def test_unreadable_inputs_are_named(user_dir, tmp_path):
     assert_clean_error(procs[1], "text.npy", "not a .npy file")
     assert_clean_error(procs[2], "cut.gguf", "truncated or corrupt")
     assert_clean_error(procs[3], "--nsamples", ">= 1", "0")
+
+
+def test_a_mixed_nm_mean_that_whole_n_per_block_cannot_meet(user_dir, tmp_path):
+    """2 blocks: a mean N of 4.25 needs Σ N_b = 8.5; the message gives the nearest valid means."""
+    model, calib, out = user_dir / "model", user_dir / "calib.npy", tmp_path / "out"
+    before = snapshot(user_dir)
+    proc = run_cli(*prune_argv(model, calib, out, "--structure", "4.25:8", top_up="neuroal", sparsity="0.53125"))
+    assert_clean_error(proc, "4.25:8", "Σ N_b = 8.5", "e.g. 4:8 or 4.5:8")
+    proc = run_cli(*prune_argv(model, calib, out, "--structure", "4.5:8", top_up="uniform", sparsity="0.5625"))
+    assert_clean_error(proc, "4.5:8", "fractional mean N", "owl, neuroal")
+    assert not out.exists() and snapshot(user_dir) == before and ours_left(tmp_path, "out") == []
 
 
 def test_nm_sparsity_within_a_millionth_is_the_exact_fraction(tmp_path):
@@ -442,6 +458,9 @@ def test_sweep_bad_inputs(user_dir, tmp_path, tmp_path_factory):
         (["--search-samples", "0"], ["--search-samples", "must be >= 1"]),
         (["--lambda-block", "0.1"], ["--lambda-block", "--step row only", "--step block"]),
         (["--outcomes", "some"], ["--outcomes", "'some'", "valid: all, picks"]),
+        (["--block-profile", "linear,steep"], ["--block-profile", "('linear', 'steep')",
+                                               "valid: linear, owl, dlp, alphapruning"]),
+        (["--block-profile", "owl,owl"], ["--block-profile", "must not repeat"]),
         (["--out", user_dir, "--force"], [str(user_dir)]),  # holds the inputs
         (["--out", foreign, "--force"], [str(foreign), "not written by neuroal-jax"]),  # not ours
     ]

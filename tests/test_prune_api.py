@@ -163,7 +163,7 @@ def no_work(monkeypatch):
     (dict(structure="2:2"), r"'2:2'"),
     (dict(structure="banana"), r"unknown structure 'banana'"),
     (dict(structure="2:4", sparsity=0.6), r"sparsity=0.5"),
-    (dict(structure="2:4", top_up="owl"), r"top-up 'owl' does not work with structure 2:4.*uniform"),
+    (dict(structure="2:4", top_up="dlp"), r"top-up 'dlp' does not work with structure 2:4.*uniform, owl, neuroal"),
     (dict(structure="2:4", top_up="dsnot"), r"top-up 'dsnot'"),
     (dict(top_up="owl", options={"owl_m": 0}), r"owl_m .* must be > 0"),
     (dict(top_up="owl", options={"owl_x": 1}), r"unknown option\(s\) 'owl_x' for top-up 'owl'; valid: owl_m, owl_lambda"),

@@ -93,7 +93,7 @@ def test_summary_arithmetic():
     assert s["metrics"]["b"]["spearman"]["e"] == pytest.approx(-1.0)
     assert s["metrics"]["a"]["spearman"]["e"] == pytest.approx(0.5)
     assert spearman([1, 1, 1], [1, 2, 3]) is None
-    runs = [{"calib": "c", "search_samples": 2, "seed": seed, "summary": {"metrics": {"a": {
+    runs = [{"calib": "c", "block_profile": "linear", "search_samples": 2, "seed": seed, "summary": {"metrics": {"a": {
         "pick": {"lambda_block": 0.1, "lambda_row": None}, "perplexity": {"e": p}}}}} for seed, p in ((0, 10.0), (1, 14.0))]
     (row,) = sensitivity(runs, ("a",), ("e",))
     assert row["perplexity"]["e"]["mean"] == 12.0 and row["perplexity"]["e"]["std"] == pytest.approx(np.sqrt(8.0))
@@ -162,11 +162,12 @@ def test_cli_writes_json_csv_and_plots(tiny_llama_dir, data, tmp_path):
                    "--nsamples", "8", "--seqlen", "32", "--eval", f"tokens:{data / 'test.npy'}", "--search-samples",
                    "4", "--out", out, "--quiet")
     assert proc.returncode == 0, proc.stderr
-    assert "regret" in proc.stdout and "block search (neuron)" in proc.stdout
+    assert "regret" in proc.stdout and "block search (neuron)" in proc.stdout and "linear block profile" in proc.stdout
     result = json.loads((out / "sweep.json").read_text())
     with open(out / "sweep.csv") as f:
         rows = list(csv.reader(f))
-    assert len(rows) == 1 + 3 and rows[0][:5] == ["calib", "seed", "search_samples", "lambda_block", "lambda_row"]
+    assert len(rows) == 1 + 3 and rows[0][:6] == ["calib", "seed", "block_profile", "search_samples", "lambda_block",
+                                                  "lambda_row"]
     assert result["runs"][0]["lambda_block"] in (0.0, 0.1)
     for name in ("perplexity", "metrics", "row_sparsity"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 0

@@ -36,6 +36,7 @@ __all__ = [
     "keep_from_row_sparsity",
     "prune_layer",
     "prune_nm",
+    "prune_nm_rows",
     "resolve_impl",
     "topk_keep_mask",
     "topk_mask",
@@ -298,12 +299,22 @@ def prune_nm(scores: jax.Array, n: int, m: int) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("n", "m"))
 def _prune_nm(scores: jax.Array, n: int, m: int) -> jax.Array:
+    return (_nm_positions(scores, m) >= n).reshape(scores.shape)
+
+
+def prune_nm_rows(scores: jax.Array, n_rows: jax.Array, m: int) -> jax.Array:
+    """N:M with a number pruned per row: row r prunes ``n_rows[..., r]`` of every group of ``m`` (the same rule
+    as `prune_nm`; a traced ``n_rows`` lets candidates with different N share one program). scores [..., R, C],
+    n_rows int [..., R]."""
+    return (_nm_positions(scores, m) >= jnp.asarray(n_rows)[..., None, None]).reshape(scores.shape)
+
+
+def _nm_positions(scores: jax.Array, m: int) -> jax.Array:
+    """Stable-ascending position of every entry in its group of m: #{j: g_j < g_i or (g_j == g_i and j < i)};
+    the n entries at positions < n are pruned. [..., R, C] → [..., R, C/m, m]."""
     shape = scores.shape
     g = ordered_int32_keys(scores).reshape(shape[:-1] + (shape[-1] // m, m))
-    # Stable-ascending position of entry i in its group: #{j: g_j < g_i or
-    # (g_j == g_i and j < i)}. The n entries with position < n are pruned.
     gi, gj = g[..., :, None], g[..., None, :]
     idx = jnp.arange(m)
     earlier = idx[None, :] < idx[:, None]  # [i, j]: j < i
-    position = jnp.sum((gj < gi) | ((gj == gi) & earlier), axis=-1)
-    return (position >= n).reshape(shape)
+    return jnp.sum((gj < gi) | ((gj == gi) & earlier), axis=-1)

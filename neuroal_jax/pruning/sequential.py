@@ -41,7 +41,7 @@ def layer_mask(method: str, W, act_norm, target, structure: Structure):
     scores = get_score(method)(W, LayerStats(act_norm=jnp.asarray(act_norm), hessian=None))
     if structure.kind == "layer":
         return M.prune_layer(scores, float(target))
-    return M.prune_nm(scores, structure.n, structure.m)
+    return M.prune_nm(scores, structure.group_pruned(target), structure.m)
 
 
 def prune_block(cfg: ModelConfig, b: int, p: dict, stats: BlockStats, dist: Distribution, method: str,
@@ -55,8 +55,9 @@ def prune_block(cfg: ModelConfig, b: int, p: dict, stats: BlockStats, dist: Dist
             from .sparsegpt import sparsegpt_prune
             if np.ndim(target) != 0:
                 raise ValueError("sparsegpt takes one sparsity per layer (block step only), not per-row vectors")
+            n = structure.group_pruned(target) if structure.kind == "nm" else 0
             W_new, mask = sparsegpt_prune(W.astype(F32), jnp.asarray(stats.hessian[name]), float(target),
-                                          structure.n, structure.m)
+                                          n, structure.m)
             W_new = W_new.astype(W.dtype)
         else:
             mask = layer_mask(method, W, stats.act_norm[name], target, structure)

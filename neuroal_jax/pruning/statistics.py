@@ -120,3 +120,10 @@ def dense_activation_norms(cfg: ModelConfig, params: dict, windows: np.ndarray, 
     return norms
 
 
+def dense_wanda_scores(cfg: ModelConfig, params: dict, norms: dict):
+    """Per block b, the Wanda scores |W|·a (float32, NumPy) of its prunable layers, with a from
+    `dense_activation_norms` (what OWL and DLP rank blocks by). A generator: one block's scores at a time."""
+    for b, block in enumerate(params["blocks"]):
+        yield [np.abs(np.asarray(block[n]["weight"], np.float32)) * norms[f"{b}.{n}"][None, :]
+               for n in family_of(cfg).prunable]
+

@@ -26,9 +26,10 @@ def methods() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Structure:
-    """Mask granularity: "row" (default), "layer", or N:M ("2:4" prunes 2 of every 4)."""
+    """Mask granularity: "row" (default), "layer", or N:M ("2:4" prunes 2 of every 4). N may be fractional
+    ("5.6:8"): the parameter-weighted mean of a mixed N:M allocation, whole N_b per block (mixed top-ups only)."""
     kind: str = "row"
-    n: int = 0
+    n: float = 0
     m: int = 0
 
     @classmethod
@@ -38,15 +39,30 @@ class Structure:
         if spec == "layer":
             return cls("layer")
         try:
-            n, m = (int(v) for v in spec.split(":"))
+            n_text, m_text = spec.split(":")
+            n, m = float(n_text), int(m_text)
         except ValueError:
-            raise ValueError(f"unknown structure {spec!r}; valid: row, layer, N:M (e.g. 2:4, 4:8)") from None
+            raise ValueError(f"unknown structure {spec!r}; valid: row, layer, N:M (e.g. 2:4, 4:8, or a mean N for "
+                             "a mixed allocation, e.g. 5.6:8)") from None
         if not 0 < n < m:
             raise ValueError(f"N:M structure needs 0 < N < M, got {spec!r}")
-        return cls("nm", n, m)
+        return cls("nm", int(n) if n.is_integer() else n, m)
+
+    @property
+    def mixed(self) -> bool:
+        """A fractional mean N: only a mixed allocation (whole N_b per block) meets it."""
+        return self.kind == "nm" and not float(self.n).is_integer()
 
     def __str__(self) -> str:
-        return f"{self.n}:{self.m}" if self.kind == "nm" else self.kind
+        return f"{self.n:g}:{self.m}" if self.kind == "nm" else self.kind
+
+    def group_pruned(self, target) -> int:
+        """N:M: the whole number of weights pruned in every group of M of a layer whose sparsity is `target`."""
+        n = float(target) * self.m
+        if abs(n - round(n)) > 1e-6 or not 0 < round(n) < self.m:
+            raise ValueError(f"structure {self}: layer sparsity {float(target):g} is not a whole N of {self.m} "
+                             f"with 0 < N < {self.m}")
+        return int(round(n))
 
 
 def check_sparsity(s: float) -> float:
@@ -79,6 +95,39 @@ def uniform_distribution(cfg: ModelConfig, sparsity: float) -> Distribution:
 def block_distribution(cfg: ModelConfig, block_sparsity) -> Distribution:
     """Every layer of block b gets block_sparsity[b]."""
     return {f"{b}.{n}": float(block_sparsity[b]) for b in range(cfg.num_layers) for n in family_of(cfg).prunable}
+
+
+def check_nm_mean(structure: Structure, num_blocks: int) -> int:
+    """Σ_b N_b of a mixed N:M allocation over `num_blocks` blocks of equal size: the mean N times the blocks,
+    which must be whole (a ValueError naming the valid means otherwise)."""
+    total = structure.n * num_blocks
+    if abs(total - round(total)) > 1e-6 or not num_blocks <= round(total) <= (structure.m - 1) * num_blocks:
+        top = (structure.m - 1) * num_blocks
+        raise ValueError(f"structure {structure}: a mean N of {structure.n:g} over {num_blocks} blocks needs "
+                         f"Σ N_b = {total:g}, not a whole number from {num_blocks} to {top} (valid: N:{structure.m} with N a multiple of 1/{num_blocks} from 1 to {structure.m - 1}, "
+                         f"e.g. {_near_means(structure, num_blocks)})")
+    return int(round(total))
+
+
+def _near_means(structure: Structure, num_blocks: int) -> str:
+    lo = max(1.0, np.floor(structure.n * num_blocks) / num_blocks)
+    hi = min(structure.m - 1.0, np.ceil(structure.n * num_blocks) / num_blocks)
+    return " or ".join(dict.fromkeys(f"{v:g}:{structure.m}" for v in (lo, hi)))
+
+
+def nm_allocation(block_sparsity, structure: Structure) -> np.ndarray:
+    """Whole N_b in [1, M-1] per block (blocks of equal size) closest to M · s_b with Σ N_b = mean N · blocks:
+    the floors, then one unit at a time to the block furthest below its target (or from the one furthest
+    above it), the first block on ties. A uniform target gives N everywhere."""
+    x = np.asarray(block_sparsity, np.float64) * structure.m
+    total = check_nm_mean(structure, len(x))
+    n = np.clip(np.floor(x + 1e-9), 1, structure.m - 1).astype(np.int64)
+    while n.sum() != total:
+        step = 1 if n.sum() < total else -1
+        room = (n < structure.m - 1) if step > 0 else (n > 1)
+        gap = np.where(room, (x - n) * step, -np.inf)
+        n[int(np.argmax(gap))] += step
+    return n
 
 
 def keep_and_ties(target, shape) -> tuple[np.ndarray, str]:

@@ -1,6 +1,6 @@
 """The sweep's candidates and their alignments: one search pass per step, every metric read from it.
 
-    block  the block step's λs (each a depth-linear block schedule)
+    block  the block step's λs (each the block profile scaled by λ; the paper's profile is depth-linear)
     row    the row step's λs, per-row schedules scaled from δ = aᴰ − aˢ of one block distribution
            (the block λ given, or the block search's pick under the first metric)
     grid   every (block λ, row λ): the row step's λs from δ of each block candidate
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..topups.neuroal.profiles import Profile
 from ..topups.neuroal.search import block_candidates, deltas_of, row_distribution, run_step
 from .settings import SweepSettings
 
@@ -31,17 +32,18 @@ class Candidates:
 
 
 def search_candidates(cfg, params, windows: np.ndarray, sparsity: float, method: str, s: SweepSettings,
-                      progress: bool = True) -> Candidates:
-    """Every candidate of step `s.step` and its summed alignment under each of `s.metrics`, on `windows` (the
-    search windows). The metrics share one pass: each reads the same dense and sparse activations."""
+                      profile: Profile, progress: bool = True) -> Candidates:
+    """Every candidate of step `s.step` (block distributions from `profile`) and its summed alignment under each of
+    `s.metrics`, on `windows` (the search windows). The metrics share one pass: each reads the same dense and
+    sparse activations."""
     t0 = time.perf_counter()
     kw = dict(metrics=s.metrics, lambda_chunk=s.lambda_chunk, dense_stream=s.dense_stream, progress=progress,
               mesh=s.mesh())
     row_lams = list(s.lambdas_row)
 
     def block_step():
-        return run_step(cfg, params, windows, s.lambdas_block, block_candidates(cfg, sparsity, s.lambdas_block),
-                        method, desc="sweep: block candidates", **kw)
+        dists = block_candidates(cfg, sparsity, s.lambdas_block, profile)
+        return run_step(cfg, params, windows, s.lambdas_block, dists, method, desc="sweep: block candidates", **kw)
 
     def done(lb, lr, dists, alignment, base=None):
         return Candidates(lb, lr, dists, alignment, base or {}, time.perf_counter() - t0)
@@ -52,7 +54,7 @@ def search_candidates(cfg, params, windows: np.ndarray, sparsity: float, method:
     if s.step == "row":
         if s.lambda_block is not None:
             lb, how = s.lambda_block, "given"
-            base_dist = block_candidates(cfg, sparsity, [lb])[0]
+            base_dist = block_candidates(cfg, sparsity, [lb], profile)[0]
             deltas = deltas_of(cfg, params, windows, base_dist, method, **{**kw, "desc": "sweep: δ at the block λ"})
         else:
             step = block_step()

@@ -19,12 +19,14 @@ def add_cli(subparsers) -> None:
                     "Per metric: its pick, the perplexity there, the oracle λ (lowest perplexity), the regret\n"
                     "ppl(pick) / ppl(oracle) - 1 and Spearman's ρ between the metric and perplexity.\n\n"
                     "Several --seeds, --search-samples or --calib sources repeat the search and the final pruning per\n"
-                    "combination and add a sensitivity table (mean ± std over seeds).",
+                    "combination and add a sensitivity table (mean ± std over seeds); several --block-profile names\n"
+                    "sweep each profile's λs and plot them side by side.",
         epilog="examples:\n"
                "  neuroal-jax sweep --model smollm2-135m --method wanda --sparsity 0.7 --step block \\\n"
                "      --calib pydoc --nsamples 32 --seqlen 256 --eval pydoc --out runs/sweep-block\n"
                "  neuroal-jax sweep ... --step row --lambda-block 0.1 --metrics neuron,cosine\n"
-               "  neuroal-jax sweep ... --seeds 0,16,46 --search-samples 1,2,4,8,16 --outcomes picks\n\n"
+               "  neuroal-jax sweep ... --seeds 0,16,46 --search-samples 1,2,4,8,16 --outcomes picks\n"
+               "  neuroal-jax sweep ... --block-profile linear,owl,dlp,alphapruning   (plots/profiles.png)\n\n"
                "outputs: --out/sweep.json, sweep.csv and plots/*.png, written atomically; --force replaces only\n"
                "an earlier output of neuroal-jax.")
     p.add_argument("--model", required=True, help=MODEL_HELP)
@@ -57,7 +59,8 @@ def _cmd(args) -> int:
           f"{len(result['runs'][0]['candidates'])} candidates, final pruning on {s['nsamples']} × {s['seqlen']}")
     for run in result["runs"]:
         base = f", block λ {run['lambda_block']:g} ({run['lambda_block_from']})" if "lambda_block" in run else ""
-        print(f"\ncalibration {run['calib']}, seed {run['seed']}, |Cλ| {run['search_samples']}{base}")
+        print(f"\ncalibration {run['calib']}, seed {run['seed']}, |Cλ| {run['search_samples']}, "
+              f"{run['block_profile']} block profile{base}")
         print(format_summary(run, s["eval"]))
     if result["sensitivity"]:
         print("\nsensitivity (per |Cλ| and calibration, over seeds)\n" + format_sensitivity(result["sensitivity"],

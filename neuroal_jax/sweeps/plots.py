@@ -5,6 +5,8 @@
     metrics.png          every metric's alignment vs λ, min–max normalised, on one axis, with perplexity
                          (with several runs, both per run: run-<i>/perplexity.png, run-<i>/metrics.png)
     search_samples.png   perplexity at each metric's pick vs |Cλ| (mean ± std over seeds), several |Cλ| only
+    profiles.png         several block profiles: perplexity vs λ per profile on one axis (the first calibration,
+                         seed and |Cλ|), each profile's pick under the first metric marked
     row_sparsity.png     row and grid steps: per layer, the spread of row sparsities at the first run's pick
                          under the first metric
 """
@@ -114,15 +116,18 @@ def search_samples_curve(result: dict):
         return None
     specs, calibs = result["settings"]["eval"], result["settings"]["calib"]
     fig, ax = new_figure()
+    profiles = result["settings"]["block_profile"]
     for spec in specs:
         for calib in calibs:
             tag = "" if len(specs) == len(calibs) == 1 else f" ({spec}, calibration {calib})"
-            for i, metric in enumerate(dict.fromkeys(r["metric"] for r in rows)):
-                pts = sorted((r for r in rows if r["metric"] == metric and r["calib"] == calib),
-                             key=lambda r: r["search_samples"])
+            for i, (metric, profile) in enumerate((m, p) for m in dict.fromkeys(r["metric"] for r in rows)
+                                                  for p in profiles):
+                pts = sorted((r for r in rows if r["metric"] == metric and r["calib"] == calib
+                              and r["block_profile"] == profile), key=lambda r: r["search_samples"])
+                name = metric if len(profiles) == 1 else f"{metric}, {profile} profile"
                 ax.errorbar([r["search_samples"] for r in pts], [r["perplexity"][spec]["mean"] for r in pts],
                             yerr=[r["perplexity"][spec]["std"] or 0.0 for r in pts], marker=MARKERS[i % len(MARKERS)],
-                            capsize=3, alpha=0.8, label=metric + tag)
+                            capsize=3, alpha=0.8, label=name + tag)
             oracle = [r["summary"]["oracle"][spec] for r in result["runs"] if r["calib"] == calib]
             if all(oracle):
                 ax.axhline(np.mean([o["perplexity"] for o in oracle]), color="k", ls="--", lw=1,
@@ -143,6 +148,32 @@ def row_spread(result: dict, run: dict, dist: dict | None):
     return row_spread_figure(spread, _title(result, f"row sparsity per layer at the {metric} pick")) if spread else None
 
 
+def profile_curves(result: dict):
+    """Perplexity vs λ of every block profile, from the runs of the first calibration, seed and |Cλ|."""
+    s, runs = result["settings"], result["runs"]
+    if len(s["block_profile"]) < 2:
+        return None
+    first = runs[0]
+    same = [r for r in runs if (r["calib"], r["seed"], r["search_samples"]) ==
+            (first["calib"], first["seed"], first["search_samples"])]
+    fig, axes = new_figure(7.0, 3.2 * len(s["eval"]))
+    axes.remove()
+    for j, spec in enumerate(s["eval"]):
+        ax = fig.add_subplot(len(s["eval"]), 1, j + 1)
+        for i, run in enumerate(same):
+            key, x = _x(run)
+            done = [k for k, c in enumerate(run["candidates"]) if c["perplexity"]]
+            y = [run["candidates"][k]["perplexity"][spec] for k in done]
+            line, = ax.plot(x[done], y, marker=MARKERS[i % len(MARKERS)], ms=4, label=run["block_profile"])
+            metric, e = next(iter(run["summary"]["metrics"].items()))
+            ax.plot([e["pick"][key]], [e["perplexity"][spec]], ls="none", marker="o", ms=11, mfc="none", mew=1.8,
+                    color=line.get_color())
+        ax.set(xlabel=_label(key), ylabel=f"perplexity ({spec})",
+               title=_title(result, f"block profiles (circled: the {metric} pick)"))
+        ax.legend(fontsize=8, title="block profile")
+    return fig
+
+
 def save_sweep_plots(result: dict, folder: Path, pick_dist: dict | None = None) -> list[Path]:
     """Every plot as folder/<name>.png: one run's plots at the top; with several runs (settings), each run's in
     folder/run-<i>/ (i = its index in result["runs"]) and the |Cλ| plot at the top. `pick_dist`: the first run's
@@ -153,10 +184,12 @@ def save_sweep_plots(result: dict, folder: Path, pick_dist: dict | None = None) 
     for i, run in enumerate(runs):
         where = "" if len(runs) == 1 else f"run-{i:02d}/"
         titled = result if len(runs) == 1 else {**result, "settings": {**result["settings"], "model": (
-            f"{result['settings']['model']} ({run['calib']}, seed {run['seed']}, |Cλ| {run['search_samples']})")}}
+            f"{result['settings']['model']} ({run['calib']}, seed {run['seed']}, |Cλ| {run['search_samples']}, "
+            f"{run['block_profile']} profile)")}}
         figures[where + "perplexity"] = (perplexity_grid if grid else perplexity_curves)(titled, run)
         figures[where + "metrics"] = None if grid else metric_curves(titled, run)
     figures["search_samples"] = search_samples_curve(result)
+    figures["profiles"] = profile_curves(result)
     figures["row_sparsity"] = row_spread(result, runs[0], pick_dist)
     written = []
     for name, fig in figures.items():

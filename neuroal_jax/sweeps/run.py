@@ -7,7 +7,8 @@
 
 Settings (the `neuroal-jax sweep` flags; `SweepSettings`): several `seeds`, `search_samples` or `calib`
 sources repeat the search and the final pruning per combination (one "run" each) and add the
-sensitivity rows (mean ± std over seeds). A final pruning already done for the same calibration windows
+sensitivity rows (mean ± std over seeds); several `block_profile`s sweep each profile's λs (one run each,
+compared on plots/profiles.png). A final pruning already done for the same calibration windows
 and distribution is reused (e.g. block candidates across |Cλ|).
 
 Output folder (`out`, written atomically; `force` replaces only an earlier output of ours):
@@ -15,7 +16,7 @@ Output folder (`out`, written atomically; `force` replaces only an earlier outpu
                  sensitivity, timings
     sweep.csv    one row per run and candidate
     plots/       perplexity.png, metrics.png (per run in run-<i>/ when several), search_samples.png,
-                 row_sparsity.png (see sweeps.plots)
+                 row_sparsity.png, profiles.png (see sweeps.plots)
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from ..evaluation.data import DatasetSpec, calibration_windows, eval_windows, pa
 from ..outputs.files import atomic_file, check_out, output_folder, write_json
 from ..outputs.report import versions
 from ..pruning import Structure, check_method, check_sparsity
+from ..topups.neuroal.profiles import Profile, ProfileInputs, block_profile
 from ..topups.neuroal.search import pick
 from ..topups.options import Target
 from .candidates import Candidates, search_candidates
@@ -88,7 +90,8 @@ def sweep(model, *, method: str = "wanda", sparsity: float = 0.7, calib="c4", ns
     model, method, sparsity, nsamples, seqlen, eval, eval_nsamples, batch_size, dtype: as `prune`.
     calib: one calibration spec, or several (a list or "pydoc,text:PATH").
     settings: `SweepSettings` by name: step ("block" | "row" | "grid"), metrics ("all" or names),
-        lambdas_block, lambdas_row, lambda_block, seeds, search_samples, outcomes ("all" | "picks"),
+        block_profile (one name or several: "linear,owl,dlp"), lambdas_block, lambdas_row, lambda_block, seeds,
+        search_samples, outcomes ("all" | "picks"),
         lambda_chunk, dense_stream, devices. Unknown names and bad values are errors before any work.
     """
     req = check_sweep(model, method=method, sparsity=sparsity, calib=calib, nsamples=nsamples, seqlen=seqlen,
@@ -114,15 +117,19 @@ def run_sweep(model, req: SweepRequest) -> tuple[dict, dict | None]:
     for calib_spec in req.calibs:
         for seed in s.seeds:
             windows = calibration_windows(calib_spec, tokenizer, req.nsamples, req.seqlen, seed, cfg.vocab_size)
-            for n in s.search_samples:
-                cands = search_candidates(cfg, params, windows[:n], req.sparsity, req.method, s, req.progress)
-                timings["search"] += cands.seconds
-                t1 = time.perf_counter()
-                outcomes = _outcomes(cfg, params, windows, cands, (str(calib_spec), seed), cache, req, test_sets)
-                timings["final"] += time.perf_counter() - t1
-                runs.append(_run_record(str(calib_spec), seed, n, cands, outcomes, req))
-                if pick_dist is None and s.step != "block":
-                    pick_dist = cands.dists[pick(cands.alignment[s.metrics[0]])]
+            inputs = ProfileInputs(cfg, params, windows, req.batch_size, req.progress)
+            for name in s.block_profile:
+                profile = block_profile(name, inputs)
+                for n in s.search_samples:
+                    cands = search_candidates(cfg, params, windows[:n], req.sparsity, req.method, s, profile,
+                                              req.progress)
+                    timings["search"] += cands.seconds
+                    t1 = time.perf_counter()
+                    outcomes = _outcomes(cfg, params, windows, cands, (str(calib_spec), seed), cache, req, test_sets)
+                    timings["final"] += time.perf_counter() - t1
+                    runs.append(_run_record(str(calib_spec), seed, n, profile, cands, outcomes, req))
+                    if pick_dist is None and s.step != "block":
+                        pick_dist = cands.dists[pick(cands.alignment[s.metrics[0]])]
     timings["total"] = time.perf_counter() - t0
     result = {"settings": {"model": name, "family": cfg.family, "method": req.method, "sparsity": req.sparsity,
                            "calib": [str(c) for c in req.calibs], "nsamples": req.nsamples, "seqlen": req.seqlen,
@@ -149,7 +156,8 @@ def _outcomes(cfg, params, windows, cands: Candidates, setting: tuple, cache: di
     return {i: cache[keys[i]] for i in wanted}
 
 
-def _run_record(calib: str, seed: int, n: int, cands: Candidates, outcomes: dict, req: SweepRequest) -> dict:
+def _run_record(calib: str, seed: int, n: int, profile: Profile, cands: Candidates, outcomes: dict,
+                req: SweepRequest) -> dict:
     candidates = []
     for i, (lb, lr) in enumerate(cands.lambdas):
         o = outcomes.get(i)
@@ -158,7 +166,7 @@ def _run_record(calib: str, seed: int, n: int, cands: Candidates, outcomes: dict
                            "perplexity": None if o is None else o.perplexity,
                            "sparsity": None if o is None else o.sparsity,
                            "block_sparsity": None if o is None else o.block_sparsity})
-    return {"calib": calib, "seed": seed, "search_samples": n, **cands.base, "candidates": candidates,
+    return {"calib": calib, "seed": seed, "search_samples": n, **profile.info(), **cands.base, "candidates": candidates,
             "summary": metric_summary(candidates, req.settings.metrics, req.eval),
             "search_seconds": round(cands.seconds, 3)}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..topups.neuroal.alignment import METRICS
+from ..topups.neuroal.profiles import BLOCK_PROFILES, LINEAR, known_profile
 from ..topups.neuroal.search import (BLOCK_LAMBDAS, DEFAULT_SEARCH_SAMPLES, ROW_LAMBDAS, check_search_samples,
                                      default_block_lambdas, dense_stream_option, devices_option, lambda_chunk_option,
                                      lambdas_option)
@@ -30,6 +31,11 @@ class SweepSettings(Options):
     metrics: tuple[str, ...] = option((ALL,), "alignment metrics, all scored in the one search pass: names in the "
                                               "metric registry, or all", check=all_of(_known_metrics, unique),
                                       metavar="M1,M2,...")
+    block_profile: tuple[str, ...] = option((LINEAR,), "block profiles whose λ candidates to sweep, side by side (one "
+                                                       "run each): names in the block-profile registry ("
+                                                       + ", ".join(BLOCK_PROFILES) + ")",
+                                            check=all_of(lambda v: next(filter(None, map(known_profile, v)), None),
+                                                         unique), metavar="P1,P2,...")
     lambdas_block: tuple[float, ...] | None = lambdas_option("block", BLOCK_LAMBDAS, "; without 0.25 when sparsity "
                                                                                      ">= 0.8")
     lambdas_row: tuple[float, ...] | None = lambdas_option("row", ROW_LAMBDAS)

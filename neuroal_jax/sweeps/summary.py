@@ -57,16 +57,17 @@ def metric_summary(candidates: list, metrics, specs) -> dict:
 
 
 def sensitivity(runs: list, metrics, specs) -> list:
-    """Per (calibration, |Cλ|) and metric: the picks and their perplexities per seed, mean ± std over the seeds
-    (sample std, ddof = 1; None for one seed)."""
+    """Per (calibration, block profile, |Cλ|) and metric: the picks and their perplexities per seed, mean ± std over
+    the seeds (sample std, ddof = 1; None for one seed)."""
     groups: dict = {}
     for r in runs:
-        groups.setdefault((r["calib"], r["search_samples"]), []).append(r)
+        groups.setdefault((r["calib"], r["block_profile"], r["search_samples"]), []).append(r)
     rows = []
-    for (calib, n), group in groups.items():
+    for (calib, profile, n), group in groups.items():
         for m in metrics:
             picks = [g["summary"]["metrics"][m] for g in group]
-            row = {"calib": calib, "search_samples": n, "metric": m, "seeds": [g["seed"] for g in group],
+            row = {"calib": calib, "block_profile": profile, "search_samples": n, "metric": m,
+                   "seeds": [g["seed"] for g in group],
                    "picks": [p["pick"] for p in picks], "perplexity": {}}
             for s in specs:
                 vals = np.asarray([p["perplexity"][s] for p in picks], np.float64)
@@ -107,26 +108,28 @@ def format_summary(run: dict, specs) -> str:
 
 
 def format_sensitivity(rows: list, specs) -> str:
-    head = f"{'calib':<14}{'|Cλ|':>5}  {'metric':<10}{'eval':<12}{'picks (per seed)':<28}{'ppl mean ± std':>20}"
+    head = (f"{'calib':<14}{'profile':<13}{'|Cλ|':>5}  {'metric':<10}{'eval':<12}{'picks (per seed)':<28}"
+            f"{'ppl mean ± std':>20}")
     lines = [head, "-" * len(head)]
     for r in rows:
         picks = "; ".join(_pair(p) for p in r["picks"])
         for s in specs:
             p = r["perplexity"][s]
             spread = f"{p['mean']:.3f}" + ("" if p["std"] is None else f" ± {p['std']:.3f}")
-            lines.append(f"{r['calib'][:13]:<14}{r['search_samples']:>5}  {r['metric']:<10}{s[:11]:<12}"
+            lines.append(f"{r['calib'][:13]:<14}{r['block_profile'][:12]:<13}{r['search_samples']:>5}  "
+                         f"{r['metric']:<10}{s[:11]:<12}"
                          f"{picks[:27]:<28}{spread:>20}")
     return "\n".join(lines)
 
 
 def csv_rows(runs: list, metrics, specs) -> tuple[list, list]:
     """(header, rows): one row per setting and candidate."""
-    header = (["calib", "seed", "search_samples", "lambda_block", "lambda_row", "sparsity"]
+    header = (["calib", "seed", "block_profile", "search_samples", "lambda_block", "lambda_row", "sparsity"]
               + [f"alignment_{m}" for m in metrics] + [f"ppl_{s}" for s in specs])
     rows = []
     for r in runs:
         for c in r["candidates"]:
             ppl = c["perplexity"] or {}
-            rows.append([r["calib"], r["seed"], r["search_samples"], c["lambda_block"], c["lambda_row"],
-                         c["sparsity"]] + [c["alignment"][m] for m in metrics] + [ppl.get(s) for s in specs])
+            rows.append([r["calib"], r["seed"], r["block_profile"], r["search_samples"], c["lambda_block"],
+                         c["lambda_row"], c["sparsity"]] + [c["alignment"][m] for m in metrics] + [ppl.get(s) for s in specs])
     return header, rows

@@ -24,7 +24,7 @@ import numpy as np
 
 from .base import Allocation, PruneJob, register_topup
 from .options import Options, in_range, option
-from ..pruning.targets import layer_keys
+from ..pruning.targets import layer_keys, prunable_weights
 
 F32 = np.float32
 HIST_BINS = 100  # the reference's histogram of log10 eigenvalues
@@ -147,17 +147,20 @@ class AlphaPruningOptions(Options):
                                   check=in_range(0.0, 1.0, high_open=True), metavar="ε")
 
 
+def layer_alphas(cfg, params) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(prunable layer keys, α per layer, mean α per block) of the dense weights."""
+    keys = layer_keys(cfg)
+    layer_alpha = np.array([esd_alpha(w) for w in prunable_weights(cfg, params["blocks"]).values()])
+    return keys, layer_alpha, block_means(layer_alpha, len(keys) // cfg.num_layers)
+
+
 @register_topup("alphapruning", AlphaPruningOptions)
 def alphapruning(job: PruneJob) -> Allocation:
     """AlphaPruning: blocks whose layers have a larger mean ESD exponent α are pruned more (ε = alpha_epsilon)."""
     eps = job.options.alpha_epsilon
-    keys = layer_keys(job.cfg)
-    n_blocks = job.cfg.num_layers
-    per_block = len(keys) // n_blocks
-    weights = {k: job.params["blocks"][int(k.split(".", 1)[0])][k.split(".", 1)[1]]["weight"] for k in keys}
-    layer_alpha = np.array([esd_alpha(weights[k]) for k in keys])
-    block_alpha = block_means(layer_alpha, per_block)
-    sizes = np.array([int(np.size(weights[k])) for k in keys])
+    keys, layer_alpha, block_alpha = layer_alphas(job.cfg, job.params)
+    per_block = len(keys) // job.cfg.num_layers
+    sizes = np.array([int(np.size(w)) for w in prunable_weights(job.cfg, job.params["blocks"]).values()])
     ratios = alpha_sparsities(np.repeat(block_alpha, per_block), sizes, job.sparsity, eps)
     over = ratios > 1.0  # the reference prunes such a layer entirely (its slice saturates)
     ratios = np.minimum(ratios, 1.0)

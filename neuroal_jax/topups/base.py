@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from ..config import ModelConfig
-from ..pruning.targets import Distribution, Structure
+from ..pruning.targets import Distribution, Structure, block_distribution, nm_allocation
 from ..registry import Registry
 from .options import NoOptions, Options, Target
 
@@ -45,7 +45,7 @@ class TopUp:
     name: str
     allocate: Callable[[PruneJob], Allocation]
     options: type[Options] = NoOptions
-    nm: bool = False  # works with N:M structure (which fixes every row's sparsity at N/M)
+    nm: str | None = None  # N:M structure: "uniform" (N/M in every row) or "mixed" (a whole N_b per block)
 
     def resolve(self, options: Options | dict | None, target: Target) -> Options:
         """The options this top-up runs with for `target` (from a dict or an options instance, defaults filled
@@ -58,6 +58,10 @@ class TopUp:
             valid = ", ".join(t.name for _, t in TOPUPS.items() if t.nm)
             raise ValueError(f"top-up {self.name!r} does not work with structure {target.structure}, which fixes "
                              f"every row's sparsity; with N:M use one of: {valid}")
+        if target.structure.mixed and self.nm != "mixed":
+            valid = ", ".join(t.name for _, t in TOPUPS.items() if t.nm == "mixed")
+            raise ValueError(f"structure {target.structure} has a fractional mean N, which only a mixed allocation (a "
+                             f"whole N per block) meets; top-up {self.name!r} is uniform, use one of: {valid}")
         return options.resolved(target)
 
     def __call__(self, job: PruneJob) -> Allocation:
@@ -68,8 +72,9 @@ class TopUp:
 TOPUPS: Registry[TopUp] = Registry("top-up")
 
 
-def register_topup(name: str, options: type[Options] = NoOptions, *, nm: bool = False, override: bool = False):
-    """Decorator registering `allocate(job) -> Allocation` as top-up `name` with its options dataclass."""
+def register_topup(name: str, options: type[Options] = NoOptions, *, nm: str | None = None, override: bool = False):
+    """Decorator registering `allocate(job) -> Allocation` as top-up `name` with its options dataclass; `nm`: how it
+    works with N:M structure, if it does ("uniform" or "mixed", see TopUp)."""
     def deco(fn):
         TOPUPS.register(name, TopUp(name, fn, options, nm), override=override)
         return fn
@@ -86,6 +91,15 @@ def clip_sparsity(s: np.ndarray) -> np.ndarray:
     s[s <= 0] = 0.01
     s[s >= 1] = 0.99
     return s
+
+
+def block_allocation(cfg: ModelConfig, block_sparsity, structure: Structure) -> tuple[Distribution, dict]:
+    """(distribution, report info) of per-block sparsities; with N:M structure a mixed allocation: the whole N_b
+    per block nearest M · s_b with the target mean (`nm_allocation`), every layer of block b at N_b / M."""
+    if structure.kind != "nm":
+        return block_distribution(cfg, block_sparsity), {}
+    n = nm_allocation(block_sparsity, structure)
+    return block_distribution(cfg, n / structure.m), {"nm_block_n": {str(b): int(v) for b, v in enumerate(n)}}
 
 
 def minmax_densities(values: np.ndarray, lam: float, sparsity: float) -> np.ndarray:

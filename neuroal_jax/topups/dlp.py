@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..models import family_of
-from ..pruning.statistics import dense_activation_norms
+from ..pruning.statistics import dense_activation_norms, dense_wanda_scores
 from ..pruning.targets import block_distribution
 from .base import Allocation, PruneJob, clip_sparsity, minmax_densities, register_topup
 from .options import Options, in_range, option
@@ -41,18 +40,19 @@ def block_statistic(scores: list[np.ndarray], statistic: str) -> float:
     return float(np.partition(flat, (flat.size - 1) // 2)[(flat.size - 1) // 2])  # the lower middle value
 
 
+def block_importance(cfg, params, norms: dict, statistic: str) -> tuple[np.ndarray, np.ndarray]:
+    """(s_l, importance 1 - s_l / Σ s) per block, float64, from the Wanda scores on the dense stream."""
+    stats = np.array([block_statistic(scores, statistic) for scores in dense_wanda_scores(cfg, params, norms)],
+                     np.float64)
+    return stats, 1.0 - stats / stats.sum()
+
+
 @register_topup("dlp", DLPOptions)
 def dlp(job: PruneJob) -> Allocation:
     """DLP: blocks whose Wanda scores are larger on average are pruned more, by up to ±α."""
     o = job.options
     norms = dense_activation_norms(job.cfg, job.params, job.windows, job.batch_size, job.progress)
-    stats = []
-    for b, block in enumerate(job.params["blocks"]):
-        scores = [np.abs(np.asarray(block[n]["weight"], np.float32)) * norms[f"{b}.{n}"][None, :]
-                  for n in family_of(job.cfg).prunable]
-        stats.append(block_statistic(scores, o.dlp_statistic))
-    stats = np.asarray(stats, np.float64)
-    importance = 1.0 - stats / stats.sum()
+    stats, importance = block_importance(job.cfg, job.params, norms, o.dlp_statistic)
     block_sparsity = clip_sparsity(1 - minmax_densities(importance, o.dlp_alpha, job.sparsity))
     info = {"dlp_block_statistic": {str(b): float(s) for b, s in enumerate(stats)},
             "dlp_block_sparsity": {str(b): float(s) for b, s in enumerate(block_sparsity)}}

@@ -10,10 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..models import family_of
-from ..pruning.statistics import dense_activation_norms
-from ..pruning.targets import block_distribution
-from .base import Allocation, PruneJob, clip_sparsity, minmax_densities, register_topup
+from ..pruning.statistics import dense_activation_norms, dense_wanda_scores
+from .base import Allocation, PruneJob, block_allocation, clip_sparsity, minmax_densities, register_topup
 from .options import Options, in_range, option, positive
 
 
@@ -21,6 +19,11 @@ def outlier_ratio(scores: list[np.ndarray], m: float) -> float:
     """Percent of pooled scores above m × their mean."""
     flat = np.concatenate([np.asarray(s, np.float32).ravel() for s in scores])
     return float(np.mean(flat > m * flat.mean(dtype=np.float32))) * 100
+
+
+def block_outlier_ratios(cfg, params, norms: dict, m: float) -> np.ndarray:
+    """Outlier ratio (percent) of every block's Wanda scores on the dense stream (`dense_activation_norms`)."""
+    return np.array([outlier_ratio(scores, m) for scores in dense_wanda_scores(cfg, params, norms)])
 
 
 @dataclass(frozen=True)
@@ -31,21 +34,19 @@ class OWLOptions(Options):
                                check=in_range(0.0, 1.0), metavar="λ")
 
 
-@register_topup("owl", OWLOptions)
+@register_topup("owl", OWLOptions, nm="mixed")
 def owl(job: PruneJob) -> Allocation:
-    """OWL: blocks with more outlier Wanda scores (on the dense model's stream) are pruned less."""
+    """OWL: blocks with more outlier Wanda scores (on the dense model's stream) are pruned less; with N:M
+    structure a whole N per block (the OWL paper's mixed N:M), nearest to those sparsities."""
     m, lam = job.options.owl_m, job.options.owl_lambda
     norms = dense_activation_norms(job.cfg, job.params, job.windows, job.batch_size, job.progress)
-    ratios = []
-    for b, block in enumerate(job.params["blocks"]):
-        scores = [np.abs(np.asarray(block[n]["weight"], np.float32)) * norms[f"{b}.{n}"][None, :]
-                  for n in family_of(job.cfg).prunable]
-        ratios.append(outlier_ratio(scores, m))
-    block_sparsity = clip_sparsity(1 - minmax_densities(np.array(ratios), lam, job.sparsity))
-    info = {"owl_outlier_ratios": {str(b): r for b, r in enumerate(ratios)},
+    ratios = block_outlier_ratios(job.cfg, job.params, norms, m)
+    block_sparsity = clip_sparsity(1 - minmax_densities(ratios, lam, job.sparsity))
+    dist, nm_info = block_allocation(job.cfg, block_sparsity, job.structure)
+    info = {"owl_outlier_ratios": {str(b): float(r) for b, r in enumerate(ratios)},
             "owl_block_sparsity": {str(b): float(s) for b, s in enumerate(block_sparsity)},
-            "owl_m": m, "owl_lambda": lam}
+            "owl_m": m, "owl_lambda": lam, **nm_info}
     if max(ratios) == min(ratios):
         info["owl_note"] = (f"every block has the same outlier ratio ({ratios[0]:g} %) at M = {m:g}, "
                             "so the allocation is uniform")
-    return Allocation(block_distribution(job.cfg, block_sparsity), info)
+    return Allocation(dist, info)

@@ -5,6 +5,6 @@ from ..pruning.targets import uniform_distribution
 from .base import Allocation, PruneJob, register_topup
 
 
-@register_topup("uniform", nm=True)
+@register_topup("uniform", nm="uniform")
 def uniform(job: PruneJob) -> Allocation:
     return Allocation(uniform_distribution(job.cfg, job.sparsity))

@@ -27,9 +27,11 @@ from ...pruning.sparsegpt import block_threshold_ranks, sparsegpt_core
 from ...pruning.statistics import block_stats
 from ...pruning.targets import (Distribution, Structure, block_distribution, check_method, keep_and_ties,
                                 layer_keys)
-from ..base import Allocation, PruneJob, clip_sparsity, minmax_densities, register_topup
+from ..base import Allocation, PruneJob, block_allocation, register_topup
 from ..options import Options, Target, all_of, at_least, in_range, option, unique
 from .alignment import METRICS, get_metric
+from .profiles import (BLOCK_PROFILES, LINEAR, Profile, ProfileInputs, block_profile, known_profile,
+                       linear_profile)
 from .sharding import (lambda_devices, make_mesh, padded_width, replicate, shard_candidates, shard_params,
                        to_host)
 
@@ -47,15 +49,23 @@ def default_block_lambdas(sparsity: float) -> tuple[float, ...]:
 
 # ---------------------------------------------------------------- schedules (host, float64 as the reference)
 
-def block_schedule(num_blocks: int, sparsity: float, lam: float) -> np.ndarray:
-    """Linear schedule: block 0 densest, mean density 1 - s; sparsity ≤ 0 → 0.01, ≥ 1 → 0.99."""
-    d = minmax_densities(np.arange(1, num_blocks + 1), lam, sparsity)
-    return clip_sparsity(1 - np.sort(d)[::-1])
+def block_candidates(cfg: ModelConfig, sparsity: float, lambdas, profile: Profile | None = None,
+                     structure: Structure = Structure()) -> list[Distribution]:
+    """The block step's candidate distributions, one per λ, from a block profile (default: linear); with N:M
+    structure each is a mixed allocation (whole N_b per block)."""
+    profile = profile or linear_profile(cfg.num_layers)
+    return [block_allocation(cfg, profile.block_sparsity(sparsity, lam), structure)[0] for lam in lambdas]
 
 
-def block_candidates(cfg: ModelConfig, sparsity: float, lambdas) -> list[Distribution]:
-    """The block step's candidate distributions, one per λ."""
-    return [block_distribution(cfg, block_schedule(cfg.num_layers, sparsity, lam)) for lam in lambdas]
+def distinct(lambdas, dists: list) -> tuple[tuple, list]:
+    """The candidates whose distribution no earlier λ has (N:M rounds neighbouring λs to the same allocation)."""
+    seen, keep = set(), []
+    for i, d in enumerate(dists):
+        key = tuple(sorted(d.items()))
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return tuple(lambdas[i] for i in keep), [dists[i] for i in keep]
 
 
 def row_schedule(delta: np.ndarray, layer_sparsity: float, lam: float) -> np.ndarray:
@@ -127,14 +137,24 @@ def _norms(sumsq: dict) -> dict:
     return {k: jnp.sqrt(running_mean_sq(v)) for k, v in sumsq.items()}
 
 
-def layer_targets(method: str, target, shape) -> tuple[np.ndarray, str]:
-    """What one candidate's layer needs on device: per-row keep counts and tie rule, or for SparseGPT
-    its slab threshold ranks (k_block, k_last)."""
+def layer_targets(method: str, target, shape, structure: Structure = Structure()) -> tuple[np.ndarray, object]:
+    """What one candidate's layer needs on device and the mask rule (static): per-row keep counts and tie rule;
+    with N:M the number pruned per group for every row and ("nm", M); for SparseGPT its slab threshold ranks
+    (k_block, k_last)."""
+    if structure.kind == "nm":
+        return np.full(shape[0], structure.group_pruned(target), np.int32), ("nm", structure.m)
     if method != "sparsegpt":
         return keep_and_ties(target, shape)
     if np.ndim(target) != 0:
         raise ValueError("sparsegpt takes one sparsity per layer (block step only)")
     return np.asarray(block_threshold_ranks(*shape, float(target)), np.int32), "sparsegpt"
+
+
+def _mask(scores, k, rule):
+    """The kept entries of scores [..., out, in]: N:M with k pruned per group of every row, or the top-k rows."""
+    if isinstance(rule, tuple):
+        return M.prune_nm_rows(scores, k, rule[1])
+    return M.topk_mask(scores, k, ties=rule)
 
 
 def _dense_pass(cfg, method, p, x, ctx):
@@ -143,7 +163,7 @@ def _dense_pass(cfg, method, p, x, ctx):
     return _norms(sumsq), {k: (2.0 / x.shape[0]) * v for k, v in xtx.items()}
 
 
-def _sparse_weights(method, ties, p, keep, a_dense, hessian, batched):
+def _sparse_weights(method, rule, p, keep, a_dense, hessian, batched):
     """Pruned weights of every prunable layer. batched: a_dense/keep/hessian carry a leading candidate
     axis [K, ...]; the masks are then built in one call over all candidates (rows folded), outside any
     vmap, so the mask function's data-dependent shortcuts stay shortcuts."""
@@ -156,7 +176,7 @@ def _sparse_weights(method, ties, p, keep, a_dense, hessian, batched):
             continue
         score = lambda a: get_score(method)(W, LayerStats(act_norm=a, hessian=None))
         scores = (jax.vmap(score) if batched else score)(a_dense[name])
-        out[name] = jnp.where(M.topk_mask(scores, k, ties=ties), W, jnp.zeros((), W.dtype))
+        out[name] = jnp.where(_mask(scores, k, rule), W, jnp.zeros((), W.dtype))
     return out
 
 
@@ -169,14 +189,15 @@ def _sparse_pass(cfg, metrics, p, weights, x, ctx, a_dense):
     return y, a_sparse, {m: {k: get_metric(m)(a_dense[k], a_sparse[k]) for k in weights} for m in metrics}
 
 
-def candidate_block(cfg, method, ties, metrics, p, x, ctx, keep, a_dense_given=None):
+def candidate_block(cfg, method, rule, metrics, p, x, ctx, keep, a_dense_given=None):
     """One candidate, one block: (next stream, aᴰ, aˢ, {metric: per-layer alignment}). metrics: a tuple of
-    registered names; x [N, T, H]; keep {layer: [out]}
-    (SparseGPT: {layer: [k_block, k_last]}, with the Hessian from the dense block on this stream).
+    registered names; rule: the mask rule of `layer_targets`; x [N, T, H]; keep {layer: [out]} (N:M: the number
+    pruned per group of every row; SparseGPT: {layer: [k_block, k_last]}, with the Hessian from the dense block on
+    this stream).
     `candidates_block` does the same for all candidates at once; this is the one-at-a-time baseline."""
     a_dense, hessian = _dense_pass(cfg, method, p, x, ctx)
     a_dense = a_dense if a_dense_given is None else a_dense_given
-    weights = _sparse_weights(method, ties, p, keep, a_dense, hessian, batched=False)
+    weights = _sparse_weights(method, rule, p, keep, a_dense, hessian, batched=False)
     y, a_sparse, align = _sparse_pass(cfg, metrics, p, weights, x, ctx, a_dense)
     return y, a_dense, a_sparse, align
 
@@ -196,7 +217,7 @@ def candidate_loop(mesh) -> str:
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3), static_argnames="loop", donate_argnums=5)
-def candidates_block(cfg, method, ties, metrics, p, xs, ctx, keeps, a_dense_given=None, loop="vmap"):
+def candidates_block(cfg, method, rule, metrics, p, xs, ctx, keeps, a_dense_given=None, loop="vmap"):
     """All candidates of one block at once, the same three phases as `candidate_block`: the dense
     pass over the streams xs [K, N, T, H] (donated: the next streams take their place), the masks
     of all candidates in one call per layer, the sparse pass over streams and weights; `loop` says how the
@@ -206,7 +227,7 @@ def candidates_block(cfg, method, ties, metrics, p, xs, ctx, keeps, a_dense_give
     a_dense, hessian = over(lambda x: _dense_pass(cfg, method, p, x, ctx), xs)
     if a_dense_given is not None:
         a_dense = jax.tree.map(lambda v: jnp.broadcast_to(v, (xs.shape[0], *v.shape)), a_dense_given)
-    weights = _sparse_weights(method, ties, p, keeps, a_dense, hessian, batched=True)
+    weights = _sparse_weights(method, rule, p, keeps, a_dense, hessian, batched=True)
     y, a_sparse, align = over(lambda w, x, a: _sparse_pass(cfg, metrics, p, w, x, ctx, a), weights, xs, a_dense)
     return y, {k: a_dense[k] - a_sparse[k] for k in a_sparse}, align
 
@@ -251,11 +272,12 @@ def pick(totals) -> int:
 def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dists: list, method: str,
                         metrics: tuple[str, ...] = ("neuron",), lambda_chunk: int | str | None = None,
                         dense_stream: str = "candidate", progress: bool = True, desc: str = "NeuroAL candidates",
-                        mesh=None):
+                        mesh=None, structure: Structure = Structure()):
     """Alignment of every candidate distribution under every metric, block by block on each candidate's
     sparse stream (one pass, whatever the number of metrics).
 
     mesh: a `sharding.make_mesh` mesh; the candidate axis is sharded over its λ devices.
+    structure: row (the distributions' sparsities per layer or row) or N:M (whole N per group from each layer's).
     Returns (totals {metric: [K]}, per-layer alignment {metric: {key: [K]}}, deltas [K × {key: δ}]).
     """
     K = len(dists)
@@ -281,16 +303,16 @@ def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dis
         a_dense_given = None
         if dense_stream == "model":
             dense_x, a_dense_given = _dense_step(cfg, p, dense_x, ctx)
-        keeps_ties = {name: [layer_targets(method, dists[i][f"{b}.{name}"], p[name]["weight"].shape)
-                             for i in range(K)] for name in fam.prunable}
-        ties = {t for v in keeps_ties.values() for _, t in v}
-        if len(ties) != 1:
+        targets = {name: [layer_targets(method, dists[i][f"{b}.{name}"], p[name]["weight"].shape, structure)
+                          for i in range(K)] for name in fam.prunable}
+        rules = {r for v in targets.values() for _, r in v}
+        if len(rules) != 1:
             raise ValueError("candidates of one step must all be scalar or all be per-row distributions")
-        ties = ties.pop()
+        rule = rules.pop()
         for c in range(len(chunks)):
-            keeps = shard_candidates({name: np.stack([v[i][0] for i in padded[c]]) for name, v in keeps_ties.items()},
+            keeps = shard_candidates({name: np.stack([v[i][0] for i in padded[c]]) for name, v in targets.items()},
                                      mesh)
-            streams[c], delta, align = candidates_block(cfg, method, ties, metrics, p, streams[c], ctx, keeps,
+            streams[c], delta, align = candidates_block(cfg, method, rule, metrics, p, streams[c], ctx, keeps,
                                                         a_dense_given, loop=loop)
             results.append((b, c, delta, align))
         # one block ahead of the device, no more: the progress bar stays true and the queue short
@@ -424,7 +446,12 @@ def check_search_samples(values, nsamples: int) -> None:
 @dataclass(frozen=True)
 class SearchSettings(Options):
     """NeuroAL's options (the top-up's `--neuroal-*` flags)."""
-    neuroal_step: str = option("both", "NeuroAL: which λ search to run", choices=STEPS)
+    neuroal_step: str | None = option(None, "NeuroAL: which λ search to run (default: both; block with N:M "
+                                            "structure, which fixes the rows)", choices=STEPS)
+    block_profile: str | None = option(None, "NeuroAL: the block step's per-block profile that λ scales (default: "
+                                             f"{LINEAR}, the paper): "
+                                             + "; ".join(f"{n}: {p.help}" for n, p in BLOCK_PROFILES.items()),
+                                       check=known_profile, metavar="NAME")
     lambdas_block: tuple[float, ...] | None = lambdas_option("block", BLOCK_LAMBDAS, "; without 0.25 when sparsity >= 0.8")
     lambdas_row: tuple[float, ...] | None = lambdas_option("row", ROW_LAMBDAS)
     search_samples: int | None = option(
@@ -442,8 +469,10 @@ class SearchSettings(Options):
         return None if self.devices is None and self.model_parallel == 1 else make_mesh(self.devices, self.model_parallel)
 
     def complete(self, target: Target) -> "SearchSettings":
-        """The λ grids and the number of search windows made explicit."""
-        return replace(self,
+        """The step, the block profile, the λ grids and the number of search windows made explicit."""
+        step = self.neuroal_step or ("block" if target.structure.kind == "nm" else "both")
+        return replace(self, neuroal_step=step,
+                       block_profile=self.block_profile or (None if step == "row" else LINEAR),
                        lambdas_block=self.lambdas_block or default_block_lambdas(target.sparsity),
                        lambdas_row=self.lambdas_row or ROW_LAMBDAS,
                        search_samples=self.search_samples or min(DEFAULT_SEARCH_SAMPLES, target.nsamples))
@@ -451,8 +480,20 @@ class SearchSettings(Options):
     def validate(self, target: Target) -> None:
         if target.method == "sparsegpt" and self.neuroal_step != "block":
             raise ValueError("sparsegpt supports only the NeuroAL block step (--neuroal-step block)")
-        if target.structure.kind != "row":
-            raise ValueError(f"NeuroAL allocates per-row sparsities; structure {target.structure} is not supported")
+        if self.block_profile is not None and self.neuroal_step == "row":
+            raise ValueError(f"option block_profile (--block-profile) shapes the block step, which --neuroal-step row "
+                             f"skips; got --block-profile {self.block_profile} (valid with --neuroal-step block or "
+                             "both)")
+        if target.structure.kind == "layer":
+            raise ValueError(f"NeuroAL allocates per-row or mixed N:M sparsities; structure {target.structure} is not "
+                             "supported (valid: row, N:M)")
+        if target.structure.kind == "nm":
+            if self.neuroal_step != "block":
+                raise ValueError(f"structure {target.structure} fixes N:M in every row, so NeuroAL has only its block "
+                                 f"step; got --neuroal-step {self.neuroal_step} (valid: block)")
+            if target.method == "sparsegpt":
+                raise ValueError(f"NeuroAL's search with sparsegpt supports unstructured sparsity only, got structure "
+                                 f"{target.structure}")
         self.mesh()  # the device counts exist
         check_search_samples([self.search_samples], target.nsamples)
 
@@ -463,6 +504,7 @@ class SearchResult:
     block: StepResult | None
     row: StepResult | None
     seconds: float
+    profile: Profile | None = None  # the block step's profile
 
     def info(self) -> dict:
         def curve(step):  # one record per candidate: λ exactly as searched
@@ -481,23 +523,28 @@ class SearchResult:
             "search_seconds": self.seconds,
             "lambda_chunk_block": None if self.block is None else self.block.chunk,
             "lambda_chunk_row": None if self.row is None else self.row.chunk,
+            **({} if self.profile is None else self.profile.info()),
         }
 
 
 def neuroal_search(cfg: ModelConfig, params: dict, windows: np.ndarray, sparsity: float, method: str,
-                   settings: SearchSettings = SearchSettings(), progress: bool = True) -> SearchResult:
-    """Choose block λ and/or row λ on the first `search_samples` windows (docs/algorithm.md §5–6)."""
+                   settings: SearchSettings = SearchSettings(), progress: bool = True,
+                   structure: Structure = Structure(), batch_size: int = 8) -> SearchResult:
+    """Choose block λ and/or row λ on the first `search_samples` windows (docs/algorithm.md §5–6). A block profile
+    other than linear reads the dense model on all `windows` (in batches of `batch_size`), as its top-up does.
+    With N:M structure, the block step's candidates are mixed N:M allocations, one per distinct allocation."""
     check_method(method)
-    settings = settings.resolved(Target(method, sparsity, Structure(), len(windows)))
+    settings = settings.resolved(Target(method, sparsity, structure, len(windows)))
     t0 = time.perf_counter()
     win = np.asarray(windows)[:settings.search_samples]
     kw = dict(metrics=(settings.alignment,), lambda_chunk=settings.lambda_chunk,
-              dense_stream=settings.dense_stream, progress=progress, mesh=settings.mesh())
-    block = row = None
+              dense_stream=settings.dense_stream, progress=progress, mesh=settings.mesh(), structure=structure)
+    block = row = profile = None
     if settings.neuroal_step in ("block", "both"):
-        lams = settings.lambdas_block
-        block = run_step(cfg, params, win, lams, block_candidates(cfg, sparsity, lams), method,
-                         desc="NeuroAL block step", **kw)
+        profile = block_profile(settings.block_profile, ProfileInputs(cfg, params, windows, batch_size, progress))
+        lams, dists = distinct(settings.lambdas_block,
+                               block_candidates(cfg, sparsity, settings.lambdas_block, profile, structure))
+        block = run_step(cfg, params, win, lams, dists, method, desc="NeuroAL block step", **kw)
         dist, deltas = block.dists[block.choice], block.deltas[block.choice]
     if settings.neuroal_step in ("row", "both"):
         if block is None:  # δ of the uniform distribution (the reference's λ = 0 block schedule)
@@ -507,13 +554,17 @@ def neuroal_search(cfg: ModelConfig, params: dict, windows: np.ndarray, sparsity
         dists = [row_distribution(cfg, dist, deltas, l) for l in lams]
         row = run_step(cfg, params, win, lams, dists, method, desc="NeuroAL row step", **kw)
         dist = row.dists[row.choice]
-    return SearchResult(dist, block, row, time.perf_counter() - t0)
+    return SearchResult(dist, block, row, time.perf_counter() - t0, profile)
 
 
-@register_topup("neuroal", SearchSettings)
+@register_topup("neuroal", SearchSettings, nm="mixed")
 def neuroal(job: PruneJob) -> Allocation:
-    result = neuroal_search(job.cfg, job.params, job.windows, job.sparsity, job.method, job.options, job.progress)
-    return Allocation(result.dist, {**result.info(), "neuroal_step": job.options.neuroal_step,
+    result = neuroal_search(job.cfg, job.params, job.windows, job.sparsity, job.method, job.options, job.progress,
+                            job.structure, job.batch_size)
+    first = family_of(job.cfg).prunable[0]
+    nm = {} if job.structure.kind != "nm" else {"nm_block_n": {
+        str(b): job.structure.group_pruned(result.dist[f"{b}.{first}"]) for b in range(job.cfg.num_layers)}}
+    return Allocation(result.dist, {**result.info(), **nm, "neuroal_step": job.options.neuroal_step,
                                     "alignment_metric": job.options.alignment,
                                     "dense_stream": job.options.dense_stream,
                                     "search_samples": job.options.search_samples})
