@@ -9,7 +9,7 @@ The package, one room per idea: `models/` (families), `pruning/` (scores, masks,
 `topups/` (uniform, OWL, AlphaPruning, DSnoT, DLP, NeuroAL), `evaluation/` (data, perplexity, zero-shot),
 `outputs/` (files, masks checkpoint, report, plots, streamed runs), `sweeps/` (λ sweeps and metric studies),
 `recovery/` (mask-preserving fine-tuning after pruning),
-then `api`, `compare`, `cli`.
+then `api`, `comparison` (compare), `cli`.
 The names below load on first use, so `import neuroal_jax` (and the CLI's start) stays light.
 """
 from .config import ModelConfig
@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 
 #: name -> the module that defines it
 _API = {
-    "prune": "api", "PruneResult": "api", "finetune": "recovery", "FinetuneSettings": "recovery", "compare": "compare", "sweep": "sweeps", "SweepSettings": "sweeps",
+    "prune": "api", "PruneResult": "api", "finetune": "recovery", "FinetuneSettings": "recovery", "compare": "comparison", "sweep": "sweeps", "SweepSettings": "sweeps",
     "load_masks": "outputs.checkpoint", "load_distribution": "outputs.checkpoint", "save_masks": "outputs.checkpoint",
     "register_topup": "topups", "get_topup": "topups", "PruneJob": "topups", "Allocation": "topups",
     "Options": "topups", "option": "topups",

@@ -379,8 +379,9 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
     model: spec string for `converters.load_model` (built-in name, .gguf, HF folder or Hub id), a
         LoadedModel, or a (ModelConfig, params) pair.
     method: magnitude | wanda | multiflow | sparsegpt.   top_up: a name in `TOPUPS`
-        (uniform, owl, alphapruning, dsnot, neuroal).
-    structure: "row" (per-row, default), "layer" or "N:M" (then sparsity must be N/M).
+        (uniform, owl, alphapruning, dsnot, dlp, neuroal).
+    structure: "row" (per-row, default), "layer" or "N:M" (then sparsity must be N/M). With top-ups owl and
+        neuroal N:M is mixed: a whole N_b per block with mean N, which may be fractional ("5.6:8" at 0.7).
     calib: calibration data spec (c4, wikitext2, ptb, pydoc, text:PATH, tokens:PATH.npy); `nsamples`
         windows of `seqlen` tokens (an error if seqlen exceeds the model's context), sampled with `seed`.
     eval: perplexity test sets (same spec syntax), each on at most `eval_nsamples` windows of `seqlen`.

@@ -55,15 +55,15 @@ def key_value(text: str) -> tuple[str, object]:
 
 # ---------------------------------------------------------------- top-up options
 
-def add_topup_options(parser: argparse.ArgumentParser) -> None:
+def add_topup_options(parser: argparse.ArgumentParser, whose: str = "of the chosen top-up") -> None:
     """One --help group per top-up with options, generated from its options dataclass."""
     from .topups import TOPUPS
     for name, topup in TOPUPS.items():
         if topup.options.option_fields():
             topup.options.add_flags(parser.add_argument_group(f"{name} options (--top-up {name})"))
     parser.add_argument("--option", action="append", type=key_value, default=[], metavar="KEY=VALUE",
-                        help="any option of the chosen top-up by its key (value parsed as a Python literal when "
-                             "possible); repeatable")
+                        help=f"any option {whose} by its key (value parsed as a Python literal when possible); "
+                             "repeatable")
 
 
 def options_from_args(args) -> dict:
@@ -203,7 +203,8 @@ def _add_prune(sub) -> None:
                    help="sparsity allocation: " + ", ".join(topups) + " (uniform = every layer at --sparsity)")
     p.add_argument("--structure", default="row",
                    help="mask granularity: row (per output row, default), layer, or N:M such as 2:4 "
-                        "(then --sparsity must be N/M)")
+                        "(then --sparsity must be N/M); with --top-up owl or neuroal a mixed N:M, a whole N per "
+                        "block with mean N, which may be fractional (5.6:8 is 70%%)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (written atomically)")
     p.add_argument("--force", action="store_true",
                    help="replace --out if it exists and is an output of neuroal-jax (nothing else is deleted)")
@@ -280,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .evaluation.zeroshot import add_cli as add_zeroshot
     add_zeroshot(sub)
     _add_export(sub)
-    from .compare import add_cli as add_compare
+    from .comparison import add_cli as add_compare
     add_compare(sub)
     from .sweeps.cli import add_cli as add_sweep
     add_sweep(sub)

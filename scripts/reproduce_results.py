@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from converters import load_model
-from neuroal_jax.compare import compare
+from neuroal_jax.comparison import compare
 from neuroal_jax.outputs.files import write_json
 
 

@@ -37,6 +37,21 @@ def tiny_llama():
 
 
 @pytest.fixture(scope="session")
+def deep_llama(tiny_llama):
+    """(config, params) of a 4-block tiny Llama whose weights grow with depth: the block profiles (OWL's outlier
+    ratios, DLP's scores, AlphaPruning's α) separate its blocks."""
+    import dataclasses
+
+    from neuroal_jax.models import family_of, init_params
+    cfg = dataclasses.replace(TINY_LLAMA, num_layers=4)
+    params = init_params(cfg, seed=3, scale=0.1)
+    for b, block in enumerate(params["blocks"]):
+        for name in family_of(cfg).prunable:
+            block[name] = {**block[name], "weight": block[name]["weight"] * (1 + 0.4 * b)}
+    return cfg, params
+
+
+@pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory, tiny_llama):
     """The tiny Llama exported as a HF folder (no tokenizer)."""
     from converters.hf import export_hf

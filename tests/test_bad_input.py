@@ -191,19 +191,25 @@ def test_compare_validates_before_the_dense_evaluation(user_dir, tmp_path):
     model, calib = user_dir / "model", user_dir / "calib.npy"
     base = ["compare", "--model", model, "--calib", f"tokens:{calib}", "--eval", f"tokens:{calib}", "--nsamples", "4",
             "--seqlen", "32", "--out", tmp_path / "cmp"]
-    empty, unknown, sparsity, nm = run_cli_all([*base, "--top-ups", ""], [*base, "--top-ups", "uniform,nosuch"],
-                                               [*base, "--top-ups", "uniform", "--sparsity", "1.5"],
-                                               [*base, "--top-ups", "owl", "--method", "nosuch"])
+    empty, unknown, sparsity, nm, profile, stray, structure = run_cli_all(
+        [*base, "--top-ups", ""], [*base, "--top-ups", "uniform,nosuch"],
+        [*base, "--top-ups", "uniform", "--sparsity", "1.5"], [*base, "--top-ups", "owl", "--method", "nosuch"],
+        [*base, "--top-ups", "uniform,neuroal", "--block-profile", "steep"],
+        [*base, "--top-ups", "uniform,dlp", "--owl-m", "3"],
+        [*base, "--top-ups", "uniform,dlp", "--structure", "4:8", "--sparsity", "0.5"])
     assert_clean_error(empty, "--top-ups", "at least one")
     assert_clean_error(unknown, "nosuch", "uniform, owl")
     assert_clean_error(sparsity, "1.5")
     assert_clean_error(nm, "nosuch", "wanda")
+    assert_clean_error(profile, "--block-profile", "'steep'", "valid: linear, owl, dlp, alphapruning")
+    assert_clean_error(stray, "owl_m", "none of the top-ups uniform, dlp")
+    assert_clean_error(structure, "'dlp'", "structure 4:8", "uniform, owl, neuroal")
     assert not (tmp_path / "cmp").exists()
 
 
 def test_compare_api_fails_before_any_perplexity(user_dir, monkeypatch):
     import neuroal_jax.evaluation.perplexity as evaluation
-    from neuroal_jax.compare import compare
+    from neuroal_jax.comparison import compare
 
     def no_work(*a, **k):
         raise AssertionError("compare evaluated before validating")

@@ -2,28 +2,14 @@
 block b holds exactly N_b zeros, and the uniform allocation is today's uniform N:M."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
 import neuroal_jax as nj
-from neuroal_jax.models import family_of, init_params
 from neuroal_jax.pruning import Structure, masks
 from neuroal_jax.pruning.targets import check_nm_mean, nm_allocation
 
 pytestmark = pytest.mark.xdist_group("mixed_nm")
-
-
-@pytest.fixture(scope="module")
-def deep(tiny_llama):
-    """4 blocks whose weights grow with depth (the profiles separate them)."""
-    cfg = dataclasses.replace(tiny_llama[0], num_layers=4)
-    params = init_params(cfg, seed=3, scale=0.1)
-    for b, block in enumerate(params["blocks"]):
-        for name in family_of(cfg).prunable:
-            block[name] = {**block[name], "weight": block[name]["weight"] * (1 + 0.4 * b)}
-    return cfg, params
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +69,9 @@ def test_rows_with_their_own_n_are_exact_nm():
 # ---------------------------------------------------------------- pruning
 
 @pytest.mark.parametrize("structure", ["4:8", "2:4"])
-def test_neuroal_mixed_nm_is_exact_per_block(deep, calib, structure):
+def test_neuroal_mixed_nm_is_exact_per_block(deep_llama, calib, structure):
     st = Structure.parse(structure)
-    r = prune(deep, calib, structure, "neuroal", lambdas_block=(0.25,))
+    r = prune(deep_llama, calib, structure, "neuroal", lambdas_block=(0.25,))
     n_b = {int(b): n for b, n in r.report["nm_block_n"].items()}
     assert zeros_per_group(r, st.m) == {b: {n} for b, n in n_b.items()}
     assert sum(n_b.values()) == 4 * st.n and len(set(n_b.values())) > 1  # mixed, with the exact mean
@@ -93,26 +79,26 @@ def test_neuroal_mixed_nm_is_exact_per_block(deep, calib, structure):
     assert r.report["sparsity"] == st.n / st.m and r.report["neuroal_step"] == "block"
 
 
-def test_lambdas_that_round_to_one_allocation_are_searched_once(deep, calib):
+def test_lambdas_that_round_to_one_allocation_are_searched_once(deep_llama, calib):
     from neuroal_jax.topups.neuroal.search import block_candidates, distinct
     lams = (0.01, 0.02, 0.03, 0.1, 0.11, 0.2, 0.25)
-    kept, dists = distinct(lams, block_candidates(deep[0], 0.5, lams, structure=Structure.parse("4:8")))
+    kept, dists = distinct(lams, block_candidates(deep_llama[0], 0.5, lams, structure=Structure.parse("4:8")))
     assert len(kept) < len(lams) and kept[0] == 0.01 and len({tuple(sorted(d.items())) for d in dists}) == len(kept)
-    r = prune(deep, calib, "4:8", "neuroal", lambdas_block=lams)
+    r = prune(deep_llama, calib, "4:8", "neuroal", lambdas_block=lams)
     assert [c["lambda"] for c in r.report["alignment_block"]] == list(kept)
 
 
-def test_owl_mixed_nm_with_a_fractional_mean(deep, calib):
-    r = prune(deep, calib, "5.5:8", "owl", owl_lambda=0.2)
+def test_owl_mixed_nm_with_a_fractional_mean(deep_llama, calib):
+    r = prune(deep_llama, calib, "5.5:8", "owl", owl_lambda=0.2)
     n_b = {int(b): n for b, n in r.report["nm_block_n"].items()}
     assert zeros_per_group(r, 8) == {b: {n} for b, n in n_b.items()} and sum(n_b.values()) == 22
     assert r.report["sparsity"] == 5.5 / 8 and r.report["structure"] == "5.5:8"
 
 
 @pytest.mark.parametrize("top_up, options", [("neuroal", {"lambdas_block": (0.0,)}), ("owl", {"owl_lambda": 0.0})])
-def test_the_uniform_allocation_is_todays_uniform_nm(deep, calib, top_up, options):
-    uniform = prune(deep, calib, "4:8", "uniform")
-    mixed = prune(deep, calib, "4:8", top_up, **options)
+def test_the_uniform_allocation_is_todays_uniform_nm(deep_llama, calib, top_up, options):
+    uniform = prune(deep_llama, calib, "4:8", "uniform")
+    mixed = prune(deep_llama, calib, "4:8", top_up, **options)
     assert set(mixed.report["nm_block_n"].values()) == {4}
     for k in uniform.masks:
         np.testing.assert_array_equal(np.asarray(mixed.masks[k]), np.asarray(uniform.masks[k]), err_msg=k)
@@ -126,9 +112,18 @@ def test_the_uniform_allocation_is_todays_uniform_nm(deep, calib, top_up, option
     (dict(structure="4:8", top_up="dlp"), r"top-up 'dlp' does not work with structure 4:8.*uniform, owl, neuroal"),
     (dict(structure="4.3:8", top_up="neuroal"), r"4.3:8.*Σ N_b = 17.2.*e.g. 4.25:8 or 4.5:8"),
 ])
-def test_refusals(deep, calib, kw, match):
+def test_refusals(deep_llama, calib, kw, match):
     st = Structure.parse(kw["structure"])
     sparsity = st.n / st.m if st.kind == "nm" else 0.5
     with pytest.raises(ValueError, match=match):
-        nj.prune(deep, **{"method": "wanda", "sparsity": sparsity, "calib": calib, "nsamples": 6, "seqlen": 32,
+        nj.prune(deep_llama, **{"method": "wanda", "sparsity": sparsity, "calib": calib, "nsamples": 6, "seqlen": 32,
                           "progress": False, **kw})
+
+
+def test_compare_with_a_structure(deep_llama, calib, tmp_path):
+    from converters.hf import export_hf
+    export_hf(*deep_llama, tmp_path / "model")
+    summary = nj.compare(tmp_path / "model", top_ups="uniform,owl,neuroal", structure="4:8", sparsity=0.5,
+                         calib=calib, eval=calib, nsamples=6, seqlen=32, batch_size=4, progress=False)
+    assert summary["settings"]["structure"] == "4:8"
+    assert [r["sparsity"] for r in summary["rows"][1:]] == [0.5, 0.5, 0.5]

@@ -2,13 +2,11 @@
 candidate is its own top-up's allocation at the matching strength, and prune, compare and sweep take them."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
 import neuroal_jax as nj
-from neuroal_jax.models import family_of, init_params
+from neuroal_jax.models import family_of
 from neuroal_jax.pruning import block_distribution
 from neuroal_jax.topups import PruneJob, get_topup
 from neuroal_jax.topups.neuroal.profiles import (BLOCK_PROFILES, ProfileInputs, block_profile, block_schedule,
@@ -19,30 +17,19 @@ pytestmark = pytest.mark.xdist_group("profiles")
 WINDOWS = np.random.default_rng(0).integers(0, 128, (6, 32))
 
 
-@pytest.fixture(scope="module")
-def deep(tiny_llama):
-    """4 blocks whose weights grow with depth, so every profile orders the blocks differently from uniform."""
-    cfg = dataclasses.replace(tiny_llama[0], num_layers=4)
-    params = init_params(cfg, seed=3, scale=0.1)
-    for b, block in enumerate(params["blocks"]):
-        for name in family_of(cfg).prunable:
-            block[name] = {**block[name], "weight": block[name]["weight"] * (1 + 0.4 * b)}
-    return cfg, params
-
-
-def job(deep, top_up, options, sparsity=0.6):
-    return get_topup(top_up)(PruneJob(*deep, WINDOWS, sparsity, "wanda", options=options, batch_size=4,
+def job(deep_llama, top_up, options, sparsity=0.6):
+    return get_topup(top_up)(PruneJob(*deep_llama, WINDOWS, sparsity, "wanda", options=options, batch_size=4,
                                       progress=False))
 
 
-def candidate(deep, name, lam, sparsity=0.6):
-    profile = block_profile(name, ProfileInputs(*deep, WINDOWS, batch_size=4, progress=False))
-    return block_candidates(deep[0], sparsity, [lam], profile)[0]
+def candidate(deep_llama, name, lam, sparsity=0.6):
+    profile = block_profile(name, ProfileInputs(*deep_llama, WINDOWS, batch_size=4, progress=False))
+    return block_candidates(deep_llama[0], sparsity, [lam], profile)[0]
 
 
-def test_the_linear_profile_is_the_papers_schedule(deep):
-    cfg = deep[0]
-    got = block_candidates(cfg, 0.7, BLOCK_LAMBDAS, block_profile("linear", ProfileInputs(*deep, WINDOWS)))
+def test_the_linear_profile_is_the_papers_schedule(deep_llama):
+    cfg = deep_llama[0]
+    got = block_candidates(cfg, 0.7, BLOCK_LAMBDAS, block_profile("linear", ProfileInputs(*deep_llama, WINDOWS)))
     assert got == block_candidates(cfg, 0.7, BLOCK_LAMBDAS)
     assert got == [block_distribution(cfg, block_schedule(4, 0.7, lam)) for lam in BLOCK_LAMBDAS]
     assert list(linear_profile(4).values) == [1, 2, 3, 4]
@@ -54,31 +41,31 @@ def test_the_linear_profile_is_the_papers_schedule(deep):
     ("dlp", "dlp", {"dlp_alpha": 0.15}),
     ("dlp", "dlp", {"dlp_alpha": 0.05}),
 ])
-def test_a_profile_at_lambda_is_its_top_up_at_that_strength(deep, name, top_up, options):
+def test_a_profile_at_lambda_is_its_top_up_at_that_strength(deep_llama, name, top_up, options):
     """The OWL profile at λ is `--top-up owl --owl-lambda λ`; DLP's at λ is `--top-up dlp --dlp-alpha λ`: the same
     floats, so the same masks."""
     lam = next(iter(options.values()))
-    expected = job(deep, top_up, options).dist
-    got = candidate(deep, name, lam)
+    expected = job(deep_llama, top_up, options).dist
+    got = candidate(deep_llama, name, lam)
     assert got == expected
     assert len(set(got.values())) == 4  # the profile separates the blocks
 
 
-def test_the_alphapruning_profile_at_the_matching_lambda(deep):
+def test_the_alphapruning_profile_at_the_matching_lambda(deep_llama):
     """AlphaPruning's mapping s·r_b / mean(r), r_b = 1 - ε + 2ε·minmax(α)_b, is the profile's at
     λ = ε·s / (1 - ε + 2ε·mean(minmax α)) (all blocks the same size): equal to float64 rounding."""
     eps, s = 0.3, 0.6
-    alloc = job(deep, "alphapruning", {"alpha_epsilon": eps}, s)
+    alloc = job(deep_llama, "alphapruning", {"alpha_epsilon": eps}, s)
     alpha = np.array([alloc.info["alpha"][str(b)] for b in range(4)])
     mm = (alpha - alpha.min()) / np.ptp(alpha)
     lam = eps * s / (1 - eps + 2 * eps * mm.mean())
-    got = candidate(deep, "alphapruning", lam, s)
+    got = candidate(deep_llama, "alphapruning", lam, s)
     np.testing.assert_allclose([got[k] for k in alloc.dist], list(alloc.dist.values()), rtol=0, atol=1e-12)
     assert np.argmax(alpha) == np.argmax([got[f"{b}.self_attn.q_proj"] for b in range(4)])  # larger α → sparser
 
 
-def test_every_profile_keeps_the_mean_and_widens_with_lambda(deep):
-    inputs = ProfileInputs(*deep, WINDOWS, batch_size=4, progress=False)
+def test_every_profile_keeps_the_mean_and_widens_with_lambda(deep_llama):
+    inputs = ProfileInputs(*deep_llama, WINDOWS, batch_size=4, progress=False)
     for name in BLOCK_PROFILES:
         profile = block_profile(name, inputs)
         spans = []
@@ -89,13 +76,29 @@ def test_every_profile_keeps_the_mean_and_widens_with_lambda(deep):
         assert spans == pytest.approx([0.04, 0.2, 0.4]), name
 
 
-def test_prune_with_the_owl_profile_is_the_owl_top_up(tiny_llama, deep, tmp_path):
+def test_a_registered_profile_shapes_the_candidates(deep_llama, monkeypatch):
+    from neuroal_jax.topups.neuroal.profiles import register_profile
+    monkeypatch.setattr(BLOCK_PROFILES, "_entries", dict(BLOCK_PROFILES._entries))  # unregistered afterwards
+
+    @register_profile("weight_norm_test", "mean |W| per block: larger, sparser")
+    def weight_norm(inputs):
+        names = family_of(inputs.cfg).prunable
+        return [-np.mean([np.abs(np.asarray(b[n]["weight"])).mean() for n in names]) for b in inputs.params["blocks"]]
+
+    alloc = job(deep_llama, "neuroal", {"neuroal_step": "block", "block_profile": "weight_norm_test",
+                                  "lambdas_block": (0.1,)})
+    block = [alloc.dist[f"{b}.self_attn.q_proj"] for b in range(4)]
+    assert alloc.info["block_profile"] == "weight_norm_test" and block == sorted(block)  # weights grow with depth
+    assert block[-1] - block[0] == pytest.approx(0.2)
+
+
+def test_prune_with_the_owl_profile_is_the_owl_top_up(tiny_llama, deep_llama, tmp_path):
     """The search at the one λ of OWL's default is `--top-up owl`, mask for mask; the report names the profile."""
     kw = dict(method="wanda", sparsity=0.6, calib=f"tokens:{tmp_path / 'c.npy'}", nsamples=6, seqlen=32,
               batch_size=4, progress=False)
     np.save(tmp_path / "c.npy", np.random.default_rng(1).integers(0, 128, 2048))
-    owl = nj.prune(deep, top_up="owl", **kw)
-    neuroal = nj.prune(deep, top_up="neuroal", options={"neuroal_step": "block", "block_profile": "owl",
+    owl = nj.prune(deep_llama, top_up="owl", **kw)
+    neuroal = nj.prune(deep_llama, top_up="neuroal", options={"neuroal_step": "block", "block_profile": "owl",
                                                         "lambdas_block": (0.08,)}, **kw)
     assert neuroal.report["block_profile"] == "owl" and neuroal.report["lambda_block"] == 0.08
     assert neuroal.report["block_profile_values"] == list(owl.report["owl_outlier_ratios"].values())
@@ -103,29 +106,30 @@ def test_prune_with_the_owl_profile_is_the_owl_top_up(tiny_llama, deep, tmp_path
         np.testing.assert_array_equal(np.asarray(neuroal.masks[k]), np.asarray(owl.masks[k]), err_msg=k)
 
 
-def test_compare_passes_the_profile_to_neuroal(deep, tmp_path):
+def test_compare_passes_the_profile_to_neuroal(deep_llama, tmp_path):
     from converters.hf import export_hf
     np.save(tmp_path / "c.npy", np.random.default_rng(1).integers(0, 128, 2048))
     spec = f"tokens:{tmp_path / 'c.npy'}"
-    export_hf(*deep, tmp_path / "model")
-    summary = nj.compare(tmp_path / "model", top_ups="dlp,neuroal", calib=spec, eval=spec, nsamples=6, seqlen=32, batch_size=4,
-                         options={"block_profile": "dlp", "neuroal_step": "block", "lambdas_block": (0.15,)},
-                         progress=False)
+    export_hf(*deep_llama, tmp_path / "model")
+    summary = nj.compare(tmp_path / "model", top_ups="dlp,neuroal", sparsity=0.6, calib=spec, eval=spec, nsamples=6,
+                         seqlen=32, batch_size=4, progress=False,
+                         options={"block_profile": "dlp", "neuroal_step": "block", "lambdas_block": (0.15,)})
     rows = {r["top_up"]: r for r in summary["rows"]}
     assert rows["neuroal"]["lambda_block"] == 0.15
     assert rows["neuroal"]["perplexity"] == rows["dlp"]["perplexity"]  # DLP's default α is 0.15
 
 
-def test_sweep_compares_profiles_side_by_side(deep, tmp_path):
+def test_sweep_compares_profiles_side_by_side(deep_llama, tmp_path):
     np.save(tmp_path / "c.npy", np.random.default_rng(1).integers(0, 128, 2048))
     spec = f"tokens:{tmp_path / 'c.npy'}"
     kw = dict(method="wanda", sparsity=0.6, calib=spec, eval=spec, nsamples=6, seqlen=32, batch_size=4,
               metrics="neuron", lambdas_block=(0.02, 0.08, 0.15), search_samples=4, progress=False)
-    both = nj.sweep(deep, block_profile="linear,owl", out=tmp_path / "sweep", **kw)
-    linear = nj.sweep(deep, **kw)
+    both = nj.sweep(deep_llama, block_profile="linear,owl", out=tmp_path / "sweep", **kw)
+    linear = nj.sweep(deep_llama, **kw)
     assert [r["block_profile"] for r in both["runs"]] == ["linear", "owl"]
+    assert both["settings"]["model"] == linear["settings"]["model"]
     assert both["runs"][0]["candidates"] == linear["runs"][0]["candidates"]
-    owl_at_008 = nj.prune(deep, top_up="owl", calib=spec, eval=spec, nsamples=6, seqlen=32, batch_size=4,
+    owl_at_008 = nj.prune(deep_llama, top_up="owl", calib=spec, eval=spec, nsamples=6, seqlen=32, batch_size=4,
                           method="wanda", sparsity=0.6, progress=False)
     assert both["runs"][1]["candidates"][1]["perplexity"] == owl_at_008.report["perplexity"]
     assert both["runs"][0]["candidates"][1]["perplexity"] != both["runs"][1]["candidates"][1]["perplexity"]

@@ -34,3 +34,15 @@ def test_decorator_and_order():
     assert list(r) == ["b", "a"] and r.names() == ("b", "a") and len(r) == 2 and r["b"] is b
     with pytest.raises(ValueError, match="non-empty string"):
         r.register("", b)
+
+
+def test_the_package_names_are_never_shadowed_by_a_submodule():
+    """`nj.compare` stays the function after its module is imported (a submodule of the same name would replace
+    the lazily loaded attribute)."""
+    import importlib
+    import types
+
+    import neuroal_jax as nj
+    for name, module in nj._API.items():
+        importlib.import_module(f"neuroal_jax.{module}")
+        assert not isinstance(getattr(nj, name), types.ModuleType), name

@@ -63,7 +63,7 @@ def _cmd(args) -> int:
               f"{run['block_profile']} block profile{base}")
         print(format_summary(run, s["eval"]))
     if result["sensitivity"]:
-        print("\nsensitivity (per |Cλ| and calibration, over seeds)\n" + format_sensitivity(result["sensitivity"],
+        print("\nper calibration, block profile and |Cλ| (over seeds)\n" + format_sensitivity(result["sensitivity"],
                                                                                           s["eval"]))
     t = result["timings"]
     print("\ntimings: " + "  ".join(f"{k} {v:.1f}s" for k, v in t.items()))

@@ -168,7 +168,8 @@ def profile_curves(result: dict):
             metric, e = next(iter(run["summary"]["metrics"].items()))
             ax.plot([e["pick"][key]], [e["perplexity"][spec]], ls="none", marker="o", ms=11, mfc="none", mew=1.8,
                     color=line.get_color())
-        ax.set(xlabel=_label(key), ylabel=f"perplexity ({spec})",
+        ax.set_yscale("log")
+        ax.set(xlabel=_label(key), ylabel=f"perplexity ({spec}, log scale)",
                title=_title(result, f"block profiles (circled: the {metric} pick)"))
         ax.legend(fontsize=8, title="block profile")
     return fig

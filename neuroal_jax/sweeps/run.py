@@ -118,8 +118,8 @@ def run_sweep(model, req: SweepRequest) -> tuple[dict, dict | None]:
         for seed in s.seeds:
             windows = calibration_windows(calib_spec, tokenizer, req.nsamples, req.seqlen, seed, cfg.vocab_size)
             inputs = ProfileInputs(cfg, params, windows, req.batch_size, req.progress)
-            for name in s.block_profile:
-                profile = block_profile(name, inputs)
+            for profile_name in s.block_profile:
+                profile = block_profile(profile_name, inputs)
                 for n in s.search_samples:
                     cands = search_candidates(cfg, params, windows[:n], req.sparsity, req.method, s, profile,
                                               req.progress)

@@ -25,12 +25,13 @@ def check_topups(top_ups) -> list[str]:
 
 
 def compare(model, *, method: str = "wanda", sparsity: float = 0.7, top_ups=("uniform", "owl", "neuroal"),
-            calib: str = "pydoc", eval=("pydoc",), nsamples: int = 32, seqlen: int = 256,
+            structure: str = "row", calib: str = "pydoc", eval=("pydoc",), nsamples: int = 32, seqlen: int = 256,
             eval_nsamples: int | None = None, seed: int = 0, out=None, force: bool = False,
             options: dict | None = None, batch_size: int = 8, progress: bool = True) -> dict:
     """{"rows": [{"top_up", "sparsity", "perplexity": {spec: ppl}, ...}], "settings": {...}}.
 
-    `options` go to the top-ups that take them (each top-up gets the keys its options dataclass has).
+    `options` go to the top-ups that take them (each top-up gets the keys its options dataclass has). `structure`
+    as `prune` (N:M: the top-ups that allocate it, e.g. uniform, owl and neuroal with a mixed N:M).
     Everything is validated before the dense model is evaluated."""
     from converters import LoadedModel, load_model
 
@@ -39,7 +40,7 @@ def compare(model, *, method: str = "wanda", sparsity: float = 0.7, top_ups=("un
 
     top_ups = check_topups(top_ups)
     specs = [s.strip() for s in (eval.split(",") if isinstance(eval, str) else eval) if s and s.strip()]
-    common = dict(method=method, sparsity=sparsity, calib=calib, nsamples=nsamples, seqlen=seqlen, seed=seed,
+    common = dict(method=method, sparsity=sparsity, structure=structure, calib=calib, nsamples=nsamples, seqlen=seqlen, seed=seed,
                   eval=specs, eval_nsamples=eval_nsamples, batch_size=batch_size, progress=progress)
     if not specs:
         raise ValueError("compare needs at least one evaluation set (eval, --eval)")
@@ -47,7 +48,7 @@ def compare(model, *, method: str = "wanda", sparsity: float = 0.7, top_ups=("un
     for t in top_ups:
         fields = {f.name for f in check_topup(t).options.option_fields()}
         per_topup[t] = {k: v for k, v in (options or {}).items() if k in fields}
-        check_request(model, top_up=t, options=per_topup[t], structure="row", out=None, force=False,
+        check_request(model, top_up=t, options=per_topup[t], out=None, force=False,
                       dtype="float32", stream=False, resume=False, **common)
     unused = set(options or {}) - {k for o in per_topup.values() for k in o}
     if unused:
@@ -72,7 +73,8 @@ def compare(model, *, method: str = "wanda", sparsity: float = 0.7, top_ups=("un
                          "seconds": round(time.perf_counter() - t0, 1)})
         return reports
 
-    settings = {"model": name, "method": method, "target_sparsity": sparsity, "calib": calib,
+    settings = {"model": name, "method": method, "target_sparsity": sparsity, "structure": str(structure),
+                "calib": calib,
                 "nsamples": nsamples, "seqlen": seqlen, "seed": seed, "eval_nsamples": eval_nsamples}
     summary = {"settings": settings, "rows": rows}
     if out is None:
@@ -115,15 +117,20 @@ def format_table(summary: dict) -> str:
 
 
 def add_cli(subparsers) -> None:
+    from .cli import add_topup_options
     from .pruning import methods
     p = subparsers.add_parser(
         "compare", help="dense vs several top-ups on one model: a perplexity table and plots",
-        description="Load a model once, prune it with each --top-ups entry (same method, sparsity and "
-                    "calibration), evaluate perplexity and print one table. This is the README's main job.")
+        description="Load a model once, prune it with each --top-ups entry (same method, sparsity, structure and "
+                    "calibration), evaluate perplexity and print one table. This is the README's main job. Each "
+                    "top-up option flag goes to the top-ups in --top-ups that take it (--block-profile owl: to "
+                    "neuroal).")
     p.add_argument("--model", default="smollm2-135m", help="model spec (default: smollm2-135m)")
     p.add_argument("--method", default="wanda", choices=methods(), help="base pruning score (default wanda)")
     p.add_argument("--sparsity", type=float, default=0.7, help="target sparsity (default 0.7)")
     p.add_argument("--top-ups", default="uniform,owl,neuroal", help="comma-separated (default uniform,owl,neuroal)")
+    p.add_argument("--structure", default="row",
+                   help="mask granularity, as prune's (N:M: top-ups uniform, and owl and neuroal as mixed N:M)")
     p.add_argument("--calib", default="pydoc", help="calibration data spec (default pydoc)")
     p.add_argument("--eval", default="pydoc", help="comma-separated perplexity test sets (default pydoc)")
     p.add_argument("--nsamples", type=int, default=32, help="calibration windows (default 32)")
@@ -134,16 +141,20 @@ def add_cli(subparsers) -> None:
     p.add_argument("--out", default=None, help="write per-top-up folders, summary.json and comparison.png here")
     p.add_argument("--force", action="store_true",
                    help="replace --out if it exists and is an output of neuroal-jax (nothing else is deleted)")
+    add_topup_options(p, "of any top-up in --top-ups")
     p.set_defaults(func=_cmd)
 
 
 def _cmd(args) -> int:
-    summary = compare(args.model, method=args.method, sparsity=args.sparsity, top_ups=args.top_ups, calib=args.calib,
-                      eval=args.eval, nsamples=args.nsamples, seqlen=args.seqlen,
-                      eval_nsamples=args.eval_nsamples, seed=args.seed, out=args.out, force=args.force,
-                      batch_size=args.batch_size)
+    from .topups import TOPUPS
+    options = {k: v for _, t in TOPUPS.items() for k, v in t.options.given_in(args).items()}
+    summary = compare(args.model, method=args.method, sparsity=args.sparsity, top_ups=args.top_ups,
+                      structure=args.structure, calib=args.calib, eval=args.eval, nsamples=args.nsamples,
+                      seqlen=args.seqlen, eval_nsamples=args.eval_nsamples, seed=args.seed, out=args.out,
+                      force=args.force, options={**options, **dict(args.option)}, batch_size=args.batch_size)
     s = summary["settings"]
-    print(f"\n{s['model']}: {s['method']} at {s['target_sparsity']:.0%}, calibration {s['calib']} "
+    structure = "" if s["structure"] == "row" else f" ({s['structure']})"
+    print(f"\n{s['model']}: {s['method']} at {s['target_sparsity']:.0%}{structure}, calibration {s['calib']} "
           f"{s['nsamples']} × {s['seqlen']}\n")
     print(format_table(summary))
     if args.out:
