@@ -40,8 +40,9 @@ def compare(model, *, method: str = "wanda", sparsity: float = 0.7, top_ups=("un
 
     top_ups = check_topups(top_ups)
     specs = [s.strip() for s in (eval.split(",") if isinstance(eval, str) else eval) if s and s.strip()]
-    common = dict(method=method, sparsity=sparsity, structure=structure, calib=calib, nsamples=nsamples, seqlen=seqlen, seed=seed,
-                  eval=specs, eval_nsamples=eval_nsamples, batch_size=batch_size, progress=progress)
+    common = dict(method=method, sparsity=sparsity, structure=structure, calib=calib, nsamples=nsamples,
+                  seqlen=seqlen, seed=seed, eval=specs, eval_nsamples=eval_nsamples, batch_size=batch_size,
+                  progress=progress)
     if not specs:
         raise ValueError("compare needs at least one evaluation set (eval, --eval)")
     per_topup = {}

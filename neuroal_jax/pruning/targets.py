@@ -101,10 +101,11 @@ def check_nm_mean(structure: Structure, num_blocks: int) -> int:
     """Σ_b N_b of a mixed N:M allocation over `num_blocks` blocks of equal size: the mean N times the blocks,
     which must be whole (a ValueError naming the valid means otherwise)."""
     total = structure.n * num_blocks
-    if abs(total - round(total)) > 1e-6 or not num_blocks <= round(total) <= (structure.m - 1) * num_blocks:
-        top = (structure.m - 1) * num_blocks
+    top = (structure.m - 1) * num_blocks
+    if abs(total - round(total)) > 1e-6 or not num_blocks <= round(total) <= top:
         raise ValueError(f"structure {structure}: a mean N of {structure.n:g} over {num_blocks} blocks needs "
-                         f"Σ N_b = {total:g}, not a whole number from {num_blocks} to {top} (valid: N:{structure.m} with N a multiple of 1/{num_blocks} from 1 to {structure.m - 1}, "
+                         f"Σ N_b = {total:g}, not a whole number from {num_blocks} to {top} (valid: N:{structure.m} "
+                         f"with N a multiple of 1/{num_blocks} from 1 to {structure.m - 1}, "
                          f"e.g. {_near_means(structure, num_blocks)})")
     return int(round(total))
 

@@ -131,5 +131,6 @@ def csv_rows(runs: list, metrics, specs) -> tuple[list, list]:
         for c in r["candidates"]:
             ppl = c["perplexity"] or {}
             rows.append([r["calib"], r["seed"], r["block_profile"], r["search_samples"], c["lambda_block"],
-                         c["lambda_row"], c["sparsity"]] + [c["alignment"][m] for m in metrics] + [ppl.get(s) for s in specs])
+                         c["lambda_row"], c["sparsity"]]
+                        + [c["alignment"][m] for m in metrics] + [ppl.get(s) for s in specs])
     return header, rows
