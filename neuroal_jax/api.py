@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .config import DTYPES, ModelConfig
+from .errors import PrecisionWarning, SparsityWarning
 from .evaluation.data import DatasetSpec, parse_spec
 from .outputs.files import check_out, output_lock, publish, remove_ours, sibling, temp_sibling
 from .outputs.report import build_report, write_report
@@ -39,10 +40,6 @@ from .topups import TOPUPS, Allocation, Options, PruneJob, Target, TopUp
 
 #: The achieved sparsity may differ from the target by this much before prune warns (0.5 points).
 SPARSITY_TOLERANCE = 0.005
-
-
-class SparsityWarning(UserWarning):
-    """The achieved sparsity is far from the target (the top-up's clipping or rounding)."""
 
 
 @dataclass
@@ -227,10 +224,6 @@ def check_dtype(dtype: str) -> np.dtype:
         raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     import ml_dtypes
     return np.dtype(ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float32)
-
-
-class PrecisionWarning(UserWarning):
-    """bfloat16 asked for on a CPU that can only emulate it."""
 
 
 def warn_emulated_bfloat16(dtype: str) -> None:

@@ -140,12 +140,13 @@ def cmd_export(args) -> int:
     from converters.compressed import check_save_format
 
     from .api import model_inputs
-    from .outputs.files import check_out
+    from .outputs.files import check_out, output_lock
     check_save_format(args.save_format)
-    check_out(args.out, args.force, model_inputs(args.model))
-    model = load_model(args.model)
-    out = export_hf(model.config, model.params, args.out, tokenizer=model.tokenizer, force=args.force,
-                    save_format=args.save_format)
+    out = check_out(args.out, args.force, model_inputs(args.model))
+    with output_lock(out):  # from the start: a second run on --out is refused at once
+        model = load_model(args.model)
+        out = export_hf(model.config, model.params, out, tokenizer=model.tokenizer, force=args.force,
+                        save_format=args.save_format)
     print(f"wrote {out} (Hugging Face {model.config.family} checkpoint, float32 safetensors"
           + (", prunable layers sparse-bitmask compressed)" if args.save_format == "compressed" else ")"))
     return 0
@@ -301,8 +302,8 @@ def one_line(e: BaseException) -> str:
 def _one_line_warnings(show):
     """A `warnings.showwarning` that prints our own warnings as one line in the CLI's format, others with `show`."""
     def showwarning(message, category, filename, lineno, file=None, line=None):
-        from .api import SparsityWarning
-        if issubclass(category, SparsityWarning):
+        from .errors import NeuroalWarning
+        if issubclass(category, NeuroalWarning):
             print(f"neuroal-jax: warning: {message}", file=sys.stderr)
         else:
             show(message, category, filename, lineno, file, line)

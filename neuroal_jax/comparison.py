@@ -8,10 +8,12 @@ the table to OUT/summary.json and a combined block-sparsity plot to OUT/comparis
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
 from .api import check_request, check_topup, model_inputs, prune, resolve_model
+from .evaluation.data import short_name
 from .outputs.files import check_out, output_folder, write_json
 
 
@@ -33,11 +35,6 @@ def compare(model, *, method: str = "wanda", sparsity: float = 0.7, top_ups=("un
     `options` go to the top-ups that take them (each top-up gets the keys its options dataclass has). `structure`
     as `prune` (N:M: the top-ups that allocate it, e.g. uniform, owl and neuroal with a mixed N:M).
     Everything is validated before the dense model is evaluated."""
-    from converters import LoadedModel, load_model
-
-    from .evaluation.data import eval_windows
-    from .evaluation.perplexity import perplexity
-
     top_ups = check_topups(top_ups)
     specs = [s.strip() for s in (eval.split(",") if isinstance(eval, str) else eval) if s and s.strip()]
     common = dict(method=method, sparsity=sparsity, structure=structure, calib=calib, nsamples=nsamples,
@@ -55,37 +52,46 @@ def compare(model, *, method: str = "wanda", sparsity: float = 0.7, top_ups=("un
     if unused:
         raise ValueError(f"option(s) {', '.join(sorted(unused))} belong to none of the top-ups {', '.join(top_ups)}")
     out = check_out(out, force, model_inputs(model))
+    with contextlib.ExitStack() as stack:  # with out, its lock is held from the start
+        tmp = None if out is None else stack.enter_context(output_folder(out, force=force, kind="compare"))
+        summary, reports = _compare(model, top_ups, per_topup, common, tmp)
+        if tmp is not None:
+            write_json(tmp / "summary.json", summary)
+            comparison_plot(reports, tmp / "comparison.png")
+    return summary
 
+
+def _compare(model, top_ups, per_topup: dict, common: dict, folder: Path | None) -> tuple[dict, list]:
+    """(the summary, the top-ups' reports): the dense model evaluated, then each top-up pruned into `folder`."""
+    from converters import LoadedModel, load_model
+
+    from .evaluation.data import calibration_windows, eval_windows
+    from .evaluation.perplexity import perplexity
+
+    calib, nsamples, seqlen, seed = common["calib"], common["nsamples"], common["seqlen"], common["seed"]
+    specs, eval_nsamples, batch_size, progress = (common["eval"], common["eval_nsamples"], common["batch_size"],
+                                                  common["progress"])
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     name, cfg, params, tokenizer, _ = resolve_model(loaded)
-    dense = {s: perplexity(cfg, params, eval_windows(s, tokenizer, seqlen, eval_nsamples, cfg.vocab_size),
-                           batch_size, progress=progress, desc=f"dense perplexity {s}") for s in specs}
+    calibration_windows(calib, tokenizer, nsamples, seqlen, seed, cfg.vocab_size)  # checked before any work
+    test_sets = {s: eval_windows(s, tokenizer, seqlen, eval_nsamples, cfg.vocab_size) for s in specs}
+    dense = {s: perplexity(cfg, params, w, batch_size, progress=progress, desc=f"dense perplexity {s}")
+             for s, w in test_sets.items()}
     rows = [{"top_up": "dense", "sparsity": 0.0, "perplexity": dense}]
 
-    def run_all(folder: Path | None) -> list:
-        reports = []
-        for top_up in top_ups:
-            t0 = time.perf_counter()
-            r = prune(loaded, top_up=top_up, options=per_topup[top_up],
-                      out=None if folder is None else folder / top_up, **common)
-            reports.append(r.report)
-            rows.append({"top_up": top_up, "sparsity": r.report["sparsity"], "perplexity": r.report["perplexity"],
-                         "lambda_block": r.report.get("lambda_block"), "lambda_row": r.report.get("lambda_row"),
-                         "seconds": round(time.perf_counter() - t0, 1)})
-        return reports
-
-    settings = {"model": name, "method": method, "target_sparsity": sparsity, "structure": str(structure),
-                "calib": calib,
-                "nsamples": nsamples, "seqlen": seqlen, "seed": seed, "eval_nsamples": eval_nsamples}
-    summary = {"settings": settings, "rows": rows}
-    if out is None:
-        run_all(None)
-        return summary
-    with output_folder(out, force=force, kind="compare") as tmp:
-        reports = run_all(tmp)
-        write_json(tmp / "summary.json", summary)
-        comparison_plot(reports, tmp / "comparison.png")
-    return summary
+    reports = []
+    for top_up in top_ups:
+        t0 = time.perf_counter()
+        r = prune(loaded, top_up=top_up, options=per_topup[top_up],
+                  out=None if folder is None else folder / top_up, **common)
+        reports.append(r.report)
+        rows.append({"top_up": top_up, "sparsity": r.report["sparsity"], "perplexity": r.report["perplexity"],
+                     "lambda_block": r.report.get("lambda_block"), "lambda_row": r.report.get("lambda_row"),
+                     "seconds": round(time.perf_counter() - t0, 1)})
+    settings = {"model": name, "method": common["method"], "target_sparsity": common["sparsity"],
+                "structure": str(common["structure"]), "calib": calib, "nsamples": nsamples, "seqlen": seqlen,
+                "seed": seed, "eval_nsamples": eval_nsamples}
+    return {"settings": settings, "rows": rows}, reports
 
 
 def comparison_plot(reports: list, path: Path) -> None:
@@ -108,11 +114,15 @@ def comparison_plot(reports: list, path: Path) -> None:
 
 def format_table(summary: dict) -> str:
     specs = list(summary["rows"][0]["perplexity"])
-    head = f"{'top-up':<14}{'sparsity':>9}" + "".join(f"{'ppl ' + s:>16}" for s in specs) + f"{'λ block':>9}{'λ row':>7}{'s':>7}"
+    heads = {s: "ppl " + short_name(s) for s in specs}
+    width = {s: max(14, len(h) + 2) for s, h in heads.items()}  # every column keeps two spaces before its value
+    head = (f"{'top-up':<14}{'sparsity':>9}" + "".join(f"{h:>{width[s]}}" for s, h in heads.items())
+            + f"{'λ block':>9}{'λ row':>7}{'s':>7}")
     lines = [head, "-" * len(head)]
     for r in summary["rows"]:
         lam = lambda v: f"{v:.2f}" if v is not None else "-"  # noqa: E731
-        lines.append(f"{r['top_up']:<14}{r['sparsity']:>9.4f}" + "".join(f"{r['perplexity'][s]:>16.3f}" for s in specs)
+        lines.append(f"{r['top_up']:<14}{r['sparsity']:>9.4f}"
+                     + "".join(f"{r['perplexity'][s]:>{width[s]}.3f}" for s in specs)
                      + f"{lam(r.get('lambda_block')):>9}{lam(r.get('lambda_row')):>7}{r.get('seconds', 0):>7.0f}")
     return "\n".join(lines)
 
@@ -139,6 +149,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--eval-nsamples", type=int, default=None, help="evaluate at most N windows (default all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", default=None, help="write per-top-up folders, summary.json and comparison.png here")
     p.add_argument("--force", action="store_true",
                    help="replace --out if it exists and is an output of neuroal-jax (nothing else is deleted)")
@@ -152,7 +163,8 @@ def _cmd(args) -> int:
     summary = compare(args.model, method=args.method, sparsity=args.sparsity, top_ups=args.top_ups,
                       structure=args.structure, calib=args.calib, eval=args.eval, nsamples=args.nsamples,
                       seqlen=args.seqlen, eval_nsamples=args.eval_nsamples, seed=args.seed, out=args.out,
-                      force=args.force, options={**options, **dict(args.option)}, batch_size=args.batch_size)
+                      force=args.force, options={**options, **dict(args.option)}, batch_size=args.batch_size,
+                      progress=not args.quiet)
     s = summary["settings"]
     structure = "" if s["structure"] == "row" else f" ({s['structure']})"
     print(f"\n{s['model']}: {s['method']} at {s['target_sparsity']:.0%}{structure}, calibration {s['calib']} "

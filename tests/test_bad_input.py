@@ -141,6 +141,7 @@ def test_owl_m(user_dir, tmp_path):
     assert big.returncode == 0 and "Traceback" not in big.stderr and "RuntimeWarning" not in big.stderr
     report = json.loads((tmp_path / "owl1000" / "report.json").read_text())
     assert "allocation is uniform" in report["owl_note"] and set(report["block_sparsity"].values()) == {0.5}
+    assert f"neuroal-jax: warning: {report['owl_note']}" in big.stderr.splitlines()
     for proc, m in ((zero, "0.0"), (neg, "-1.0")):
         assert_clean_error(proc, "--owl-m", "must be > 0", m)
 
@@ -477,3 +478,137 @@ def test_sweep_bad_inputs(user_dir, tmp_path, tmp_path_factory):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     assert snapshot(user_dir) == before and sorted(p.name for p in foreign.parent.iterdir()) == ["results"]
     assert (foreign / "mine.txt").read_text() == "the user's"
+
+
+# ---------------------------------------------------------------- 14. data, outputs and messages: checked first
+
+@pytest.fixture(scope="module")
+def bad_data(tmp_path_factory):
+    """An empty [0, L] tokens file, a 2-D tokens file, a text file in Latin-1 and a binary one."""
+    d = tmp_path_factory.mktemp("data")
+    np.save(d / "empty.npy", np.zeros((0, 32), np.int64))
+    np.save(d / "rows.npy", np.random.default_rng(0).integers(0, VOCAB, (8, 32)))
+    (d / "latin1.txt").write_bytes("plain words, then a caf\xe9".encode("latin-1"))
+    (d / "binary.txt").write_bytes(b"text at first\x00\x01\x02")
+    return d
+
+
+def test_an_empty_evaluation_set_is_refused_before_any_work_by_every_command(user_dir, bad_data, tmp_path):
+    model, calib = user_dir / "model", user_dir / "calib.npy"
+    empty = f"tokens:{bad_data / 'empty.npy'}"
+    sweep = ["sweep", "--model", model, "--method", "wanda", "--sparsity", "0.5", "--calib", f"tokens:{calib}",
+             "--nsamples", "4", "--seqlen", "32", "--lambdas-block", "0.02", "--quiet"]
+    compare = ["compare", "--model", model, "--top-ups", "uniform", "--calib", f"tokens:{calib}", "--nsamples", "4",
+               "--seqlen", "32", "--quiet"]
+    procs = run_cli_all(["eval-ppl", "--model", model, "--dataset", empty, "--seqlen", "32"],
+                        prune_argv(model, calib, tmp_path / "prune", "--eval", empty),
+                        [*sweep, "--eval", empty, "--out", tmp_path / "sweep"],
+                        [*compare, "--eval", f"tokens:{calib},{empty}", "--out", tmp_path / "compare"],
+                        prune_argv(model, bad_data / "empty.npy", tmp_path / "calib"))
+    for proc in procs[:4]:
+        assert_clean_error(proc, "empty.npy", "holds no sequence", "no window of 32 tokens")
+        assert "perplexity" not in proc.stdout
+    assert_clean_error(procs[4], "calibration data", "empty.npy", "holds 0 windows", "--nsamples")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_text_that_is_not_utf8_is_refused_with_its_byte_offset(user_dir, bad_data, tmp_path):
+    model, calib = user_dir / "model", user_dir / "calib.npy"
+    latin, binary = run_cli_all(prune_argv(model, calib, tmp_path / "a", "--eval", f"text:{bad_data / 'latin1.txt'}"),
+                                ["eval-ppl", "--model", model, "--dataset", f"text:{bad_data / 'binary.txt'}"])
+    assert_clean_error(latin, "latin1.txt", "not UTF-8", "0xe9 at offset 23")
+    assert_clean_error(binary, "binary.txt", "binary", "NUL byte at offset 13")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_several_seeds_with_calibration_rows_are_refused(user_dir, bad_data, tmp_path):
+    rows = f"tokens:{bad_data / 'rows.npy'}"
+    proc = run_cli("sweep", "--model", user_dir / "model", "--method", "wanda", "--sparsity", "0.5", "--calib", rows,
+                   "--eval", rows, "--nsamples", "4", "--seqlen", "32", "--seeds", "0,1", "--out", tmp_path / "o")
+    assert_clean_error(proc, "--seeds", "0,1", "rows.npy", "every seed gives the same windows")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_outputs_inside_an_input_folder_or_onto_a_marker_are_refused(user_dir, tmp_path):
+    model, calib = user_dir / "model", user_dir / "calib.npy"
+    ours = tmp_path / "ours"
+    assert run_cli(*prune_argv(model, calib, ours)).returncode == 0
+    before = snapshot(user_dir), snapshot(ours)
+    procs = run_cli_all(prune_argv(model, calib, model / "pruned"),
+                        prune_argv(model, calib, model / "deep" / "pruned", "--stream"),
+                        ["export", "--model", model, "--out", model / "hf"],
+                        ["eval-ppl", "--model", model, "--dataset", f"tokens:{calib}", "--seqlen", "32",
+                         "--json", ours / MARKER])
+    for proc in procs[:3]:
+        assert_clean_error(proc, str(model), "is inside an input of this run (--model")
+    assert_clean_error(procs[3], MARKER, "marker of a neuroal-jax output folder")
+    assert (snapshot(user_dir), snapshot(ours)) == before
+
+
+def test_a_held_output_lock_refuses_every_command_at_once(user_dir, tmp_path):
+    """export took no lock: two exports to one --out both printed "wrote" and one replaced the other."""
+    from neuroal_jax.outputs.files import output_lock
+    model, calib, out = user_dir / "model", user_dir / "calib.npy", tmp_path / "out"
+    with output_lock(out):
+        procs = run_cli_all(["export", "--model", model, "--out", out], prune_argv(model, calib, out),
+                            ["sweep", "--model", model, "--method", "wanda", "--sparsity", "0.5", "--calib",
+                             f"tokens:{calib}", "--eval", f"tokens:{calib}", "--nsamples", "4", "--seqlen", "32",
+                             "--out", out])
+    for proc in procs:
+        assert_clean_error(proc, "another neuroal-jax run is writing", str(out))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_two_exports_to_one_out_write_it_once(user_dir, tmp_path):
+    out = tmp_path / "out"
+    procs = run_cli_all(*(["export", "--model", user_dir / "model", "--out", out] for _ in range(2)))
+    assert sorted(p.returncode for p in procs) == [0, 2], [p.stderr for p in procs]
+    line = error_line(next(p for p in procs if p.returncode == 2))
+    assert "another neuroal-jax run is writing" in line or "already exists; pass --force" in line
+    assert sum("wrote" in p.stdout for p in procs) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_force_on_a_folder_not_ours_is_refused_without_reading_it(tmp_path, monkeypatch):
+    """`--out ~ --force` walked the whole home folder before refusing: the marker alone decides."""
+    from neuroal_jax.outputs import files
+    home = tmp_path / "home"
+    (home / "deep" / "er").mkdir(parents=True)
+    (home / "deep" / "er" / "f.txt").write_text("x")
+
+    def walked(folder):
+        raise AssertionError(f"walked {folder}")
+    monkeypatch.setattr(files, "files_under", walked)
+    with pytest.raises(files.OutputError, match="not written by neuroal-jax"):
+        files.check_replaceable(home)
+
+
+def test_unreadable_masks_are_one_line_naming_their_folder(user_dir, tmp_path):
+    import shutil
+    model, calib = user_dir / "model", user_dir / "calib.npy"
+    assert run_cli(*prune_argv(model, calib, tmp_path / "p")).returncode == 0
+    corrupt, empty = tmp_path / "corrupt", tmp_path / "empty"
+    shutil.copytree(tmp_path / "p", corrupt)
+    shutil.copytree(tmp_path / "p", empty)
+    for f in (corrupt / "masks").rglob("manifest.ocdbt"):
+        f.write_bytes(b"garbage")
+    shutil.rmtree(empty / "masks")
+    (empty / "masks").mkdir()
+    argv = ["finetune", "--data", f"tokens:{calib}", "--seqlen", "32", "--steps", "1", "--quiet", "--out"]
+    bad, none = run_cli_all([*argv, tmp_path / "o1", "--model", corrupt], [*argv, tmp_path / "o2", "--model", empty])
+    line = error_line(bad)
+    assert str(corrupt / "masks") in line and "corrupt masks checkpoint" in line and len(line) < 300
+    assert_clean_error(none, str(empty / "masks"), "holds no masks checkpoint")
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_tables_show_data_file_names_and_keep_columns_apart():
+    from neuroal_jax.comparison import format_table
+    from neuroal_jax.sweeps.summary import format_sensitivity
+    spec = "tokens:/some/where/calibration_windows.npy"
+    table = format_table({"rows": [{"top_up": "dense", "sparsity": 0.0, "perplexity": {spec: 12.5}}]})
+    assert "sparsity  ppl tokens:calibration_windows.npy" in table.splitlines()[0]
+    rows = [{"calib": spec, "block_profile": "linear", "search_samples": 8, "metric": "neuron",
+             "picks": [{"lambda_block": 0.1, "lambda_row": None}], "perplexity": {spec: {"mean": 3.0, "std": None}}}]
+    line = format_sensitivity(rows, [spec]).splitlines()[2]
+    assert line.count("tokens:calibration_windows.npy") == 2

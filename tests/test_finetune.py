@@ -197,9 +197,30 @@ def wrong_masks(pruned):
     return d
 
 
+@pytest.fixture(scope="module")
+def other_masks(pruned):
+    """The 50 % prune's weights with the masks of a 70 % prune of the same model (another run's masks/)."""
+    import shutil
+    import warnings
+
+    from neuroal_jax.errors import SparsityWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SparsityWarning)  # the tiny layers' rows round 70 % down to 69 %
+        prune((TINY_LLAMA, init_params(TINY_LLAMA, seed=0, scale=0.1)), method="wanda", sparsity=0.7,
+              calib=f"tokens:{pruned / 'tokens.npy'}", nsamples=4, seqlen=SEQLEN, out=pruned / "p70", progress=False)
+    d = pruned / "mixed"
+    shutil.copytree(pruned / "pruned", d)
+    shutil.rmtree(d / MASKS_DIR)
+    shutil.copytree(pruned / "p70" / MASKS_DIR, d / MASKS_DIR)
+    np.save(pruned / "empty.npy", np.zeros((0, SEQLEN), np.int64))
+    return d
+
+
 @pytest.mark.parametrize("case", ["no masks", "mask shapes", "steps 0", "lora rank", "save format",
-                                  "no compressed-tensors"])
-def test_bad_finetune_inputs_are_one_line_errors(pruned, wrong_masks, tmp_path, case):
+                                  "no compressed-tensors", "masks of another run", "nothing pruned",
+                                  "lora options in masked mode", "lr diverges", "empty eval", "too few windows",
+                                  "out inside the model"])
+def test_bad_finetune_inputs_are_one_line_errors(pruned, wrong_masks, other_masks, tmp_path, case):
     out = tmp_path / "out"
     argv, names, python = {
         "no masks": (finetune_argv(pruned / "plain", pruned, out), ["masks/", "--mask-from-zeros"], None),
@@ -212,6 +233,22 @@ def test_bad_finetune_inputs_are_one_line_errors(pruned, wrong_masks, tmp_path, 
         "no compressed-tensors": (finetune_argv(pruned / "pruned", pruned, out, "--save-format", "compressed"),
                                   ["compressed-tensors", "pip install 'neuroal-jax[compressed]'"],
                                   "import sys; sys.modules['compressed_tensors'] = None"),
+        "masks of another run": (finetune_argv(other_masks, pruned, out),
+                                 ["masks disagree with the model's weights", "pruned entries hold non-zero",
+                                  "--mask-from-zeros", "--allow-mask-mismatch"], None),
+        "nothing pruned": (finetune_argv(pruned / "plain", pruned, out, "--mask-from-zeros"),
+                           ["--mask-from-zeros", "no zero", "nothing is pruned"], None),
+        "lora options in masked mode": (finetune_argv(pruned / "pruned", pruned, out, "--lora-rank", "4"),
+                                        ["--lora-rank 4", "--mode lora only", "masked"], None),
+        "lr diverges": (finetune_argv(pruned / "pruned", pruned, out, "--lr", "1e6", "--steps", "6"),
+                        ["diverged", "lower --lr", "1e+06"], None),
+        "empty eval": (finetune_argv(pruned / "pruned", pruned, out, "--eval", f"tokens:{pruned / 'empty.npy'}"),
+                       ["empty.npy", "holds no sequence", "no window"], None),
+        "too few windows": (finetune_argv(pruned / "pruned", pruned, out, "--data", f"tokens:{pruned / 'empty.npy'}"),
+                            ["training data", "empty.npy", "--steps × --accumulate × --batch-size", "asks for 8"],
+                            None),
+        "out inside the model": (finetune_argv(pruned / "pruned", pruned, pruned / "pruned" / "ft"),
+                                 ["is inside an input", "--model"], None),
     }[case]
     before = snapshot(pruned)
     proc = run_cli(*argv) if python is None else run_cli_hiding(python, argv)
@@ -229,3 +266,22 @@ def run_cli_hiding(prelude: str, argv):
     code = f"{prelude}; from neuroal_jax.cli import main; sys.exit(main({[str(a) for a in argv]!r}))"
     return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=cli_env(), capture_output=True, text=True,
                           timeout=600)
+
+
+def test_masks_that_disagree_with_the_weights_are_applied_when_allowed(pruned, other_masks):
+    result = finetune(other_masks, data=data(pruned), allow_mask_mismatch=True, **{**FAST, "steps": 2})
+    assert result.report["allow_mask_mismatch"] is True
+    assert result.report["sparsity_before"] == pytest.approx(0.5, abs=0.01)
+    masks = load_masks(other_masks).values()
+    assert result.report["sparsity_after"] == pytest.approx(1 - sum(m.sum() for m in masks) / sum(m.size for m in masks))
+    assert result.report["sparsity_after"] > 0.65
+
+
+def test_an_out_that_another_run_is_writing_gets_the_lock_message(pruned, tmp_path):
+    """Not "an interrupted run ... --resume": the partial folder belongs to a run that still holds the lock."""
+    from neuroal_jax.outputs.files import new_folder, output_lock, sibling
+    out = tmp_path / "out"
+    with output_lock(out):
+        new_folder(sibling(out, "partial"), "partial")
+        proc = run_cli(*finetune_argv(pruned / "pruned", pruned, out))
+    assert_clean_error(proc, "another neuroal-jax run is writing", str(out))

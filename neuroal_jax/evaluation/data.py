@@ -35,6 +35,26 @@ class DatasetSpec:
     def __str__(self) -> str:
         return f"{self.kind}:{self.path}" if self.path else self.kind
 
+    @property
+    def short(self) -> str:
+        """The name for tables: the kind and the file's own name (tokens:calib.npy)."""
+        return f"{self.kind}:{Path(self.path).name}" if self.path else self.kind
+
+    def holds_rows(self) -> bool:
+        """A tokens file of [n, L] rows: calibration takes its first rows, whatever the seed."""
+        if self.kind != "tokens":
+            return False
+        try:
+            return np.load(self.path, mmap_mode="r", allow_pickle=False).ndim == 2
+        except (ValueError, OSError):
+            return False  # not a .npy file: npy_tokens says so when it is read
+
+
+def short_name(spec: str) -> str:
+    """`DatasetSpec.short` of a spec string: text:/a/b/c.txt -> text:c.txt (no file is read)."""
+    prefix = next((p for p in PREFIXES if spec.startswith(p) and len(spec) > len(p)), None)
+    return DatasetSpec(prefix[:-1], spec[len(prefix):]).short if prefix else spec
+
 
 def parse_spec(spec: str) -> DatasetSpec:
     if spec in HUB_SETS or spec in LOCAL_SETS:
@@ -67,7 +87,22 @@ def local_text(path: str) -> str:
     files = sorted(p.rglob("*.txt")) if p.is_dir() else [p]
     if not files:
         raise ValueError(f"text:{path}: the folder holds no .txt files")
-    return "\n\n".join(f.read_text(encoding="utf-8", errors="replace") for f in files)
+    return "\n\n".join(read_utf8(f, f"text:{path}") for f in files)
+
+
+def read_utf8(file: Path, spec: str) -> str:
+    """The text of `file`; a ValueError naming the file and the byte offset when it is not UTF-8 text (a byte that
+    does not decode, or a NUL byte, which text never holds)."""
+    raw = file.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{spec}: {file} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start} does "
+                         "not decode); convert it to UTF-8, or give token ids with tokens:PATH.npy") from None
+    if (nul := raw.find(b"\0")) >= 0:
+        raise ValueError(f"{spec}: {file} is binary, not text (a NUL byte at offset {nul}); give a text file, or "
+                         "token ids with tokens:PATH.npy")
+    return text
 
 
 def _hub(loader, name: str):
@@ -122,16 +157,18 @@ def check_token_ids(ids: np.ndarray, vocab_size: int | None, source: str) -> np.
 
 # ---------------------------------------------------------------- calibration
 
-def _random_windows(ids: np.ndarray, nsamples: int, seqlen: int, seed: int, source: str) -> np.ndarray:
+def _random_windows(ids: np.ndarray, nsamples: int, seqlen: int, seed: int, source: str,
+                    role: str = "calibration") -> np.ndarray:
     if len(ids) - seqlen - 1 < 0:
-        raise ValueError(f"calibration text {source} has {len(ids)} tokens, too short for windows of "
+        raise ValueError(f"{role} data {source} has {len(ids)} tokens, too short for windows of "
                          f"{seqlen} tokens; lower --seqlen or give more text")
     rng = random.Random(seed)
     starts = [rng.randint(0, len(ids) - seqlen - 1) for _ in range(nsamples)]
     return np.stack([ids[s:s + seqlen] for s in starts])
 
 
-def _document_windows(docs: list[str], tokenizer, nsamples: int, seqlen: int, seed: int) -> np.ndarray:
+def _document_windows(docs: list[str], tokenizer, nsamples: int, seqlen: int, seed: int,
+                      role: str = "calibration") -> np.ndarray:
     """Reference C4 sampler: pick random documents until one is longer than seqlen, then a random window."""
     rng, out = random.Random(seed), []
     for _ in range(nsamples):
@@ -140,7 +177,7 @@ def _document_windows(docs: list[str], tokenizer, nsamples: int, seqlen: int, se
             if len(ids) > seqlen:
                 break
         else:
-            raise ValueError(f"no calibration document is longer than seqlen={seqlen}")
+            raise ValueError(f"no {role} document is longer than seqlen={seqlen}")
         start = rng.randint(0, len(ids) - seqlen - 1)
         out.append(ids[start:start + seqlen])
     return np.stack(out)
@@ -161,25 +198,29 @@ def npy_tokens(path: str, vocab_size: int | None = None) -> np.ndarray:
 
 
 def calibration_windows(spec: str | DatasetSpec, tokenizer, nsamples: int, seqlen: int,
-                        seed: int = 0, vocab_size: int | None = None) -> np.ndarray:
-    """int32 [nsamples, seqlen] calibration windows (see the module docstring)."""
+                        seed: int = 0, vocab_size: int | None = None, role: str = "calibration",
+                        count: str = "nsamples (--nsamples)") -> np.ndarray:
+    """int32 [nsamples, seqlen] calibration windows (see the module docstring). `role` and `count` name the
+    windows and their number in messages (finetune's training data: "training", "steps × ...")."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     if nsamples < 1 or seqlen < 2:
         raise ValueError(f"need nsamples >= 1 and seqlen >= 2, got nsamples={nsamples}, seqlen={seqlen}")
     if spec.kind == "tokens":
         arr = npy_tokens(spec.path, vocab_size)
         if arr.ndim == 1:
-            return _random_windows(arr, nsamples, seqlen, seed, str(spec))
+            return _random_windows(arr, nsamples, seqlen, seed, str(spec), role)
         if arr.shape[1] != seqlen:
             raise ValueError(f"{spec} holds windows of {arr.shape[1]} tokens, but seqlen is {seqlen}: give rows of "
                              "exactly seqlen tokens, or a 1-D token stream to sample windows from")
         if arr.shape[0] < nsamples:
-            raise ValueError(f"{spec} holds {arr.shape[0]} windows; asked for nsamples={nsamples}")
+            raise ValueError(f"{role} data {spec} holds {arr.shape[0]} windows of {seqlen} tokens; {count} asks "
+                             f"for {nsamples}")
         return arr[:nsamples]
     if spec.kind == "c4":
-        windows = _document_windows(hub_documents("c4", "train"), tokenizer, nsamples, seqlen, seed)
+        windows = _document_windows(hub_documents("c4", "train"), tokenizer, nsamples, seqlen, seed, role)
     else:
-        windows = _random_windows(encode(tokenizer, raw_text(spec, "train")), nsamples, seqlen, seed, str(spec))
+        windows = _random_windows(encode(tokenizer, raw_text(spec, "train")), nsamples, seqlen, seed, str(spec),
+                                  role)
     return check_token_ids(windows, vocab_size, f"{spec} (tokenized)")
 
 
@@ -216,10 +257,13 @@ def eval_windows(spec: str | DatasetSpec, tokenizer, seqlen: int, max_windows: i
         check_token_ids(sequences, vocab_size, f"{spec} (tokenized)")
     longest = sequences.shape[-1]
     if longest < seqlen:
-        raise ValueError(f"{spec} holds sequences of {longest} tokens, fewer than seqlen={seqlen}")
+        raise ValueError(f"evaluation data {spec} holds sequences of {longest} tokens, fewer than seqlen={seqlen}")
     ids = cut_windows(sequences, seqlen)
+    if len(ids) == 0:
+        raise ValueError(f"evaluation data {spec} holds no sequence (shape {list(sequences.shape)}): it gives no "
+                         f"window of {seqlen} tokens to evaluate")
     if max_windows is not None:
         if len(ids) < max_windows:
-            raise ValueError(f"{spec} gives only {len(ids)} windows of {seqlen} tokens; asked for {max_windows}")
+            raise ValueError(f"evaluation data {spec} gives only {len(ids)} windows of {seqlen} tokens; asked for {max_windows}")
         ids = ids[:max_windows]
     return ids

@@ -77,13 +77,20 @@ def _resolve(directory: str | os.PathLike) -> list[Path]:
             return [cand]
         if blocks := _block_checkpoints(cand):
             return blocks
+    if (d / MASKS_DIR).is_dir():
+        raise FileNotFoundError(f"{d / MASKS_DIR} holds no masks checkpoint (no orbax metadata, no finished "
+                                "block-NNNNN/): it is empty or was not written by neuroal-jax")
     if not d.is_dir():
         raise FileNotFoundError(f"{directory}: no such masks checkpoint")
     raise FileNotFoundError(f"{directory} is not a masks checkpoint (no orbax metadata, no masks/ inside)")
 
 
 def _restore_one(directory: Path) -> dict:
-    tree = _checkpointer().restore(directory)
+    try:
+        tree = _checkpointer().restore(directory)
+    except Exception as e:  # orbax's and tensorstore's errors of a damaged folder (their texts are whole specs)
+        raise ValueError(f"{directory} is a corrupt masks checkpoint ({type(e).__name__} while reading it; "
+                         "NEUROAL_DEBUG=1 shows it); write it again with the run that made it") from e
     version = int(tree.get("format_version", 1))
     if version > FORMAT_VERSION:
         raise ValueError(f"{directory}: masks format version {version} is newer than this neuroal_jax "

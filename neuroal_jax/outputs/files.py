@@ -115,13 +115,12 @@ def files_under(folder: Path) -> list[str]:
 
 def foreign_files(folder: Path) -> list[str] | None:
     """Files under an existing folder that we did not write; None when the folder is not ours at all
-    (no marker) and not empty."""
-    entries = files_under(folder)
+    (no marker) and not empty. A folder without our marker is never walked (it may be a whole home folder)."""
     marker = read_marker(folder)
     if marker is None:
-        return None if entries or any(Path(folder).iterdir()) else []
+        return None if any(Path(folder).iterdir()) else []
     known = set(marker.get("files") or [])
-    return [f for f in entries if f not in known]
+    return [f for f in files_under(folder) if f not in known]
 
 
 def check_replaceable(folder: Path, flag: str = "--out") -> None:
@@ -177,8 +176,12 @@ def check_out(out: str | os.PathLike | None, force: bool, inputs: Iterable[tuple
         p = _absolute(path)
         if p == out_abs or out_abs in p.parents:
             raise OutputError(f"{flag} {out} holds an input of this run ({name} {path}); choose another {flag}")
+        if p in out_abs.parents:
+            raise OutputError(f"{flag} {out} is inside an input of this run ({name} {path}), which must stay as it "
+                              f"is; choose a {flag} outside it")
     if out.is_symlink():
         raise OutputError(f"{flag} {out} is a symbolic link; give a folder path")
+    check_unlocked(out)
     check_existing(out, force, flag)
     _probe_writable(out_abs, flag, out)
     return out
@@ -207,6 +210,9 @@ def check_json_out(path: str | os.PathLike | None, flag: str = "--json") -> Path
     path = Path(path)
     if not path.parent.is_dir():
         raise OutputError(f"cannot write {flag} {path}: the folder {path.parent} does not exist")
+    if path.name == MARKER:
+        raise OutputError(f"{flag} {path} is the marker of a neuroal-jax output folder (the list of its files), "
+                          f"not a result file; choose another path")
     if path.exists():
         try:
             ours = path.is_file() and json.loads(path.read_text()).get("tool") == TOOL
@@ -224,12 +230,44 @@ def sibling(out: Path, suffix: str) -> Path:
     return out.parent / f".{out.name}.{suffix}"
 
 
+#: The lock files this process holds (`output_lock` is re-entrant within a process).
+_HELD: set[Path] = set()
+
+
+def _locked_by_another(out: Path, path: Path) -> OutputError:
+    return OutputError(f"another neuroal-jax run is writing {out} (it holds {path}); wait for it to finish or "
+                       "choose another output")
+
+
+def check_unlocked(out: Path) -> None:
+    """An OutputError when another process holds `out`'s lock (checked before any work; `output_lock` takes it)."""
+    path = sibling(Path(out), "lock")
+    if path.absolute() in _HELD:
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # no lock file: nobody holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            raise _locked_by_another(out, path) from None
+        raise
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def output_lock(out: Path):
-    """Hold `.<name>.lock` next to `out` for the block; another run on the same output is an error."""
+    """Hold `.<name>.lock` next to `out` for the block; another run on the same output is an error. Re-entrant:
+    a block inside one that holds the lock already just runs."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     path = sibling(out, "lock")
+    if path.absolute() in _HELD:
+        yield
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
@@ -237,8 +275,7 @@ def output_lock(out: Path):
         except OSError as e:
             os.close(fd)
             if e.errno in (errno.EAGAIN, errno.EACCES):
-                raise OutputError(f"another neuroal-jax run is writing {out} (it holds {path}); wait for it to "
-                                  "finish or choose another output") from None
+                raise _locked_by_another(out, path) from None
             raise
         try:  # the file may have been removed by the run that held it: lock the one that is there
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
@@ -246,10 +283,12 @@ def output_lock(out: Path):
         except FileNotFoundError:
             pass
         os.close(fd)
+    _HELD.add(path.absolute())
     try:
         clean_stale(out)
         yield
     finally:
+        _HELD.discard(path.absolute())
         with contextlib.suppress(OSError):
             os.unlink(path)
         os.close(fd)
@@ -309,6 +348,7 @@ def output_folder(out: str | os.PathLike, force: bool = False, kind: str = "outp
     out = Path(out)
     check_existing(out, force)
     with output_lock(out):
+        check_existing(out, force)  # again, now that no other run can be writing it
         tmp = temp_sibling(out, kind)
         try:
             yield tmp

@@ -37,6 +37,9 @@ def add_cli(subparsers) -> None:
                                                          "checkpoint (same settings and inputs)")
     p.add_argument("--mask-from-zeros", action="store_true",
                    help="take the masks from the model's zero weights (for a model without masks/)")
+    p.add_argument("--allow-mask-mismatch", action="store_true",
+                   help="train with masks/ even where they disagree with the model's zero weights (a pruned entry "
+                        "with a non-zero weight is set to 0, a kept zero may train); by default that is an error")
     g = p.add_argument_group("data", "Training: steps × accumulate × batch-size windows of SEQLEN tokens at random "
                                      "(--seed) starts in --data's training text or 1-D tokens file, or the first rows "
                                      "of a 2-D tokens file [n, SEQLEN]. " + WINDOWS_HELP[WINDOWS_HELP.index("Evaluation:"):])
@@ -57,6 +60,7 @@ def _cmd(args) -> int:
     from .run import finetune
     result = finetune(args.model, data=args.data, out=args.out, seqlen=args.seqlen, eval=args.eval or (),
                       eval_nsamples=args.eval_nsamples, dtype=args.dtype, mask_from_zeros=args.mask_from_zeros,
+                      allow_mask_mismatch=args.allow_mask_mismatch,
                       save_format=args.save_format, force=args.force, resume=args.resume, progress=not args.quiet,
                       **FinetuneSettings.given_in(args))
     print(format_summary(result.report))

@@ -2,6 +2,7 @@
 orbax checkpoint (trainable weights, optimizer state, loss curve) every `save_every` steps to resume from."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,31 @@ from tqdm.auto import tqdm
 from ..config import ModelConfig
 from .settings import FinetuneSettings
 from .train import optimizer, train_step
+
+
+#: The run stops as diverged when a step's loss is not finite or exceeds this many times the first step's.
+DIVERGED_FACTOR = 2.0
+#: ... or when two steps in a row have the uniform distribution's loss, ln(vocab_size), to this relative tolerance:
+#: a model that gives every token the same probability (perplexity = vocabulary size) has collapsed.
+UNIFORM_RTOL = 1e-5
+
+
+class TrainingDiverged(ValueError):
+    """The loss became non-finite, exploded or collapsed to uniform (a learning rate too large): the run stops."""
+
+
+def check_loss(losses: list[float], lr: float, vocab_size: int) -> None:
+    """Raise TrainingDiverged when the last loss is not finite, more than DIVERGED_FACTOR × the first, or the last two
+    are ln(vocab_size) (see UNIFORM_RTOL)."""
+    loss, uniform = losses[-1], math.log(vocab_size)
+    if not math.isfinite(loss) or loss > DIVERGED_FACTOR * losses[0]:
+        why = f"loss {loss:.4g} (step 1: {losses[0]:.4g}; the limit is {DIVERGED_FACTOR:g}× that)"
+    elif len(losses) > 1 and all(abs(x - uniform) <= UNIFORM_RTOL * uniform for x in losses[-2:]):
+        why = (f"loss {loss:.6g} = ln(vocab_size {vocab_size}) two steps in a row: the model gives every token the "
+               "same probability")
+    else:
+        return
+    raise TrainingDiverged(f"the training diverged at step {len(losses)}: {why}; lower --lr (now {lr:g})")
 
 
 @dataclass
@@ -78,6 +104,7 @@ def train(cfg: ModelConfig, s: FinetuneSettings, frozen: dict, trainable: dict, 
                                                          jnp.asarray(tokens))
                 losses.append(value)
             progress.losses.append(float(np.mean(jax.device_get(losses))))
+            check_loss(progress.losses, s.lr, cfg.vocab_size)
             took = time.perf_counter() - t0
             progress.seconds += took
             if progress.first_step_seconds is None:

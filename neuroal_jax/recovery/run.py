@@ -34,7 +34,9 @@ from ..api import (Timer, check_dtype, data_paths, default_seqlen, interrupted_r
 from ..config import ModelConfig
 from ..evaluation.data import DatasetSpec, parse_spec
 from ..pruning.targets import prunable_weights
-from ..outputs.files import output_lock, remove_ours
+from ..outputs.files import output_lock, remove_ours, sibling
+from ..topups.options import flag_of
+from .loop import TrainingDiverged
 from .settings import FinetuneSettings
 
 CHECKPOINTS = "checkpoints"
@@ -59,6 +61,7 @@ class FinetuneRequest:
     eval_nsamples: int | None
     dtype: str
     mask_from_zeros: bool
+    allow_mask_mismatch: bool
     save_format: str
     out: Path | None
     force: bool
@@ -68,17 +71,22 @@ class FinetuneRequest:
     def record(self) -> dict:
         """What report.json records of the request (and a resumed run must repeat)."""
         return {"data": str(self.data), "seqlen": self.seqlen, "eval_nsamples": self.eval_nsamples,
-                "dtype": self.dtype, "mask_from_zeros": self.mask_from_zeros, **self.settings.to_dict()}
+                "dtype": self.dtype, "mask_from_zeros": self.mask_from_zeros,
+                "allow_mask_mismatch": self.allow_mask_mismatch, **self.settings.to_dict()}
 
 
 # ---------------------------------------------------------------- checks before any work
 
-def check_request(model, *, data, seqlen, eval, eval_nsamples, dtype, mask_from_zeros, save_format, out, force,
-                  resume, progress, settings: dict) -> FinetuneRequest:
+def check_request(model, *, data, seqlen, eval, eval_nsamples, dtype, mask_from_zeros, allow_mask_mismatch,
+                  save_format, out, force, resume, progress, settings: dict) -> FinetuneRequest:
     from converters.compressed import check_save_format
 
     from ..outputs.files import check_out
     s = FinetuneSettings.from_dict(settings, "finetune").resolved(None)
+    check_given_settings(s, settings)
+    if mask_from_zeros and allow_mask_mismatch:
+        raise ValueError("--allow-mask-mismatch applies to the masks of masks/; with --mask-from-zeros the masks are "
+                         "the weights' own zeros: give one of them")
     data_spec, specs = parse_spec(data), spec_list(eval)
     eval_specs = [parse_spec(x) for x in specs]
     if seqlen is not None:
@@ -94,9 +102,18 @@ def check_request(model, *, data, seqlen, eval, eval_nsamples, dtype, mask_from_
     if out is not None:
         interrupted_run(out, resume, force, "--resume")
     req = FinetuneRequest(s, data_spec, seqlen, tuple(specs), eval_nsamples, dtype, bool(mask_from_zeros),
-                          save_format, out, force, resume, progress)
+                          bool(allow_mask_mismatch), save_format, out, force, resume, progress)
     check_masks_source(model, req)
     return req
+
+
+def check_given_settings(s: FinetuneSettings, given: dict) -> None:
+    """Settings that would do nothing are refused: the LoRA options without --mode lora."""
+    lora = [k for k in ("lora_rank", "lora_alpha") if given.get(k) is not None]
+    if lora and s.mode != "lora":
+        shown = ", ".join(f"{flag_of(k)} {given[k]}" for k in lora)
+        raise ValueError(f"{shown}: LoRA options apply to --mode lora only, and the mode is {s.mode}; drop them or "
+                         "pass --mode lora")
 
 
 def check_masks_source(model, req: FinetuneRequest) -> None:
@@ -144,15 +161,37 @@ def check_lora_rank(s: FinetuneSettings, shapes: dict[str, tuple]) -> None:
 
 # ---------------------------------------------------------------- pieces
 
-def model_masks(cfg: ModelConfig, params: dict, model, mask_from_zeros: bool) -> tuple[dict, dict]:
-    """(masks, their sparsity targets): the folder's masks/, or the weights' nonzero entries."""
-    from ..outputs.checkpoint import load_distribution, load_masks
-    if mask_from_zeros:
-        return nonzero(cfg, params), {}
+def model_masks(cfg: ModelConfig, params: dict, model, req: FinetuneRequest) -> tuple[dict, dict]:
+    """(masks, their sparsity targets): the folder's masks/ (which must agree with the weights' zeros unless
+    allow_mask_mismatch), or the weights' nonzero entries (of which there must be some zeros)."""
+    from ..outputs.checkpoint import MASKS_DIR, load_distribution, load_masks
+    zeros = nonzero(cfg, params)
+    if req.mask_from_zeros:
+        if all(m.all() for m in zeros.values()):
+            raise ValueError(f"--mask-from-zeros: {model} has no zero in its prunable weights, so nothing is pruned "
+                             "and there is no mask to keep; prune it first (neuroal-jax prune)")
+        return zeros, {}
     folder = Path(model_path(model))
     masks = load_masks(folder)
-    check_mask_shapes(masks, {k: np.shape(w) for k, w in prunable_weights(cfg, params["blocks"]).items()}, folder)
+    check_mask_shapes(masks, {k: np.shape(w) for k, w in zeros.items()}, folder / MASKS_DIR)
+    if not req.allow_mask_mismatch:
+        check_masks_match_weights(masks, zeros, folder / MASKS_DIR)
     return masks, load_distribution(folder)
+
+
+def check_masks_match_weights(masks: dict, nonzeros: dict, where: Path) -> None:
+    """The masks must be the weights' own zeros: no pruned entry holds a non-zero weight, no kept entry a zero."""
+    pruned_nonzero = {k: int((~masks[k] & nz).sum()) for k, nz in nonzeros.items()}
+    kept_zero = {k: int((masks[k] & ~nz).sum()) for k, nz in nonzeros.items()}
+    bad, extra = sum(pruned_nonzero.values()), sum(kept_zero.values())
+    if bad or extra:
+        first = next(k for k in nonzeros if pruned_nonzero[k] or kept_zero[k])
+        total = sum(m.size for m in masks.values())
+        raise ValueError(f"the masks in {where} disagree with the model's weights: {bad:,} pruned entries hold non-zero "
+                         f"weights and {extra:,} kept entries are zero, of {total:,} (first in layer {first}); "
+                         "training would change the sparsity from the weights' to the masks'. Use the masks of the "
+                         "prune that wrote these weights, --mask-from-zeros to keep the weights' own zeros, or "
+                         "--allow-mask-mismatch to apply these masks anyway")
 
 
 def nonzero(cfg: ModelConfig, params: dict) -> dict:
@@ -187,12 +226,14 @@ def perplexities(cfg, params, test_sets: dict, batch_size: int, progress: bool, 
 
 # ---------------------------------------------------------------- the call
 
-def finetune(model, *, data: str = "c4", out: str | os.PathLike | None = None, seqlen: int | None = None, eval=(), eval_nsamples: int | None = None, dtype: str = "float32",
-             mask_from_zeros: bool = False, save_format: str = "dense", force: bool = False, resume: bool = False,
+def finetune(model, *, data: str = "c4", out: str | os.PathLike | None = None, seqlen: int | None = None, eval=(),
+             eval_nsamples: int | None = None, dtype: str = "float32", mask_from_zeros: bool = False,
+             allow_mask_mismatch: bool = False, save_format: str = "dense", force: bool = False, resume: bool = False,
              progress: bool = True, **settings) -> FinetuneResult:
     """Train `model` on windows of `data` with its masks held fixed; the pruned entries stay exactly 0.
 
-    model: a neuroal-jax prune output folder (masks from its masks/), or with mask_from_zeros any model spec
+    model: a neuroal-jax prune output folder (masks from its masks/, which must agree with the weights' zeros
+        unless allow_mask_mismatch), or with mask_from_zeros any model spec with zeros in its prunable weights
         (built-in name, .gguf, HF folder, Hub id), a LoadedModel or a (ModelConfig, params) pair.
     data: training text, the same specs as prune's calib (c4, wikitext2, ptb, pydoc, text:PATH, tokens:PATH.npy):
         steps × accumulate × batch_size windows of `seqlen` tokens (default: min(2048, the model's context)),
@@ -205,22 +246,27 @@ def finetune(model, *, data: str = "c4", out: str | os.PathLike | None = None, s
     out, force: as in `prune`. resume: continue the interrupted run of `out` (same settings and inputs).
     """
     req = check_request(model, data=data, seqlen=seqlen, eval=eval, eval_nsamples=eval_nsamples, dtype=dtype,
-                        mask_from_zeros=mask_from_zeros, save_format=save_format, out=out, force=force, resume=resume,
-                        progress=progress, settings=settings)
+                        mask_from_zeros=mask_from_zeros, allow_mask_mismatch=allow_mask_mismatch,
+                        save_format=save_format, out=out, force=force, resume=resume, progress=progress,
+                        settings=settings)
     with contextlib.ExitStack() as stack:
         if req.out is not None:
             stack.enter_context(output_lock(req.out))
             stale = interrupted_run(req.out, req.resume, req.force, "--resume")  # again, now that we hold the lock
             if stale is not None:
                 remove_ours(stale)
-        return _run(model, req)
+        try:
+            return _run(model, req)
+        except TrainingDiverged:  # its checkpoints would only diverge again: nothing is kept to resume
+            if req.out is not None and sibling(req.out, "partial").exists():
+                remove_ours(sibling(req.out, "partial"))
+            raise
 
 
 def _run(model, req: FinetuneRequest) -> FinetuneResult:
     import jax
 
     from ..evaluation.data import calibration_windows, eval_windows
-    from ..outputs.files import sibling
     from ..outputs.report import versions
     from ..outputs.streaming import open_run
     from .loop import train
@@ -229,11 +275,12 @@ def _run(model, req: FinetuneRequest) -> FinetuneResult:
     timer, s = Timer(), req.settings
     with timer("load"):
         name, cfg, params, tokenizer, source = resolve_model(model, req.dtype)
-        masks, dist = model_masks(cfg, params, model, req.mask_from_zeros)
+        masks, dist = model_masks(cfg, params, model, req)
     check_lora_rank(s, {k: tuple(np.shape(m)) for k, m in masks.items()})
     seqlen = cfg.check_seqlen(default_seqlen(cfg, req.seqlen))
     with timer("data"):
-        windows = calibration_windows(req.data, tokenizer, s.windows, seqlen, s.seed, cfg.vocab_size)
+        windows = calibration_windows(req.data, tokenizer, s.windows, seqlen, s.seed, cfg.vocab_size, "training",
+                                      "steps × accumulate × batch_size (--steps × --accumulate × --batch-size)")
         test_sets = {x: eval_windows(x, tokenizer, seqlen, req.eval_nsamples, cfg.vocab_size) for x in req.eval}
     record = {"model": name, "model_source": source, "family": cfg.family, **req.record(), "seqlen": seqlen}
     part = sibling(req.out, "partial") if req.out is not None else None

@@ -75,6 +75,11 @@ def check_sweep(model, *, method, sparsity, calib, nsamples, seqlen, eval, eval_
     evals = [parse_spec(s) for s in specs]
     check_dtype(dtype)
     resolved = SweepSettings.from_dict(settings, "sweep").resolved(Target(method, sparsity, Structure(), nsamples))
+    rows = [str(c) for c in calibs if c.holds_rows()]
+    if len(resolved.seeds) > 1 and rows:
+        raise ValueError(f"seeds (--seeds) {','.join(map(str, resolved.seeds))}: {rows[0]} holds [n, L] rows, and "
+                         "calibration takes its first rows whatever the seed, so every seed gives the same windows; "
+                         "give one seed, or a 1-D token stream (or text) to sample windows from")
     inputs = model_inputs(model) + data_paths("--calib", calibs) + data_paths("--eval", evals)
     out = check_out(out, force, inputs)
     return SweepRequest(method, sparsity, resolved, tuple(calibs), nsamples, seqlen, tuple(specs), eval_nsamples,
@@ -112,11 +117,13 @@ def run_sweep(model, req: SweepRequest) -> tuple[dict, dict | None]:
     name, cfg, params, tokenizer, _ = resolve_model(model, req.dtype)
     check_model_fits(cfg, Structure(), req.seqlen)
     test_sets = {e: eval_windows(e, tokenizer, req.seqlen, req.eval_nsamples, cfg.vocab_size) for e in req.eval}
+    calib_sets = {(c, seed): calibration_windows(c, tokenizer, req.nsamples, req.seqlen, seed, cfg.vocab_size)
+                  for c in req.calibs for seed in s.seeds}  # every data set read (and checked) before any work
     timings = {"load": time.perf_counter() - t0, "search": 0.0, "final": 0.0}
     cache, runs, pick_dist = {}, [], None
     for calib_spec in req.calibs:
         for seed in s.seeds:
-            windows = calibration_windows(calib_spec, tokenizer, req.nsamples, req.seqlen, seed, cfg.vocab_size)
+            windows = calib_sets[calib_spec, seed]
             inputs = ProfileInputs(cfg, params, windows, req.batch_size, req.progress)
             for profile_name in s.block_profile:
                 profile = block_profile(profile_name, inputs)

@@ -6,10 +6,12 @@ stream) above M times their mean; block densities are the min–max-scaled ratio
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import AllocationWarning
 from ..pruning.statistics import dense_activation_norms, dense_wanda_scores
 from .base import Allocation, PruneJob, block_allocation, clip_sparsity, minmax_densities, register_topup
 from .options import Options, in_range, option, positive
@@ -47,6 +49,7 @@ def owl(job: PruneJob) -> Allocation:
             "owl_block_sparsity": {str(b): float(s) for b, s in enumerate(block_sparsity)},
             "owl_m": m, "owl_lambda": lam, **nm_info}
     if max(ratios) == min(ratios):
-        info["owl_note"] = (f"every block has the same outlier ratio ({ratios[0]:g} %) at M = {m:g}, "
+        info["owl_note"] = (f"every block has the same outlier ratio ({ratios[0]:g} %) at M = {m:g} (--owl-m), "
                             "so the allocation is uniform")
+        warnings.warn(info["owl_note"], AllocationWarning, stacklevel=2)
     return Allocation(dist, info)
