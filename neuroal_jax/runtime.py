@@ -9,15 +9,21 @@ build machine the NeuroAL search block is ~15–20 % faster and attention ~2× f
 process start, so the command-line tools re-execute themselves once with it set.
 
 SIGTERM (what schedulers send) and SIGHUP are turned into `Interrupted`, a KeyboardInterrupt, so that
-every cleanup that runs on Ctrl-C (temporary output folders, locks) runs on them too.
+every cleanup that runs on Ctrl-C (temporary output folders, locks) runs on them too. A stop signal whose
+exception Python could only print and drop (raised inside a gc callback such as jax's `_xla_gc_callback`, or a
+__del__) is raised again at the next point where it propagates, and every signal is recorded
+(`received_signal`), so that an error it caused is reported as the termination, never swallowed.
 """
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
+import queue
 import signal
 import sys
 import threading
+import time
 
 TUNABLE = "glibc.malloc.hugetlb"
 HUGEPAGE_TUNABLE = f"{TUNABLE}=1"
@@ -95,21 +101,144 @@ class Interrupted(KeyboardInterrupt):
 
 
 TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+STOP_SIGNALS = (signal.SIGINT, *TERMINATION_SIGNALS)
+
+_received: int | None = None  # the first stop signal received since the outermost handle_termination began
+_raising = False              # whether the handlers raise (inside handle_termination) or only record
+_in_hook = False              # inside our sys.unraisablehook, where an exception would be dropped again
+_deferring = 0                # depth of signals_deferred blocks
+_deferred: int | None = None  # the signal received in them, raised at their end
+
+
+def received_signal() -> int | None:
+    """The first stop signal received since the outermost `handle_termination` block began (None: none), also
+    after the block, and also when a library swallowed its exception or turned it into another error."""
+    return _received
+
+
+def signal_of(e: BaseException) -> int | None:
+    """The signal a KeyboardInterrupt stands for (an `Interrupted`'s, else SIGINT); None for other exceptions."""
+    if isinstance(e, Interrupted):
+        return e.signum
+    return signal.SIGINT if isinstance(e, KeyboardInterrupt) else None
+
+
+_redeliveries: queue.SimpleQueue = queue.SimpleQueue()  # signals to run the handler of again (put: reentrant)
+_redeliverer: threading.Thread | None = None
+
+
+def _redeliver(signum: int) -> None:
+    """Run the handler of `signum` again at the main thread's next check for signals once no hook of ours is
+    running, from a helper thread (started once): raised in the hook or the callback that called it, the exception
+    would be dropped again (each such drop comes back here)."""
+    global _redeliverer
+    _redeliveries.put(signum)
+    if _redeliverer is None:
+        _redeliverer = threading.Thread(target=_redeliver_forever, name="neuroal-jax-signals", daemon=True)
+        _redeliverer.start()
+
+
+def _forget_redeliverer() -> None:  # a forked child does not have the parent's threads
+    global _redeliverer
+    _redeliverer = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_redeliverer)
+
+
+def _redeliver_forever() -> None:
+    while True:
+        signum = _redeliveries.get()
+        time.sleep(0.001)
+        while _in_hook:
+            time.sleep(0.001)
+        if _raising:  # after the block the signal is recorded already (received_signal)
+            _thread.interrupt_main(signum)
+
+
+def _stop(signum, frame):
+    global _received, _deferred
+    if _received is None:
+        _received = signum
+    if not _raising:
+        return
+    if _deferring:
+        _deferred = _deferred or signum
+        return
+    if _in_hook:  # raised here it would be dropped again: once the hook has returned
+        _redeliver(signum)
+        return
+    _raise(signum)
+
+
+def _raise(signum: int):
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Interrupted(signum)
 
 
 @contextlib.contextmanager
-def handle_termination():
-    """Within the block, SIGTERM and SIGHUP raise `Interrupted` (main thread only; restored afterwards)."""
+def signals_deferred():
+    """Within a `handle_termination` block, a stop signal received in this block is raised at its end: for work
+    that other threads do for this one (orbax's and tensorstore's writes), which an exception raised here would
+    not stop, and which would go on writing into a folder that the cleanup is removing."""
+    global _deferring, _deferred
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def interrupt(signum, frame):
-        raise Interrupted(signum)
-
-    previous = {s: signal.signal(s, interrupt) for s in TERMINATION_SIGNALS}
+    if not _deferring:
+        _deferred = None
+    _deferring += 1
     try:
         yield
     finally:
+        _deferring -= 1
+    if not _deferring and _deferred is not None and _raising:
+        signum, _deferred = _deferred, None
+        _raise(signum)
+
+
+def _unraisable_hook(previous):
+    """A sys.unraisablehook that, for the exception of a stop signal that Python could not propagate (one raised
+    in a gc callback, a __del__, a weakref callback), raises it again where it propagates instead of printing
+    "Exception ignored in ..." and dropping it; every other one goes to `previous`."""
+    def hook(unraisable):
+        global _in_hook
+        _in_hook = True  # first: a signal handled from here on is redelivered, not dropped with this hook's error
+        try:
+            signum = signal_of(unraisable.exc_value)
+            if signum is None or not _raising or threading.current_thread() is not threading.main_thread():
+                previous(unraisable)
+            else:
+                _redeliver(signum)
+        finally:
+            _in_hook = False
+    return hook
+
+
+@contextlib.contextmanager
+def handle_termination(after=None):
+    """Within the block (main thread only), SIGTERM and SIGHUP raise `Interrupted` and SIGINT KeyboardInterrupt,
+    also when first raised where Python would drop the exception (see `_unraisable_hook`); a signal that was
+    ignored (SIG_IGN, e.g. SIGHUP under nohup) stays ignored. Every one is recorded (`received_signal`). At the
+    end the handlers are restored, or set to `after` (signal.SIG_DFL: a later signal ends the process at once);
+    a signal that comes while they are put back is only recorded."""
+    global _received, _raising
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    outer = _raising
+    if not outer:
+        _received = None
+    previous = {s: signal.signal(s, _stop) for s in STOP_SIGNALS if signal.getsignal(s) != signal.SIG_IGN}
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _unraisable_hook(previous_hook)
+    _raising = True
+    try:
+        yield
+    finally:
+        _raising = outer  # first: from here a signal is only recorded
+        sys.unraisablehook = previous_hook
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            signal.signal(s, handler if after is None else after)

@@ -1,10 +1,12 @@
 """A real multi-process run: two `neuroal-jax prune --distributed` processes on localhost (a local coordinator, CPU
 collectives through gloo) run the sharded NeuroAL search on the fixture model, one CPU device each. They must agree
 with a one-process run (λs, every candidate's alignment to rtol 1e-6, masks); process 0 writes the output; and a
-process that cannot reach its coordinator must stop within its timeout with one clear line."""
+process that cannot reach its coordinator, a process 0 whose peers never come, and bad distributed flags must stop
+(within the timeout, or before connecting) with one clear line, writing nothing."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 
@@ -76,4 +78,49 @@ def test_an_unreachable_coordinator_is_a_clear_error_in_bounded_time(tmp_path):
                                "--num-processes", "2", "--process-id", "1", "--coordinator-timeout", "3"))
     assert time.monotonic() - t0 < 60
     assert_clean_error(proc, "could not reach the coordinator", "--process-id 0", "3 s")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_process_0_whose_peers_never_come_is_a_clear_error_in_bounded_time(tmp_path):
+    """JAX's coordination service would abort process 0 (SIGABRT, a C++ stack trace): our check-in comes first."""
+    t0 = time.monotonic()
+    proc = run_cli(*prune_argv(tmp_path / "out", "--distributed", "--coordinator", f"localhost:{free_port()}",
+                               "--num-processes", "2", "--process-id", "0", "--coordinator-timeout", "3"))
+    assert time.monotonic() - t0 < 60
+    assert_clean_error(proc, "1 other process expected, 0 reached process 0", "within 3 s", "--process-id 1",
+                       "--num-processes 2")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def no_cluster_env(monkeypatch):
+    """An environment where JAX's cluster detection finds nothing (the CLI's subprocesses inherit os.environ)."""
+    for name in list(os.environ):
+        if name.startswith(("SLURM_", "OMPI_", "PMI_", "TPU_", "JAX_COORDINATOR", "JAX_PROCESS",
+                            "KUBERNETES_SERVICE")):
+            monkeypatch.delenv(name)
+
+
+@pytest.mark.parametrize("flags, names", [
+    (("--distributed", "--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "5"),
+     ["--process-id 5", "out of range", "--num-processes 2", "0 to 1"]),
+    (("--distributed",),
+     ["--distributed needs", "--coordinator HOST:PORT", "--num-processes N", "--process-id I",
+      "no cluster environment", "SLURM"]),
+    (("--distributed", "--coordinator", "localhost:1"),
+     ["--distributed needs --num-processes N and --process-id I", "no cluster environment"]),
+    (("--distributed", "--coordinator", "localhost", "--num-processes", "2", "--process-id", "1"),
+     ["--coordinator", "HOST:PORT", "'localhost'"]),
+    (("--coordinator", "localhost:1"), ["--coordinator is only valid with --distributed"]),
+    (("--num-processes", "2", "--process-id", "1"),
+     ["--num-processes, --process-id are only valid with --distributed"]),
+    (("--coordinator-timeout", "5"), ["--coordinator-timeout is only valid with --distributed"]),
+], ids=["process-id-out-of-range", "distributed-alone", "no-num-processes", "no-port", "coordinator-alone",
+        "ids-alone", "timeout-alone"])
+def test_bad_distributed_flags_are_refused_before_connecting(tmp_path, no_cluster_env, flags, names):
+    t0 = time.monotonic()
+    proc = run_cli(*prune_argv(tmp_path / "out", *flags, "--coordinator-timeout", "60")
+                   if "--distributed" in flags else prune_argv(tmp_path / "out", *flags))
+    assert time.monotonic() - t0 < 40  # no wait for a coordinator (its timeout is 60 s)
+    assert_clean_error(proc, *names)
     assert list(tmp_path.iterdir()) == []

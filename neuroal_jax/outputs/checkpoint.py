@@ -24,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UsageError
+from ..runtime import signals_deferred
+
 FORMAT_VERSION = 1
 MASKS_DIR = "masks"
 
@@ -50,7 +53,8 @@ def save_masks(directory: str | os.PathLike, masks: dict, dist: dict | None = No
     tree = {"masks": {k: np.asarray(m, dtype=bool) for k, m in masks.items()},
             "dist": {k: _host_dist_value(v) for k, v in (dist or {}).items()},
             "format_version": FORMAT_VERSION}
-    _checkpointer().save(directory, tree)
+    with signals_deferred():  # a stop signal waits for orbax's writer threads, which would outlive the cleanup
+        _checkpointer().save(directory, tree)
     return directory
 
 
@@ -89,11 +93,11 @@ def _restore_one(directory: Path) -> dict:
     try:
         tree = _checkpointer().restore(directory)
     except Exception as e:  # orbax's and tensorstore's errors of a damaged folder (their texts are whole specs)
-        raise ValueError(f"{directory} is a corrupt masks checkpoint ({type(e).__name__} while reading it; "
+        raise UsageError(f"{directory} is a corrupt masks checkpoint ({type(e).__name__} while reading it; "
                          "NEUROAL_DEBUG=1 shows it); write it again with the run that made it") from e
     version = int(tree.get("format_version", 1))
     if version > FORMAT_VERSION:
-        raise ValueError(f"{directory}: masks format version {version} is newer than this neuroal_jax "
+        raise UsageError(f"{directory}: masks format version {version} is newer than this neuroal_jax "
                          f"reads ({FORMAT_VERSION})")
     return tree
 
