@@ -375,7 +375,7 @@ def print_alignments(ref: dict, ours: dict) -> None:
 
 
 def check_grids(ref: dict, sparsity: float) -> None:
-    from neuroal_jax.topups.neuroal.search import ROW_LAMBDAS, default_block_lambdas
+    from neuroal_jax.topups.neuroal.schedules import ROW_LAMBDAS, default_block_lambdas
 
     same = tuple(np.round(ref[key], 6).tolist() == np.round(grid, 6).tolist()
                  for key, grid in (("grid_block", default_block_lambdas(sparsity)), ("grid_row", ROW_LAMBDAS)))

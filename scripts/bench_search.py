@@ -27,7 +27,7 @@ def evaluate_one_by_one(cfg, params, windows, dists, method):
 
     from neuroal_jax.models import block_contexts, embed, family_of
     from neuroal_jax.pruning import keep_and_ties
-    from neuroal_jax.topups.neuroal.search import candidate_block
+    from neuroal_jax.topups.neuroal.kernel import candidate_block
 
     single = jax.jit(candidate_block, static_argnums=(0, 1, 2, 3))
     fam = family_of(cfg)
@@ -53,7 +53,7 @@ def search_one_by_one(cfg, params, windows, sparsity, method) -> dict:
     """Both steps with every candidate evaluated alone (the same schedules and choices as neuroal_search)."""
     from neuroal_jax.pruning import block_distribution
     from neuroal_jax.topups.neuroal.profiles import block_schedule
-    from neuroal_jax.topups.neuroal.search import ROW_LAMBDAS, default_block_lambdas, row_distribution
+    from neuroal_jax.topups.neuroal.schedules import ROW_LAMBDAS, default_block_lambdas, row_distribution
 
     out, t0 = {}, time.perf_counter()
     lams = default_block_lambdas(sparsity)

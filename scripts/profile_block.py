@@ -128,7 +128,9 @@ def main() -> int:
     from neuroal_jax.models import block_apply, block_contexts, embed, family_of
     from neuroal_jax.pruning.statistics import block_stats
     from neuroal_jax.pruning.targets import keep_and_ties
-    from neuroal_jax.topups.neuroal import search as S
+    from neuroal_jax.topups.neuroal.candidates import candidate_loop
+    from neuroal_jax.topups.neuroal.kernel import candidates_block
+    from neuroal_jax.topups.neuroal.schedules import block_candidates
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from bench_reference import matmul_rate, search_matmul_flops
 
@@ -140,11 +142,11 @@ def main() -> int:
     x = embed(cfg, params, jnp.asarray(windows[:args.nsamples]))
     K = args.candidates
     lams = np.linspace(0.01, 0.25, K)
-    dists = S.block_candidates(cfg, 0.7, lams)
+    dists = block_candidates(cfg, 0.7, lams)
     keeps = {n: jnp.asarray(np.stack([keep_and_ties(d[f"{b}.{n}"], p[n]["weight"].shape)[0] for d in dists]))
              for n in fam.prunable}
-    step = jax.jit(lambda p, xs, ctx, keeps: S.candidates_block(cfg, "wanda", "low", ("neuron",), p, xs + 0, ctx,
-                                                                keeps, loop=S.candidate_loop(None)))
+    step = jax.jit(lambda p, xs, ctx, keeps: candidates_block(cfg, "wanda", "low", ("neuron",), p, xs + 0, ctx,
+                                                              keeps, loop=candidate_loop(None)))
     xs = jnp.broadcast_to(x, (K, *x.shape))
     rate = matmul_rate("float32", args.nsamples * args.seqlen, cfg.hidden_size, cfg.intermediate_size)
     wall, _ = profile(step, (p, xs, ctx, keeps), f"search block {b}, {K} candidates × {args.nsamples} × "

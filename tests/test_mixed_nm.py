@@ -80,7 +80,7 @@ def test_neuroal_mixed_nm_is_exact_per_block(deep_llama, calib, structure):
 
 
 def test_lambdas_that_round_to_one_allocation_are_searched_once(deep_llama, calib):
-    from neuroal_jax.topups.neuroal.search import block_candidates, distinct
+    from neuroal_jax.topups.neuroal.schedules import block_candidates, distinct
     lams = (0.01, 0.02, 0.03, 0.1, 0.11, 0.2, 0.25)
     kept, dists = distinct(lams, block_candidates(deep_llama[0], 0.5, lams, structure=Structure.parse("4:8")))
     assert len(kept) < len(lams) and kept[0] == 0.01 and len({tuple(sorted(d.items())) for d in dists}) == len(kept)

@@ -11,7 +11,7 @@ from neuroal_jax.pruning import block_distribution
 from neuroal_jax.topups import PruneJob, get_topup
 from neuroal_jax.topups.neuroal.profiles import (BLOCK_PROFILES, ProfileInputs, block_profile, block_schedule,
                                                  linear_profile)
-from neuroal_jax.topups.neuroal.search import BLOCK_LAMBDAS, block_candidates
+from neuroal_jax.topups.neuroal.schedules import BLOCK_LAMBDAS, block_candidates
 
 pytestmark = pytest.mark.xdist_group("profiles")
 WINDOWS = np.random.default_rng(0).integers(0, 128, (6, 32))

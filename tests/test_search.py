@@ -25,7 +25,7 @@ def test_auto_chunk_shrinks_with_the_memory_and_changes_nothing(tiny_llama, monk
     """--lambda-chunk auto (the default) under a fake free-memory figure: with room for 2.5 candidates it runs 2 at a
     time, with plenty all of them; the results are the same bit for bit."""
     import neuroal_jax.runtime as runtime
-    from neuroal_jax.topups.neuroal.search import MEMORY_SHARE, candidate_bytes
+    from neuroal_jax.topups.neuroal.candidates import MEMORY_SHARE, candidate_bytes
     cfg, params = tiny_llama
     w = np.random.default_rng(0).integers(0, cfg.vocab_size, (4, 32)).astype(np.int32)
     per, shared = candidate_bytes(cfg, 4, 32, 4, vmapped=False)

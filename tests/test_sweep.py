@@ -13,7 +13,7 @@ from cli_run import run_cli
 from neuroal_jax.outputs.files import MARKER
 from neuroal_jax.sweeps.summary import metric_summary, sensitivity, spearman
 from neuroal_jax.topups.neuroal import SearchSettings, neuroal_search
-from neuroal_jax.topups.neuroal import search as S
+from neuroal_jax.topups.neuroal import candidates as S
 
 pytestmark = pytest.mark.xdist_group("sweep")
 BLOCK = (0.0, 0.05, 0.1)

@@ -12,11 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..config import ModelConfig
+from ..errors import UsageError
 from . import gemma3, llama, opt, phi  # noqa: F401  (registers the families)
-from .registry import FAMILIES, NEXT_BLOCK, Family, family_of, get_family, register_family
+from .registry import FAMILIES, NEXT_BLOCK, Family, family_of, get_family, layer_key, register_family, split_key
 
 __all__ = [
-    "FAMILIES", "NEXT_BLOCK", "Family", "family_of", "get_family", "register_family",
+    "FAMILIES", "NEXT_BLOCK", "Family", "family_of", "get_family", "layer_key", "register_family", "split_key",
     "block_apply", "block_contexts", "embed", "final_hidden_states", "forward", "head_params", "hidden_to_logits", "token_nll",
     "init_params", "validate_params",
 ]
@@ -118,4 +119,4 @@ def validate_params(cfg: ModelConfig, params: dict, source: str = "params") -> N
                  if k in got and got[k] != v]
     if problems:
         shown = "; ".join(problems[:8]) + (f"; ... ({len(problems)} problems)" if len(problems) > 8 else "")
-        raise ValueError(f"{source} do not match a {cfg.family} model: {shown}")
+        raise UsageError(f"{source} do not match a {cfg.family} model: {shown}")

@@ -6,8 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..config import ModelConfig
+from ..errors import UsageError
 from . import layers as L
-from .llama import CONSUMERS, PRUNABLE, attention_sublayer, attention_shapes, gated_mlp, gated_mlp_shapes, top_shapes
+from .llama import CONSUMERS, PRUNABLE, attention_shapes, attention_sublayer, gated_mlp, gated_mlp_shapes, top_shapes
 from .registry import Family, register_family
 
 SLIDING, FULL = "sliding_attention", "full_attention"
@@ -81,7 +82,7 @@ def contexts(cfg: ModelConfig, seqlen: int):
             cos, sin = L.rope_tables(seqlen, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling_dict)
             mask = L.causal_mask(seqlen)
         else:
-            raise ValueError(f"unsupported gemma3 layer type {kind!r}")
+            raise UsageError(f"unsupported gemma3 layer type {kind!r}")
         variants[kind] = {"cos": cos, "sin": sin, "mask": mask}
     return [variants[kind] for kind in types]
 

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..config import ModelConfig
+from ..errors import UsageError
 
 F32 = jnp.float32
 
@@ -47,7 +48,7 @@ def activation(name: str):
     try:
         return ACTIVATIONS[name]
     except KeyError:
-        raise ValueError(f"unsupported activation {name!r}; supported: {sorted(ACTIVATIONS)}") from None
+        raise UsageError(f"unsupported activation {name!r}; supported: {sorted(ACTIVATIONS)}") from None
 
 
 # ---------------------------------------------------------------- rotary embeddings

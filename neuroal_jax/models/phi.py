@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from . import layers as L
-from .llama import attention_sublayer, attention_shapes, linear_shape, top_shapes
+from .llama import attention_shapes, attention_sublayer, linear_shape, top_shapes
 from .llama import contexts as llama_contexts
 from .registry import NEXT_BLOCK, Family, register_family
 

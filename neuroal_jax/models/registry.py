@@ -2,7 +2,8 @@
 
 A family is a handful of pure functions over a params pytree plus the static facts the
 pruning code needs: the ordered prunable linear layers of a block (HF module names) and the
-consumer map of docs/algorithm.md §6 (whose input columns give each layer's rows their δ).
+consumer map of docs/algorithm.md §6 (whose input columns give each layer's rows their δ). A prunable
+layer is named everywhere by its key "<block>.<module>" (`layer_key`, `split_key`).
 
 Params pytree (weights in PyTorch (out, in) layout):
     {"embed": {"weight": [V, H]}, "positions": {...} (OPT only),
@@ -49,3 +50,16 @@ def get_family(name: str) -> Family:
 
 def family_of(cfg: ModelConfig) -> Family:
     return get_family(cfg.family)
+
+
+# ---------------------------------------------------------------- layer keys
+
+def layer_key(block: int, module: str) -> str:
+    """The key of one prunable layer in distributions, masks and reports: "<block>.<module>", e.g. "3.mlp.down_proj"."""
+    return f"{block}.{module}"
+
+
+def split_key(key: str) -> tuple[int, str]:
+    """(block, module) of a `layer_key`; a block key "<block>" gives (block, "")."""
+    block, _, module = str(key).partition(".")
+    return int(block), module

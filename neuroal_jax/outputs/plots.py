@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..models.registry import split_key
 from ..registry import Registry
 
 PLOTS: Registry[Callable] = Registry("plot")
@@ -45,7 +46,7 @@ def per_block(values) -> tuple[np.ndarray, np.ndarray]:
     for k, v in values.items():
         if v is None:
             continue
-        groups.setdefault(int(str(k).split(".", 1)[0]), []).append(float(v))
+        groups.setdefault(split_key(k)[0], []).append(float(v))
     blocks = sorted(groups)
     return np.asarray(blocks), np.asarray([np.mean(groups[b]) for b in blocks])
 
@@ -81,12 +82,12 @@ def block_sparsity(report: dict):
 def layer_sparsity(report: dict):
     """Achieved sparsity per layer: heatmap, modules × blocks."""
     layers = report["layer_sparsity"]
-    modules = list(dict.fromkeys(k.split(".", 1)[1] for k in layers))
-    blocks = sorted({int(k.split(".", 1)[0]) for k in layers})
+    modules = list(dict.fromkeys(split_key(k)[1] for k in layers))
+    blocks = sorted({split_key(k)[0] for k in layers})
     grid = np.full((len(modules), len(blocks)), np.nan)
     for k, v in layers.items():
-        b, m = k.split(".", 1)
-        grid[modules.index(m), blocks.index(int(b))] = v
+        b, m = split_key(k)
+        grid[modules.index(m), blocks.index(b)] = v
     fig, ax = new_figure(max(6.0, 0.25 * len(blocks) + 3), 0.35 * len(modules) + 1.8)
     im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=np.nanmin(grid), vmax=np.nanmax(grid) + 1e-9,
                    interpolation="nearest")
@@ -184,9 +185,10 @@ def row_spread_figure(spread: dict, title: str):
     fig, ax = new_figure(min(18.0, max(7.0, 0.07 * len(keys) + 3)), 3.8)
     ax.bxp(stats, positions=np.arange(len(keys)), widths=0.7, showfliers=False, manage_ticks=False,
            boxprops={"linewidth": 0.6}, whiskerprops={"linewidth": 0.6}, medianprops={"color": "tab:orange"})
-    firsts = [i for i, k in enumerate(keys) if i == 0 or k.split(".", 1)[0] != keys[i - 1].split(".", 1)[0]]
+    blocks = [split_key(k)[0] for k in keys]
+    firsts = [i for i, b in enumerate(blocks) if i == 0 or b != blocks[i - 1]]
     step = max(1, len(firsts) // 16)
-    ax.set_xticks(firsts[::step], [keys[i].split(".", 1)[0] for i in firsts[::step]])
+    ax.set_xticks(firsts[::step], [str(blocks[i]) for i in firsts[::step]])
     ax.set(xlabel="block (its layers left to right)", ylabel="row sparsity", title=title)
     return fig
 

@@ -30,6 +30,8 @@ from jax import lax
 
 from pallas_kernels.topk_mask import INT32_MIN, ordered_int32_keys
 
+from ..errors import UsageError
+
 __all__ = [
     "IMPLS",
     "TIES",
@@ -61,9 +63,9 @@ def _check_sparsity(sparsity: Any, name: str = "sparsity") -> float:
     try:
         s = float(sparsity)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in [0, 1), got {sparsity!r}") from None
+        raise UsageError(f"{name} must be a number in [0, 1), got {sparsity!r}") from None
     if not (0.0 <= s < 1.0):  # also rejects NaN
-        raise ValueError(f"{name} must be in [0, 1), got {sparsity!r}")
+        raise UsageError(f"{name} must be in [0, 1), got {sparsity!r}")
     return s
 
 
@@ -213,7 +215,7 @@ def resolve_impl(impl: str | None = None) -> str:
         impl = os.environ.get(ENV_IMPL, "auto").strip().lower() or "auto"
         source = f"environment variable {ENV_IMPL}"
     if impl not in IMPLS:
-        raise ValueError(f"unknown top-k implementation {impl!r} (from {source}); "
+        raise UsageError(f"unknown top-k implementation {impl!r} (from {source}); "
                          f"valid choices: {', '.join(IMPLS)}")
     if impl == "auto":
         return "pallas" if jax.default_backend() == "gpu" else "jnp"

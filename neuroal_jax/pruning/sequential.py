@@ -14,11 +14,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..config import ModelConfig
-from ..models import block_apply, block_contexts, family_of
+from ..errors import UsageError
+from ..models import block_apply, block_contexts, family_of, layer_key
 from . import masks as M
+from .methods import check_method, method_info
 from .scores import LayerStats, get_score
 from .statistics import BlockStats, collect_block_stats, embed_batches
-from .targets import Distribution, Structure, check_method, keep_and_ties
+from .targets import Distribution, Structure, keep_and_ties
 
 F32 = jnp.float32
 
@@ -37,7 +39,7 @@ def layer_mask(method: str, W, act_norm, target, structure: Structure):
         keep, ties = keep_and_ties(target, W.shape)
         return _score_topk(W, act_norm, jnp.asarray(keep), method=method, ties=ties)
     if np.ndim(target) != 0:
-        raise ValueError(f"per-row sparsities need the row structure, not {structure}")
+        raise UsageError(f"per-row sparsities need the row structure, not {structure}")
     scores = get_score(method)(W, LayerStats(act_norm=jnp.asarray(act_norm), hessian=None))
     if structure.kind == "layer":
         return M.prune_layer(scores, float(target))
@@ -48,13 +50,14 @@ def prune_block(cfg: ModelConfig, b: int, p: dict, stats: BlockStats, dist: Dist
                 structure: Structure, refine: Callable | None = None) -> tuple[dict, dict]:
     """Prune every prunable layer of block b; returns (new block params, {key: mask})."""
     new, masks = dict(p), {}
+    info = method_info(method)
     for name in family_of(cfg).prunable:
-        key, W = f"{b}.{name}", p[name]["weight"]
+        key, W = layer_key(b, name), p[name]["weight"]
         target = dist[key]
-        if method == "sparsegpt":
+        if np.ndim(target) != 0 and not info.row_targets:
+            raise UsageError(f"{method} takes one sparsity per layer (block step only), not per-row vectors")
+        if info.updates_weights:
             from .sparsegpt import sparsegpt_prune
-            if np.ndim(target) != 0:
-                raise ValueError("sparsegpt takes one sparsity per layer (block step only), not per-row vectors")
             n = structure.group_pruned(target) if structure.kind == "nm" else 0
             W_new, mask = sparsegpt_prune(W.astype(F32), jnp.asarray(stats.hessian[name]), float(target),
                                           n, structure.m)
@@ -75,7 +78,7 @@ def prune_on_stream(cfg: ModelConfig, b: int, p: dict, xs: list, ctx, dist: Dist
                     structure: Structure = Structure(), refine: Callable | None = None) -> tuple[dict, dict]:
     """Statistics of dense block b on the stream xs (batches [B, T, H]), then block b pruned with them:
     (pruned block params, {key: mask})."""
-    _, stats = collect_block_stats(cfg, p, xs, ctx, hessian=(method == "sparsegpt"),
+    _, stats = collect_block_stats(cfg, p, xs, ctx, hessian=method_info(method).needs_hessian,
                                    moments=bool(getattr(refine, "needs_input_moments", False)), outputs=False)
     return prune_block(cfg, b, p, stats, dist, method, structure, refine)
 

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..config import ModelConfig
-from ..models import block_contexts, embed, family_of
+from ..models import block_contexts, embed, family_of, layer_key
 
 F32 = jnp.float32
 
@@ -46,7 +46,7 @@ def block_input_moments(cfg: ModelConfig, p: dict, x, ctx):
 
 def running_mean(rows: np.ndarray) -> np.ndarray:
     """Σ_n rows[n] / N as the reference accumulates it over windows, in float32:
-    acc ← acc · (n / (n + 1)) + rows[n] / (n + 1). (The search's on-device copy, `neuroal.search.running_mean_sq`,
+    acc ← acc · (n / (n + 1)) + rows[n] / (n + 1). (The search's on-device copy, `neuroal.kernel.running_mean_sq`,
     rounds differently: XLA:CPU's float32 division is not correctly rounded.)"""
     acc = np.zeros(np.shape(rows)[1], np.float32)
     for n, row in enumerate(np.asarray(rows, np.float32)):
@@ -116,7 +116,7 @@ def dense_activation_norms(cfg: ModelConfig, params: dict, windows: np.ndarray, 
     norms = {}
     for b in tqdm(range(cfg.num_layers), desc="dense statistics", disable=not progress, leave=False):
         xs, stats = collect_block_stats(cfg, params["blocks"][b], xs, ctxs[b])
-        norms.update({f"{b}.{k}": v for k, v in stats.act_norm.items()})
+        norms.update({layer_key(b, k): v for k, v in stats.act_norm.items()})
     return norms
 
 
@@ -124,6 +124,6 @@ def dense_wanda_scores(cfg: ModelConfig, params: dict, norms: dict):
     """Per block b, the Wanda scores |W|·a (float32, NumPy) of its prunable layers, with a from
     `dense_activation_norms` (what OWL and DLP rank blocks by). A generator: one block's scores at a time."""
     for b, block in enumerate(params["blocks"]):
-        yield [np.abs(np.asarray(block[n]["weight"], np.float32)) * norms[f"{b}.{n}"][None, :]
+        yield [np.abs(np.asarray(block[n]["weight"], np.float32)) * norms[layer_key(b, n)][None, :]
                for n in family_of(cfg).prunable]
 

@@ -12,16 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import ModelConfig
-from ..models import family_of
+from ..errors import UsageError
+from ..models import family_of, layer_key, split_key
 from . import masks as M
-from .scores import SCORES
 
 Distribution = dict  # {"<block>.<module>": float | np.ndarray[out]}
-
-
-def methods() -> tuple[str, ...]:
-    """The base methods: every registered score, and sparsegpt (which also updates the kept weights)."""
-    return (*SCORES.names(), "sparsegpt")
 
 
 @dataclass(frozen=True)
@@ -42,10 +37,10 @@ class Structure:
             n_text, m_text = spec.split(":")
             n, m = float(n_text), int(m_text)
         except ValueError:
-            raise ValueError(f"unknown structure {spec!r}; valid: row, layer, N:M (e.g. 2:4, 4:8, or a mean N for "
+            raise UsageError(f"unknown structure {spec!r}; valid: row, layer, N:M (e.g. 2:4, 4:8, or a mean N for "
                              "a mixed allocation, e.g. 5.6:8)") from None
         if not 0 < n < m:
-            raise ValueError(f"N:M structure needs 0 < N < M, got {spec!r}")
+            raise UsageError(f"N:M structure needs 0 < N < M, got {spec!r}")
         return cls("nm", int(n) if n.is_integer() else n, m)
 
     @property
@@ -60,32 +55,27 @@ class Structure:
         """N:M: the whole number of weights pruned in every group of M of a layer whose sparsity is `target`."""
         n = float(target) * self.m
         if abs(n - round(n)) > 1e-6 or not 0 < round(n) < self.m:
-            raise ValueError(f"structure {self}: layer sparsity {float(target):g} is not a whole N of {self.m} "
+            raise UsageError(f"structure {self}: layer sparsity {float(target):g} is not a whole N of {self.m} "
                              f"with 0 < N < {self.m}")
         return int(round(n))
 
 
 def check_sparsity(s: float) -> float:
     if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)) or not 0.0 <= float(s) < 1.0:
-        raise ValueError(f"sparsity must be in [0, 1), got {s!r}")
+        raise UsageError(f"sparsity must be in [0, 1), got {s!r}")
     return float(s)
-
-
-def check_method(method: str) -> str:
-    if method not in methods():
-        raise ValueError(f"unknown pruning method {method!r}; valid: {', '.join(methods())}")
-    return method
 
 
 def layer_keys(cfg: ModelConfig) -> list[str]:
     """All prunable layers, in order: "<block>.<module name>"."""
-    return [f"{b}.{name}" for b in range(cfg.num_layers) for name in family_of(cfg).prunable]
+    return [layer_key(b, name) for b in range(cfg.num_layers) for name in family_of(cfg).prunable]
 
 
 def prunable_weights(cfg: ModelConfig, blocks) -> dict:
     """{"<block>.<module name>": blocks[b][module]["weight"]} of every prunable layer (arrays, or the shape tuples
     of a family's param_shapes)."""
-    return {f"{b}.{name}": blocks[b][name]["weight"] for b in range(cfg.num_layers) for name in family_of(cfg).prunable}
+    return {layer_key(b, name): blocks[b][name]["weight"] for b in range(cfg.num_layers)
+            for name in family_of(cfg).prunable}
 
 
 def uniform_distribution(cfg: ModelConfig, sparsity: float) -> Distribution:
@@ -94,7 +84,7 @@ def uniform_distribution(cfg: ModelConfig, sparsity: float) -> Distribution:
 
 def block_distribution(cfg: ModelConfig, block_sparsity) -> Distribution:
     """Every layer of block b gets block_sparsity[b]."""
-    return {f"{b}.{n}": float(block_sparsity[b]) for b in range(cfg.num_layers) for n in family_of(cfg).prunable}
+    return {layer_key(b, n): float(block_sparsity[b]) for b in range(cfg.num_layers) for n in family_of(cfg).prunable}
 
 
 def check_nm_mean(structure: Structure, num_blocks: int) -> int:
@@ -103,7 +93,7 @@ def check_nm_mean(structure: Structure, num_blocks: int) -> int:
     total = structure.n * num_blocks
     top = (structure.m - 1) * num_blocks
     if abs(total - round(total)) > 1e-6 or not num_blocks <= round(total) <= top:
-        raise ValueError(f"structure {structure}: a mean N of {structure.n:g} over {num_blocks} blocks needs "
+        raise UsageError(f"structure {structure}: a mean N of {structure.n:g} over {num_blocks} blocks needs "
                          f"Σ N_b = {total:g}, not a whole number from {num_blocks} to {top} (valid: N:{structure.m} "
                          f"with N a multiple of 1/{num_blocks} from 1 to {structure.m - 1}, "
                          f"e.g. {_near_means(structure, num_blocks)})")
@@ -138,7 +128,7 @@ def keep_and_ties(target, shape) -> tuple[np.ndarray, str]:
         return np.full(out, inp - int(inp * float(target)), np.int32), "high"
     vec = np.asarray(target, np.float64)
     if vec.shape != (out,):
-        raise ValueError(f"per-row sparsity has shape {vec.shape}, expected ({out},)")
+        raise UsageError(f"per-row sparsity has shape {vec.shape}, expected ({out},)")
     return M.keep_from_row_sparsity(vec, inp), "low"
 
 
@@ -155,7 +145,7 @@ def summarize_sparsity(cfg: ModelConfig, layer: dict, sizes: dict) -> dict:
     """Achieved sparsity: overall (over prunable layers), per layer and per block."""
     blocks = {}
     for b in range(cfg.num_layers):
-        ks = [k for k in layer if k.split(".", 1)[0] == str(b)]
+        ks = [k for k in layer if split_key(k)[0] == b]
         total = sum(sizes[k] for k in ks)
         blocks[str(b)] = sum(layer[k] * sizes[k] for k in ks) / total if total else 0.0
     overall = sum(layer[k] * sizes[k] for k in layer) / max(1, sum(sizes.values()))

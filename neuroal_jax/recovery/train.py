@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from ..config import ModelConfig
-from ..models import family_of, head_params, token_nll
+from ..models import family_of, head_params, split_key, token_nll
 from .settings import FinetuneSettings
 
 F32 = jnp.float32
@@ -36,8 +36,8 @@ def block_masks(cfg: ModelConfig, masks: dict) -> list[dict]:
     """{"<b>.<layer>": bool [out, in]} -> [{layer: mask}] per block, on the device."""
     out = [{} for _ in range(cfg.num_layers)]
     for key, m in masks.items():
-        b, layer = key.split(".", 1)
-        out[int(b)][layer] = jnp.asarray(m, bool)
+        b, layer = split_key(key)
+        out[b][layer] = jnp.asarray(m, bool)
     return out
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..topups.neuroal.profiles import Profile
-from ..topups.neuroal.search import block_candidates, deltas_of, row_distribution, run_step
+from ..topups.neuroal.schedules import block_candidates, row_distribution
+from ..topups.neuroal.search import deltas_of, run_step
 from .settings import SweepSettings
 
 

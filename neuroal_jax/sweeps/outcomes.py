@@ -25,7 +25,7 @@ from ..models import block_contexts, embed, head_params
 from ..pruning.sequential import advance, prune_on_stream
 from ..pruning.statistics import embed_batches
 from ..pruning.targets import Distribution, Structure, layer_sparsities, summarize_sparsity
-from ..topups.neuroal.search import resolve_chunk
+from ..topups.neuroal.candidates import resolve_chunk
 
 
 @dataclass

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from ..errors import UsageError
+from ..pruning.methods import method_info
 from ..topups.neuroal.alignment import METRICS
 from ..topups.neuroal.profiles import BLOCK_PROFILES, LINEAR, known_profile
-from ..topups.neuroal.search import (BLOCK_LAMBDAS, DEFAULT_SEARCH_SAMPLES, ROW_LAMBDAS, check_search_samples,
-                                     default_block_lambdas, dense_stream_option, devices_option, lambda_chunk_option,
-                                     lambdas_option)
+from ..topups.neuroal.schedules import BLOCK_LAMBDAS, ROW_LAMBDAS, default_block_lambdas
+from ..topups.neuroal.settings import (
+    DEFAULT_SEARCH_SAMPLES,
+    check_search_samples,
+    dense_stream_option,
+    devices_option,
+    lambda_chunk_option,
+    lambdas_option,
+)
 from ..topups.neuroal.sharding import make_mesh
 from ..topups.options import Options, Target, all_of, at_least, in_range, option, unique
 
@@ -63,10 +71,10 @@ class SweepSettings(Options):
                        search_samples=self.search_samples or (min(DEFAULT_SEARCH_SAMPLES, target.nsamples),))
 
     def validate(self, target: Target) -> None:
-        if target.method == "sparsegpt" and self.step != "block":
-            raise ValueError(f"sparsegpt supports only the block step (--step block), got --step {self.step}")
+        if not method_info(target.method).row_targets and self.step != "block":
+            raise UsageError(f"{target.method} supports only the block step (--step block), got --step {self.step}")
         if self.lambda_block is not None and self.step != "row":
-            raise ValueError(f"option lambda_block (--lambda-block) applies to --step row only, got --step {self.step}")
+            raise UsageError(f"option lambda_block (--lambda-block) applies to --step row only, got --step {self.step}")
         check_search_samples(self.search_samples, target.nsamples)
         self.mesh()
 

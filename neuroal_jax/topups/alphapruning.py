@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import UsageError
+from ..pruning.targets import layer_keys, prunable_weights
 from .base import Allocation, PruneJob, register_topup
 from .options import Options, in_range, option
-from ..pruning.targets import layer_keys, prunable_weights
 
 F32 = np.float32
 HIST_BINS = 100  # the reference's histogram of log10 eigenvalues
@@ -104,7 +105,7 @@ def esd_alpha(W, bins: int = HIST_BINS) -> float:
     eigs = esd_eigenvalues(W)
     n_cand = len(eigs) - 1
     if n_cand < 1:
-        raise ValueError(f"a power-law fit needs at least 2 singular values, W has shape {np.shape(W)}")
+        raise UsageError(f"a power-law fit needs at least 2 singular values, W has shape {np.shape(W)}")
     lo, hi = xmin_window(eigs, bins)
     first = int(np.searchsorted(eigs, lo, side="left"))  # first eigenvalue not below the window
     stop = min(int(np.searchsorted(eigs, hi, side="right")), n_cand)  # first one above the window

@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from ..config import ModelConfig
+from ..errors import UsageError
 from ..pruning.targets import Distribution, Structure, block_distribution, nm_allocation
 from ..registry import Registry
 from .options import NoOptions, Options, Target
@@ -56,11 +57,11 @@ class TopUp:
             raise TypeError(f"top-up {self.name!r} takes {self.options.__name__}, got {type(options).__name__}")
         if target.structure.kind == "nm" and not self.nm:
             valid = ", ".join(t.name for _, t in TOPUPS.items() if t.nm)
-            raise ValueError(f"top-up {self.name!r} does not work with structure {target.structure}, which fixes "
+            raise UsageError(f"top-up {self.name!r} does not work with structure {target.structure}, which fixes "
                              f"every row's sparsity; with N:M use one of: {valid}")
         if target.structure.mixed and self.nm != "mixed":
             valid = ", ".join(t.name for _, t in TOPUPS.items() if t.nm == "mixed")
-            raise ValueError(f"structure {target.structure} has a fractional mean N, which only a mixed allocation (a "
+            raise UsageError(f"structure {target.structure} has a fractional mean N, which only a mixed allocation (a "
                              f"whole N per block) meets; top-up {self.name!r} is uniform, use one of: {valid}")
         return options.resolved(target)
 

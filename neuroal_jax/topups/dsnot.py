@@ -39,9 +39,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ..errors import UsageError
+from ..models import split_key
+from ..pruning.methods import method_info
+from ..pruning.targets import uniform_distribution
 from .base import Allocation, PruneJob, register_topup
 from .options import Options, Target, at_least, option
-from ..pruning.targets import uniform_distribution
 
 F32 = jnp.float32
 SKIPS = ("mlp", "self_attn", "none")
@@ -153,7 +156,7 @@ class DSnoTRefine:
         return (self.skip == "mlp" and not is_attention(name)) or (self.skip == "self_attn" and is_attention(name))
 
     def __call__(self, key, W, mask, stats, target):
-        name = key.split(".", 1)[1]
+        name = split_key(key)[1]
         if self.skipped(name) or self.max_cycles <= 0:
             return mask
         if stats.input_sum is None or stats.input_var is None:
@@ -175,9 +178,9 @@ class DSnoTOptions(Options):
                              choices=SKIPS)
 
     def validate(self, target: Target) -> None:
-        if target.method == "sparsegpt":
-            raise ValueError("DSnoT refines score-based masks; it does not apply to sparsegpt (use wanda, magnitude "
-                             "or multiflow as the base method)")
+        if method_info(target.method).updates_weights:
+            raise UsageError(f"DSnoT refines score-based masks; it does not apply to {target.method} (use wanda, "
+                             "magnitude or multiflow as the base method)")
 
 
 @register_topup("dsnot", DSnoTOptions)

@@ -1,11 +1,21 @@
 """NeuroAL (Cunegatti et al., TMLR 2025): choose block and row sparsities by neuron alignment, vectorised over λ.
 
-    search.py      the block and row steps, every candidate of a step in one pass over the blocks
+The search, in reading order (each part builds on the ones before):
+
+    schedules.py   the candidates: λ grids, block distributions, row distributions from δ
+    kernel.py      one block, every candidate: dense pass, masks, sparse pass, alignment (jitted)
+    candidates.py  evaluating a set of candidates block by block (chunk sizing, sharding)
+    settings.py    the options (SearchSettings) and their checks
+    search.py      the driver: the block and row steps, the registered top-up
+
+and what it plugs into:
+
     profiles.py    the block-profile registry: the per-block shape λ scales (linear, owl, dlp, alphapruning)
     alignment.py   the alignment-metric registry (neuron, cosine, js, rel_l2)
     sharding.py    candidates (and optionally weight rows) over a device mesh
 """
 from .alignment import METRICS, get_metric, register_metric
-from .search import SearchResult, SearchSettings, neuroal_search
+from .search import SearchResult, neuroal_search
+from .settings import SearchSettings
 
 __all__ = ["METRICS", "SearchResult", "SearchSettings", "get_metric", "neuroal_search", "register_metric"]

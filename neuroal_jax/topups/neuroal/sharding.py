@@ -8,16 +8,17 @@ keeps the per-row top-k of the masks local to a device.
     mesh = make_mesh(devices=8)                     # 8 devices, all on the λ axis
     mesh = make_mesh(devices=8, model_parallel=2)   # 4 λ groups × 2-way row-split weights
 
-Multi-host: call `initialize_distributed()` (or `neuroal-jax ... --distributed`) in every process
+Multi-host: call `neuroal_jax.distributed.initialize_distributed()` (or `neuroal-jax ... --distributed`) in every process
 first; `jax.devices()` then lists every host's devices and the same mesh code spans them.
 """
 from __future__ import annotations
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from ...runtime import DEFAULT_COORDINATOR_TIMEOUT
+from ...errors import UsageError
 
 LAMBDA, MODEL = "lambda", "model"
 
@@ -27,10 +28,10 @@ def make_mesh(devices: int | None = None, model_parallel: int = 1) -> Mesh:
     available = jax.devices()
     n = len(available) if devices is None else int(devices)
     if not 1 <= n <= len(available):
-        raise ValueError(f"devices must be between 1 and the {len(available)} available "
+        raise UsageError(f"devices must be between 1 and the {len(available)} available "
                          f"({available[0].platform}), got {devices}")
     if model_parallel < 1 or n % model_parallel:
-        raise ValueError(f"model_parallel must divide the {n} devices, got {model_parallel}")
+        raise UsageError(f"model_parallel must divide the {n} devices, got {model_parallel}")
     grid = np.array(available[:n]).reshape(n // model_parallel, model_parallel)
     return Mesh(grid, (LAMBDA, MODEL))
 
@@ -79,39 +80,3 @@ def to_host(x) -> np.ndarray:
         from jax.experimental import multihost_utils
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
-
-
-def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None, timeout: float = DEFAULT_COORDINATOR_TIMEOUT) -> None:
-    """`jax.distributed.initialize`: arguments auto-detected on SLURM, Open MPI and Cloud TPU when None. CPU
-    processes exchange data through gloo (XLA:CPU's cross-process collectives).
-
-    A process other than 0 first waits up to `timeout` seconds for the coordinator's port to accept connections
-    and raises ConnectionError when it does not (JAX itself would abort the process with a stack trace)."""
-    if timeout <= 0:
-        raise ValueError(f"--coordinator-timeout must be > 0 seconds, got {timeout:g}")
-    if coordinator is not None and process_id not in (None, 0):
-        wait_for_coordinator(coordinator, timeout)
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
-                               initialization_timeout=max(1, int(timeout)))
-
-
-def wait_for_coordinator(address: str, timeout: float) -> None:
-    """Return once HOST:PORT accepts a TCP connection; ConnectionError after `timeout` seconds."""
-    import socket
-    import time
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"--coordinator must be HOST:PORT, got {address!r}")
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=min(5.0, timeout)):
-                return
-        except OSError as e:
-            if time.monotonic() >= deadline:
-                raise ConnectionError(f"could not reach the coordinator {address} within {timeout:g} s "
-                                      f"({e.strerror or e}): start process 0 (--process-id 0) with the same "
-                                      "--coordinator, and check the address, the port and the firewall") from None
-            time.sleep(0.2)

@@ -1,0 +1,130 @@
+"""Evaluating a set of candidate distributions: every candidate in one pass over the blocks (docs/algorithm.md §5).
+
+The stream carries a leading candidate axis [K, N, T, H]; per block, one call of the kernel (`kernel.py`)
+computes, for all candidates at once (vmapped on accelerators and meshes, one after another in `lax.map` on a
+CPU), the dense activations on the candidate's own sparse stream, the masks, the sparse activations, the next
+stream and each layer's alignment. Nothing returns to the host until every block is dispatched.
+`lambda_chunk` evaluates K candidates at a time when memory demands (same results); `resolve_chunk` sizes it
+from an estimate of each candidate's bytes. With a mesh (`sharding.py`) the candidate axis is sharded over
+its λ devices.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from ...config import ModelConfig
+from ...models import block_contexts, embed, family_of, layer_key
+from ...pruning.targets import Structure, layer_keys
+from .kernel import candidates_block, dense_step, layer_targets
+from .sharding import lambda_devices, padded_width, replicate, shard_candidates, shard_params, to_host
+
+#: --lambda-chunk's "as many as fit".
+AUTO = "auto"
+#: The share of the free memory that --lambda-chunk auto plans to fill.
+MEMORY_SHARE = 0.7
+
+
+# ---------------------------------------------------------------- how many at a time
+
+def candidate_loop(mesh) -> str:
+    """`map` on one CPU device, `vmap` on accelerators and when the candidates are sharded over a mesh."""
+    return "map" if mesh is None and jax.default_backend() == "cpu" else "vmap"
+
+
+def candidate_bytes(cfg: ModelConfig, windows: int, seqlen: int, itemsize: int, vmapped: bool) -> tuple[int, int]:
+    """(bytes per candidate, bytes shared by the candidates) of one block step of the search, an upper estimate:
+    each candidate's activation stream (in and out) lives across blocks; the block's work (the pruned weights and
+    their masks, the prunable layers' inputs in float32, one query chunk of attention scores) is per candidate when
+    the candidates are vmapped, and one candidate's at a time when they are looped (lax.map, on a CPU)."""
+    from ...models.layers import query_chunks
+    shapes = family_of(cfg).param_shapes(cfg)["blocks"][0]
+    weights = sum(int(np.prod(shapes[n]["weight"])) for n in family_of(cfg).prunable)
+    tokens = windows * seqlen
+    stream = 2 * tokens * cfg.hidden_size * itemsize
+    inputs = 4 * tokens * sum(shapes[n]["weight"][1] for n in family_of(cfg).prunable)
+    scores = 4 * windows * cfg.num_heads * seqlen * -(-seqlen // query_chunks(seqlen))
+    work = weights * (itemsize + 1) + inputs + scores
+    return (stream + work, work) if vmapped else (stream, work)
+
+
+def resolve_chunk(lambda_chunk, candidates: int, cfg: ModelConfig, windows: int, seqlen: int, itemsize: int,
+                  mesh=None) -> int:
+    """The candidates run at a time: `lambda_chunk` (at most all), or for "auto" (and None) as many as the estimate
+    (`candidate_bytes`) fits in MEMORY_SHARE of the free memory of one device, at least 1."""
+    from ...runtime import free_memory
+    if lambda_chunk not in (None, AUTO):
+        return min(int(lambda_chunk), candidates)
+    free = free_memory()
+    if free is None:
+        return candidates
+    per, shared = candidate_bytes(cfg, windows, seqlen, itemsize, candidate_loop(mesh) == "vmap")
+    fits = int((MEMORY_SHARE * free - shared) // per) * lambda_devices(mesh)
+    return max(1, min(candidates, fits))
+
+
+# ---------------------------------------------------------------- every candidate, block by block
+
+def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dists: list, method: str,
+                        metrics: tuple[str, ...] = ("neuron",), lambda_chunk: int | str | None = None,
+                        dense_stream: str = "candidate", progress: bool = True, desc: str = "NeuroAL candidates",
+                        mesh=None, structure: Structure = Structure()):
+    """Alignment of every candidate distribution under every metric, block by block on each candidate's
+    sparse stream (one pass, whatever the number of metrics).
+
+    mesh: a `sharding.make_mesh` mesh; the candidate axis is sharded over its λ devices.
+    structure: row (the distributions' sparsities per layer or row) or N:M (whole N per group from each layer's).
+    Returns (totals {metric: [K]}, per-layer alignment {metric: {key: [K]}}, deltas [K × {key: δ}]).
+    """
+    K = len(dists)
+    chunk = resolve_chunk(lambda_chunk, K, cfg, *np.shape(windows), params["embed"]["weight"].dtype.itemsize, mesh)
+    # Every chunk is padded (repeating its last candidate) to one width, a multiple of the λ devices
+    # with at least 2 per device: one compiled program for all chunks, and XLA's size-1
+    # specialisation (different rounding) never kicks in, so any lambda_chunk or device count gives
+    # the same results.
+    width = padded_width(chunk, mesh)
+    fam = family_of(cfg)
+    metrics = tuple(metrics)
+    windows = jnp.asarray(np.asarray(windows, np.int32))
+    ctxs = replicate(block_contexts(cfg, windows.shape[1]), mesh)
+    x0 = replicate(embed(cfg, params, windows), mesh)
+    chunks = [list(range(i, min(i + chunk, K))) for i in range(0, K, chunk)]
+    padded = [c + [c[-1]] * (width - len(c)) for c in chunks]
+    streams = [shard_candidates(jnp.broadcast_to(x0, (width, *x0.shape)), mesh) for _ in chunks]
+    dense_x = x0
+    loop = candidate_loop(mesh)
+    results = []  # (block, chunk, δ, alignments) on device: read back once every block is dispatched
+    for b in tqdm(range(cfg.num_layers), desc=desc, disable=not progress, leave=False):
+        p, ctx = shard_params(params["blocks"][b], mesh), ctxs[b]
+        a_dense_given = None
+        if dense_stream == "model":
+            dense_x, a_dense_given = dense_step(cfg, p, dense_x, ctx)
+        targets = {name: [layer_targets(method, dists[i][layer_key(b, name)], p[name]["weight"].shape, structure)
+                          for i in range(K)] for name in fam.prunable}
+        rules = {r for v in targets.values() for _, r in v}
+        if len(rules) != 1:
+            raise ValueError("candidates of one step must all be scalar or all be per-row distributions")
+        rule = rules.pop()
+        for c in range(len(chunks)):
+            keeps = shard_candidates({name: np.stack([v[i][0] for i in padded[c]]) for name, v in targets.items()},
+                                     mesh)
+            streams[c], delta, align = candidates_block(cfg, method, rule, metrics, p, streams[c], ctx, keeps,
+                                                        a_dense_given, loop=loop)
+            results.append((b, c, delta, align))
+        # one block ahead of the device, no more: the progress bar stays true and the queue short
+        jax.block_until_ready([r[2] for r in results if r[0] == b - 1])
+    per_layer = {m: {k: np.zeros(K) for k in layer_keys(cfg)} for m in metrics}
+    deltas = [dict() for _ in range(K)]
+    for b, c, delta, align in results:
+        idx = chunks[c]
+        for name in fam.prunable:
+            key = layer_key(b, name)
+            for m in metrics:
+                per_layer[m][key][idx] = to_host(align[m][name]).astype(np.float64)[:len(idx)]
+            d = to_host(delta[name])
+            for j, i in enumerate(idx):
+                deltas[i][key] = d[j]
+    totals = {m: np.array([sum(layers[k][i] for k in layers) for i in range(K)]) for m, layers in per_layer.items()}
+    return totals, per_layer, deltas
