@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from neuroal_jax.errors import UsageError
+
 
 class MissingBuiltinPackage(ImportError):
     """A built-in model's PyPI package is not installed; the message has the pip command."""
@@ -98,7 +100,7 @@ def builtin_path(name: str) -> Path:
     try:
         model = BUILTINS[name]
     except KeyError:
-        raise ValueError(f"unknown built-in model {name!r}; built-in models: {builtin_names()}") from None
+        raise UsageError(f"unknown built-in model {name!r}; built-in models: {builtin_names()}") from None
     return model.locate(model)
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
+from neuroal_jax.errors import MissingDependency, UsageError
+
 SAVE_FORMATS = ("dense", "compressed")
 FORMAT = "sparse-bitmask"
 INSTALL = "pip install 'neuroal-jax[compressed]' (compressed-tensors==0.14.0.1 with torch==2.13.0)"
@@ -28,7 +30,7 @@ INSTALL = "pip install 'neuroal-jax[compressed]' (compressed-tensors==0.14.0.1 w
 def check_save_format(save_format: str) -> str:
     """A --save-format value, checked; "compressed" also needs the library (an ImportError names the install)."""
     if save_format not in SAVE_FORMATS:
-        raise ValueError(f"unknown save format {save_format!r}; valid: {', '.join(SAVE_FORMATS)}")
+        raise UsageError(f"unknown save format {save_format!r}; valid: {', '.join(SAVE_FORMATS)}")
     if save_format == "compressed":
         _library()
     return save_format
@@ -41,12 +43,12 @@ def _library():
         import torch
         from compressed_tensors.compressors import BaseCompressor
     except ImportError:
-        raise ImportError(f"the compressed (sparse-bitmask) format needs compressed-tensors: {INSTALL}") from None
+        raise MissingDependency(f"the compressed (sparse-bitmask) format needs compressed-tensors: {INSTALL}") from None
     try:
         BaseCompressor.get_value_from_registry(FORMAT)
     except Exception:
-        raise ImportError(f"compressed-tensors {compressed_tensors.__version__} has no {FORMAT} compressor (it was "
-                          f"removed in 0.15): {INSTALL}") from None
+        raise MissingDependency(f"compressed-tensors {compressed_tensors.__version__} has no {FORMAT} compressor "
+                                f"(it was removed in 0.15): {INSTALL}") from None
     return torch, compressed_tensors
 
 
@@ -112,7 +114,7 @@ def compression_format(hf: dict, where: str = "config.json") -> str | None:
     sparsity = q.get("sparsity_config") if isinstance(q, dict) else None
     quantized = isinstance(q, dict) and (q.get("config_groups") or q.get("quant_method") != "compressed-tensors")
     if not isinstance(sparsity, dict) or sparsity.get("format") != FORMAT or quantized:
-        raise ValueError(f"{where}: unsupported quantization_config (quant_method "
+        raise UsageError(f"{where}: unsupported quantization_config (quant_method "
                          f"{q.get('quant_method') if isinstance(q, dict) else q!r}); neuroal-jax reads dense "
                          f"checkpoints and compressed-tensors' {FORMAT} sparse checkpoints, not quantized ones")
     return FORMAT

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from neuroal_jax.config import ModelConfig
+from neuroal_jax.errors import UsageError
 
 #: Metadata namespaces that never change the forward pass (the tokenizer is read separately).
 HARMLESS_NAMESPACES = ("general.", "tokenizer.", "quantize.", "GGUF.")
@@ -92,7 +93,7 @@ def head_dim_of(facts: GGUFFacts) -> int:
     head_dim = facts.meta.get("attention.key_length", hf["hidden_size"] // hf["num_attention_heads"])
     value = facts.meta.get("attention.value_length", head_dim)
     if value != head_dim:
-        raise ValueError(f"unsupported GGUF metadata attention.value_length={value} "
+        raise UsageError(f"unsupported GGUF metadata attention.value_length={value} "
                          f"(must equal attention.key_length={head_dim})")
     return int(head_dim)
 
@@ -113,7 +114,7 @@ def full_rotary(facts: GGUFFacts) -> dict:
     head_dim = head_dim_of(facts)
     rot = facts.meta.get("rope.dimension_count", head_dim)
     if rot != head_dim:
-        raise ValueError(f"unsupported GGUF metadata rope.dimension_count={rot} "
+        raise UsageError(f"unsupported GGUF metadata rope.dimension_count={rot} "
                          f"(partial rotary embeddings need it to equal the head size {head_dim})")
     return {"head_dim": head_dim, "rope_scaling": rope_scaling_of(facts)}
 
@@ -121,7 +122,7 @@ def full_rotary(facts: GGUFFacts) -> dict:
 def llama_derive(facts: GGUFFacts) -> dict:
     bias = facts.has_tensor("attn_q.bias")
     if facts.has_tensor("attn_output.bias") != bias:
-        raise ValueError("unsupported GGUF tensors: Llama attention biases on q/k/v but not on the output "
+        raise UsageError("unsupported GGUF tensors: Llama attention biases on q/k/v but not on the output "
                          "projection (or the reverse)")
     return {**full_rotary(facts), "attention_bias": bias, "mlp_bias": facts.has_tensor("ffn_up.bias")}
 
@@ -152,7 +153,7 @@ def gemma3_derive(facts: GGUFFacts) -> dict:
 def phi2_derive(facts: GGUFFacts) -> dict:
     head_dim = head_dim_of(facts)
     if head_dim * facts.hf["num_attention_heads"] != facts.hf["hidden_size"]:
-        raise ValueError(f"unsupported GGUF metadata attention.key_length={head_dim} for phi2 "
+        raise UsageError(f"unsupported GGUF metadata attention.key_length={head_dim} for phi2 "
                          "(must be embedding_length / head_count)")
     rot = facts.meta.get("rope.dimension_count", head_dim // 2)
     return {"partial_rotary_factor": rot / head_dim, "rope_scaling": rope_scaling_of(facts)}
@@ -212,7 +213,7 @@ def get_arch(name: str) -> GGUFArch:
     try:
         return ARCHS[name]
     except KeyError:
-        raise ValueError(f"unsupported GGUF architecture {name!r}; supported: {sorted(ARCHS)}") from None
+        raise UsageError(f"unsupported GGUF architecture {name!r}; supported: {sorted(ARCHS)}") from None
 
 
 # ---------------------------------------------------------------- value transforms
@@ -230,7 +231,7 @@ def unpermute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
 def split_qkv(w: np.ndarray, q_rows: int, kv_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A fused [q; k; v] tensor (rows first) -> (q, k, v)."""
     if w.shape[0] != q_rows + 2 * kv_rows:
-        raise ValueError(f"fused attn_qkv has {w.shape[0]} rows, expected {q_rows} + 2 x {kv_rows}")
+        raise UsageError(f"fused attn_qkv has {w.shape[0]} rows, expected {q_rows} + 2 x {kv_rows}")
     return w[:q_rows], w[q_rows:q_rows + kv_rows], w[q_rows + kv_rows:]
 
 
@@ -269,7 +270,7 @@ def open_gguf(path: str | os.PathLike):
     try:
         return _fast_reader_class()(path)
     except Exception as e:  # the gguf package's reader raises whatever its parsing hits first
-        raise ValueError(f"{path} is not a readable GGUF file: truncated or corrupt "
+        raise UsageError(f"{path} is not a readable GGUF file: truncated or corrupt "
                          f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
 
 
@@ -301,7 +302,7 @@ def _scalar_heads(key: str, value):
     """head_count(_kv) may be a per-layer array; we need one value for every layer."""
     if isinstance(value, list):
         if len(set(value)) != 1:
-            raise ValueError(f"unsupported GGUF metadata {key}={value} (per-layer head counts differ)")
+            raise UsageError(f"unsupported GGUF metadata {key}={value} (per-layer head counts differ)")
         return value[0]
     return value
 
@@ -315,17 +316,17 @@ def hf_config_from_gguf(meta: dict[str, Any], tensor_shapes: dict[str, tuple[int
     unknown = sorted(set(arch_meta) - table.metadata.keys() - table.derived - table.ignored)
     if strange or unknown:
         shown = [f"{k}={meta[k]!r}" for k in strange] + [f"{prefix}{k}={arch_meta[k]!r}" for k in unknown]
-        raise ValueError(f"unhandled GGUF metadata for architecture {table.arch}: {', '.join(shown)}")
+        raise UsageError(f"unhandled GGUF metadata for architecture {table.arch}: {', '.join(shown)}")
     hf: dict[str, Any] = {"model_type": table.model_type}
     for key, attr in table.metadata.items():
         if key in arch_meta:
             hf[attr] = _scalar_heads(prefix + key, arch_meta[key])
     hf.update({attr: meta[k] for k, attr in TOKEN_ID_KEYS.items() if k in meta})
     if "token_embd.weight" not in tensor_shapes:
-        raise ValueError("GGUF file has no token_embd.weight tensor")
+        raise UsageError("GGUF file has no token_embd.weight tensor")
     rows = tensor_shapes["token_embd.weight"][0]
     if hf.setdefault("vocab_size", rows) != rows:
-        raise ValueError(f"GGUF metadata {prefix}vocab_size={hf['vocab_size']} but token_embd.weight has {rows} rows")
+        raise UsageError(f"GGUF metadata {prefix}vocab_size={hf['vocab_size']} but token_embd.weight has {rows} rows")
     hf["tie_word_embeddings"] = "output.weight" not in tensor_shapes
     hf.update(table.derive(GGUFFacts(arch_meta, frozenset(tensor_shapes), dict(hf))))
     return hf
@@ -349,7 +350,7 @@ def _check_tensor_names(table: GGUFArch, names) -> None:
     reasons = {n: UNSUPPORTED_TENSORS[leaf] for n in unmapped
                if (leaf := n.rpartition(".")[0].split(".")[-1]) in UNSUPPORTED_TENSORS}
     detail = "; ".join(f"{n}: {r}" for n, r in reasons.items())
-    raise ValueError(f"GGUF tensors the {table.arch} table does not map: {unmapped[:8]}"
+    raise UsageError(f"GGUF tensors the {table.arch} table does not map: {unmapped[:8]}"
                      + (f" ({detail})" if detail else ""))
 
 
@@ -412,7 +413,10 @@ def gguf_tokenizer(source):
     """
     try:
         from transformers.integrations.gguf.gguf_tokenizer_mapping import (
-            _SPECIAL_TOKENS, GGUF_TOKENIZER_MAPPING, convert_gguf_tokenizer)
+            _SPECIAL_TOKENS,
+            GGUF_TOKENIZER_MAPPING,
+            convert_gguf_tokenizer,
+        )
         from transformers.tokenization_utils_tokenizers import TokenizersBackend
     except ImportError:  # transformers 4.x: only the torch-importing path exists
         from transformers import AutoTokenizer
@@ -425,7 +429,7 @@ def gguf_tokenizer(source):
               for group, renames in GGUF_TOKENIZER_MAPPING.items()}
     tok, tok_config = groups["tokenizer"], groups["tokenizer_config"]
     if "tokens" not in tok:
-        raise ValueError(f"{reader.data.filename}: the GGUF file has no tokenizer (tokenizer.ggml.tokens)")
+        raise UsageError(f"{reader.data.filename}: the GGUF file has no tokenizer (tokenizer.ggml.tokens)")
     if tok.get("tokenizer_type") == "llama":
         tok_config.setdefault("add_bos_token", True)  # llama.cpp's default for sentencepiece vocabularies
     elif tok.get("tokenizer_type") == "gemma4":

@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from neuroal_jax.config import ModelConfig
-from neuroal_jax.outputs.files import output_folder, write_json
+from neuroal_jax.errors import MissingDependency, UsageError
 from neuroal_jax.models import validate_params
+from neuroal_jax.outputs.files import output_folder, write_json
 
 from . import safetensors_io
 from .compressed import check_save_format, compression_format, read_compressed, write_compressed
@@ -27,22 +28,22 @@ REQUIRED = ("vocab_size", "hidden_size", "num_layers", "num_heads")
 def config_from_hf(hf: dict) -> ModelConfig:
     """ModelConfig from a HF config.json dict; unhandled attributes are errors that name them."""
     if "model_type" not in hf:
-        raise ValueError("config.json has no model_type; cannot tell the model family")
+        raise UsageError("config.json has no model_type; cannot tell the model family")
     t = table_for_model_type(hf["model_type"])
     known = t.fields.keys() | t.fixed.keys() | t.ignored | t.rope_keys | GENERIC_IGNORED
     unknown = {k: v for k, v in hf.items() if k not in known and v is not None}
     if unknown:
-        raise ValueError(f"unhandled config attribute(s) for family {t.family}: "
+        raise UsageError(f"unhandled config attribute(s) for family {t.family}: "
                          + ", ".join(f"{k}={v!r}" for k, v in unknown.items()))
     for k, v in t.fixed.items():
         if k in hf and hf[k] != v:
-            raise ValueError(f"unsupported config attribute {k}={hf[k]!r} (only {v!r} is supported)")
+            raise UsageError(f"unsupported config attribute {k}={hf[k]!r} (only {v!r} is supported)")
     kw = {"tie_word_embeddings": True, **t.defaults}  # absent = the HF PretrainedConfig default
     kw.update({ours: hf[k] for k, ours in t.fields.items() if hf.get(k) is not None})
     kw.update(t.derive(hf))
     missing = [f for f in REQUIRED if f not in kw]
     if missing:
-        raise ValueError(f"config.json lacks required attribute(s) for {t.family}: {missing}")
+        raise UsageError(f"config.json lacks required attribute(s) for {t.family}: {missing}")
     kw.setdefault("num_kv_heads", kw["num_heads"])
     kw.setdefault("head_dim", kw["hidden_size"] // kw["num_heads"])
     kw.setdefault("intermediate_size", 4 * kw["hidden_size"])
@@ -53,7 +54,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
         kw["layer_types"] = tuple(kw["layer_types"])
     from neuroal_jax.models.layers import ACTIVATIONS
     if kw["hidden_act"] not in ACTIVATIONS:
-        raise ValueError(f"unsupported config attribute hidden_act={kw['hidden_act']!r}; "
+        raise UsageError(f"unsupported config attribute hidden_act={kw['hidden_act']!r}; "
                          f"supported: {sorted(ACTIVATIONS)}")
     return ModelConfig(family=t.family, **kw)
 
@@ -112,7 +113,7 @@ def nest_tensors(cfg: ModelConfig, tensors: dict, dtype=np.float32, source: str 
             else:
                 top.setdefault(where[0], {})[where[1]] = leaf
     if unexpected:
-        raise ValueError(f"{source}: tensors the {cfg.family} table does not map: {unexpected[:8]}")
+        raise UsageError(f"{source}: tensors the {cfg.family} table does not map: {unexpected[:8]}")
     return top, blocks
 
 
@@ -152,9 +153,9 @@ def read_json(path: Path) -> dict:
     try:
         value = json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e})") from None
+        raise UsageError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(value, dict):
-        raise ValueError(f"{path} must hold a JSON object, not {type(value).__name__}")
+        raise UsageError(f"{path} must hold a JSON object, not {type(value).__name__}")
     return value
 
 
@@ -168,7 +169,7 @@ def read_config(folder: Path) -> ModelConfig:
         compression_format(hf, str(path))
         return config_from_hf({k: v for k, v in hf.items() if k != "quantization_config"})
     except ValueError as e:
-        raise ValueError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from None
+        raise UsageError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from None
 
 def resolve_hf_source(source: str) -> Path:
     """A local folder as is; otherwise download the Hub repo's config, weights and tokenizer."""
@@ -205,7 +206,7 @@ def read_tensors(path: Path) -> dict:
     try:
         import torch
     except ImportError:
-        raise ImportError(f"{path} is a PyTorch .bin checkpoint; reading it needs torch: "
+        raise MissingDependency(f"{path} is a PyTorch .bin checkpoint; reading it needs torch: "
                           "pip install 'neuroal-jax[torch]'") from None
     state = torch.load(path, map_location="cpu", weights_only=True)
     return {k: v.float().numpy() for k, v in state.items()}

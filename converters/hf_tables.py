@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from neuroal_jax.config import ModelConfig
+from neuroal_jax.errors import UsageError
 from neuroal_jax.models import gemma3
 
 #: Attributes of every HF config that do not change the forward pass.
@@ -68,7 +69,7 @@ def rope_from_hf(hf: dict, params_key: str | None = None) -> tuple[float, tuple 
     extra = {k: params.pop(k) for k in ("partial_rotary_factor",) if k in params}
     kind = params.get("rope_type", params.get("type", "default"))
     if kind not in ROPE_TYPES:
-        raise ValueError(f"unsupported config attribute rope_scaling.rope_type={kind!r} "
+        raise UsageError(f"unsupported config attribute rope_scaling.rope_type={kind!r} "
                          f"(supported: {list(ROPE_TYPES)})")
     if kind == "default":
         return float(theta), None, extra
@@ -94,7 +95,7 @@ def _llama_derive(hf):
 
 def _qwen2_derive(hf):
     if hf.get("use_sliding_window"):
-        raise ValueError("unsupported config attribute use_sliding_window=True (qwen2 per-layer sliding "
+        raise UsageError("unsupported config attribute use_sliding_window=True (qwen2 per-layer sliding "
                          "windows are not implemented)")
     return {**_rope(hf), "attention_bias": True, "sliding_window": None}
 
@@ -105,7 +106,7 @@ def _qwen2_underive(cfg):
 
 def _opt_derive(hf):
     if hf.get("word_embed_proj_dim", hf["hidden_size"]) != hf["hidden_size"]:
-        raise ValueError(f"unsupported config attribute word_embed_proj_dim={hf['word_embed_proj_dim']} "
+        raise UsageError(f"unsupported config attribute word_embed_proj_dim={hf['word_embed_proj_dim']} "
                          f"(must equal hidden_size={hf['hidden_size']}; OPT-350m's projections are not supported)")
     bias = bool(hf.get("enable_bias", True))
     heads = hf["num_attention_heads"]
@@ -140,7 +141,7 @@ def _gemma3_derive(hf):
         local, local_scaling, _ = rope_from_hf({**hf, "rope_theta": gemma3.DEFAULT_LOCAL_BASE, "rope_scaling": None},
                                                gemma3.SLIDING)
         if local_scaling is not None:
-            raise ValueError(f"unsupported config attribute rope_parameters.sliding_attention="
+            raise UsageError(f"unsupported config attribute rope_parameters.sliding_attention="
                              f"{hf['rope_parameters']['sliding_attention']!r} (only default RoPE on sliding layers)")
     types = hf.get("layer_types")
     if types is None:
@@ -148,7 +149,7 @@ def _gemma3_derive(hf):
         types = gemma3.default_layer_types(hf["num_hidden_layers"], pattern)
     bad = sorted(set(types) - {gemma3.FULL, gemma3.SLIDING})
     if bad:
-        raise ValueError(f"unsupported config attribute layer_types containing {bad}")
+        raise UsageError(f"unsupported config attribute layer_types containing {bad}")
     return {"rope_theta": float(theta), "rope_scaling": scaling, "rope_local_base_freq": float(local),
             "layer_types": tuple(types), "o_bias": bool(hf.get("attention_bias", False))}
 
@@ -165,7 +166,8 @@ TABLES: dict[str, HFTable] = {t.family: t for t in [
     HFTable("llama", ("llama",), "LlamaForCausalLM", "model.layers", LLAMA_TOP, _LLAMA_FIELDS,
             fixed={"pretraining_tp": 1}, defaults={"hidden_act": "silu"}, derive=_llama_derive, underive=rope_to_hf),
     HFTable("mistral", ("mistral",), "MistralForCausalLM", "model.layers", LLAMA_TOP,
-            {**_NO_BIAS_FIELDS, "sliding_window": "sliding_window"}, defaults={"hidden_act": "silu"}, derive=_rope, underive=rope_to_hf),
+            {**_NO_BIAS_FIELDS, "sliding_window": "sliding_window"}, defaults={"hidden_act": "silu"}, derive=_rope,
+            underive=rope_to_hf),
     HFTable("qwen2", ("qwen2",), "Qwen2ForCausalLM", "model.layers", LLAMA_TOP,
             {**_NO_BIAS_FIELDS, "sliding_window": "sliding_window"},
             ignored=frozenset({"use_sliding_window", "max_window_layers", "layer_types"}),
@@ -215,4 +217,4 @@ def table_for_model_type(model_type: str) -> HFTable:
         if model_type in t.model_types:
             return t
     known = sorted(m for t in TABLES.values() for m in t.model_types)
-    raise ValueError(f"unknown model family: HF model_type {model_type!r} is not supported; supported: {known}")
+    raise UsageError(f"unknown model family: HF model_type {model_type!r} is not supported; supported: {known}")

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from neuroal_jax.config import ModelConfig
+from neuroal_jax.errors import UsageError
 
 from .builtin import BUILTINS, builtin_names, builtin_path, cache_dir
 
@@ -36,8 +37,8 @@ class LoadedModel:
 
 def looks_like_path(spec: str) -> bool:
     """A spec that can only be a path, not a Hub id ("org/name" or "name")."""
-    return (spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec or (os.sep != "/" and os.sep in spec)
-            or spec.lower().endswith((".gguf", ".safetensors", ".json")))
+    return (spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
+            or (os.sep != "/" and os.sep in spec) or spec.lower().endswith((".gguf", ".safetensors", ".json")))
 
 
 def _unknown(why: str) -> str:
@@ -53,14 +54,14 @@ def resolve_spec(spec: str | os.PathLike) -> tuple[str, Path | str]:
     path = Path(spec).expanduser()
     if path.is_file():
         if path.suffix.lower() != ".gguf":
-            raise ValueError(_unknown(f"{spec} is a file but not a .gguf file"))
+            raise UsageError(_unknown(f"{spec} is a file but not a .gguf file"))
         return "gguf", path
     if path.is_dir():
         return "hf-folder", path
     if looks_like_path(spec):
         raise FileNotFoundError(_unknown(f"no such file or folder: {spec}"))
     if spec.count("/") != 1:
-        raise ValueError(_unknown(f"unknown model {spec!r}"))
+        raise UsageError(_unknown(f"unknown model {spec!r}"))
     return "hub", spec
 
 
@@ -76,7 +77,7 @@ def check_spec(spec: str | os.PathLike) -> None:
     try:
         model_type = json.loads(config.read_text()).get("model_type")
     except (ValueError, AttributeError) as e:
-        raise ValueError(f"{config} is not a JSON object: {e}") from None
+        raise UsageError(f"{config} is not a JSON object: {e}") from None
     if model_type is not None:
         table_for_model_type(model_type)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
+from neuroal_jax.errors import UsageError
 from neuroal_jax.outputs.files import atomic_file
 
 DTYPES = {
@@ -18,8 +19,8 @@ DTYPES = {
 CODES = {np.dtype(v): k for k, v in DTYPES.items()}
 
 
-class SafetensorsError(ValueError):
-    pass
+class SafetensorsError(UsageError):
+    """A safetensors file that cannot be read (a user's file: one line on the command line)."""
 
 
 def read_header(path: str | os.PathLike) -> tuple[dict, int]:

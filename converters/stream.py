@@ -20,12 +20,23 @@ from typing import Callable
 import numpy as np
 
 from neuroal_jax.config import ModelConfig
-from neuroal_jax.outputs.files import write_json
+from neuroal_jax.errors import UsageError
 from neuroal_jax.models import family_of
+from neuroal_jax.outputs.files import write_json
 
 from . import safetensors_io
-from .hf import (block_tensors, compressed_sparsity_config, config_to_hf, nest_tensors, place, read_config,
-                 resolve_hf_source, top_tensors, weight_files, with_model_prefix)
+from .hf import (
+    block_tensors,
+    compressed_sparsity_config,
+    config_to_hf,
+    nest_tensors,
+    place,
+    read_config,
+    resolve_hf_source,
+    top_tensors,
+    weight_files,
+    with_model_prefix,
+)
 
 INDEX = "model.safetensors.index.json"
 
@@ -54,7 +65,7 @@ def check_block(cfg: ModelConfig, b: int, block: dict) -> None:
     got = {m: {k: tuple(v.shape) for k, v in leaves.items()} for m, leaves in block.items()}
     want = {m: dict(leaves) for m, leaves in expected.items()}
     if got != want:
-        raise ValueError(f"block {b} does not match a {cfg.family} block: got {got}, expected {want}")
+        raise UsageError(f"block {b} does not match a {cfg.family} block: got {got}, expected {want}")
 
 
 # ---------------------------------------------------------------- readers
@@ -62,11 +73,11 @@ def check_block(cfg: ModelConfig, b: int, block: dict) -> None:
 def _hf_streamed(folder: Path, dtype) -> tuple[ModelConfig, dict]:
     cfg = read_config(folder)
     if compressed_sparsity_config(folder) is not None:
-        raise ValueError(f"{folder}: block streaming reads dense checkpoints; this one is sparse-bitmask compressed "
+        raise UsageError(f"{folder}: block streaming reads dense checkpoints; this one is sparse-bitmask compressed "
                          "(read it without --stream, or write a dense copy with neuroal-jax export)")
     files = weight_files(folder)
     if any(f.suffix != ".safetensors" for f in files):
-        raise ValueError(f"{folder}: block streaming reads safetensors checkpoints (or GGUF), not .bin files")
+        raise UsageError(f"{folder}: block streaming reads safetensors checkpoints (or GGUF), not .bin files")
     # HF name (after the "model." fix-up) -> (file, name in the file)
     located = with_model_prefix({name: (f, name) for f in files for name in safetensors_io.read_header(f)[0]})
     groups: dict[int | None, dict[Path, set[str]]] = {}  # block index (None: top level) -> {file: names}

@@ -18,7 +18,8 @@ __version__ = "0.1.0"
 
 #: name -> the module that defines it
 _API = {
-    "prune": "api", "PruneResult": "api", "finetune": "recovery", "FinetuneSettings": "recovery", "compare": "comparison", "sweep": "sweeps", "SweepSettings": "sweeps",
+    "prune": "api", "PruneResult": "api", "finetune": "recovery", "FinetuneSettings": "recovery",
+    "compare": "comparison", "sweep": "sweeps", "SweepSettings": "sweeps",
     "load_masks": "outputs.checkpoint", "load_distribution": "outputs.checkpoint", "save_masks": "outputs.checkpoint",
     "register_topup": "topups", "get_topup": "topups", "PruneJob": "topups", "Allocation": "topups",
     "Options": "topups", "option": "topups",

@@ -23,20 +23,21 @@ import os
 import shutil
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .config import DTYPES, ModelConfig
-from .errors import PrecisionWarning, SparsityWarning
+from .errors import PrecisionWarning, SparsityWarning, UsageError
 from .evaluation.data import DatasetSpec, parse_spec
 from .outputs.files import check_out, output_lock, publish, remove_ours, sibling, temp_sibling
 from .outputs.report import build_report, write_report
 from .pruning import Structure, check_method, check_sparsity, sequential_prune, sparsity_summary
 from .pruning.targets import check_nm_mean
 from .topups import TOPUPS, Allocation, Options, PruneJob, Target, TopUp
+from .topups.options import comma_list
 
 #: The achieved sparsity may differ from the target by this much before prune warns (0.5 points).
 SPARSITY_TOLERANCE = 0.005
@@ -57,7 +58,7 @@ class PruneResult:
 
 def positive_int(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise UsageError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -66,19 +67,11 @@ def default_seqlen(cfg: ModelConfig, seqlen: int | None) -> int:
     return seqlen if seqlen is not None else min(2048, cfg.max_position_embeddings)
 
 
-def check_counts(nsamples, seqlen, batch_size, eval_nsamples) -> tuple[int, int, int, int | None]:
-    """The window counts and sizes of a run that prunes and evaluates, checked."""
-    return (positive_int("nsamples", nsamples), positive_int("seqlen", seqlen, 2),
+def check_counts(nsamples, seqlen, batch_size, eval_nsamples) -> tuple[int, int | None, int, int | None]:
+    """The window counts and sizes of a run that prunes and evaluates, checked (seqlen None: `default_seqlen`)."""
+    return (positive_int("nsamples", nsamples), None if seqlen is None else positive_int("seqlen", seqlen, 2),
             positive_int("batch_size", batch_size),
             None if eval_nsamples is None else positive_int("eval_nsamples", eval_nsamples))
-
-
-def spec_list(specs) -> list[str]:
-    if specs is None:
-        return []
-    if isinstance(specs, str):
-        specs = specs.split(",")
-    return [s.strip() for s in specs if s and s.strip()]
 
 
 def check_topup(top_up: str) -> TopUp:
@@ -92,7 +85,7 @@ def check_structure(structure: str | Structure, sparsity: float) -> tuple[Struct
     if st.kind == "nm":
         exact = st.n / st.m
         if abs(sparsity - exact) > 1e-6:
-            raise ValueError(f"structure {st} prunes exactly {st.n}/{st.m} = {exact:g} of every row; "
+            raise UsageError(f"structure {st} prunes exactly {st.n}/{st.m} = {exact:g} of every row; "
                              f"got sparsity {sparsity:g} (pass sparsity={exact:g})")
         sparsity = exact
     return st, sparsity
@@ -111,7 +104,7 @@ def check_model_fits(cfg: ModelConfig, structure: Structure, seqlen: int) -> Non
             for name in family_of(cfg).prunable:
                 inp = block[name]["weight"][1]
                 if inp % structure.m:
-                    raise ValueError(f"structure {structure}: layer {b}.{name} has {inp} input features, "
+                    raise UsageError(f"structure {structure}: layer {b}.{name} has {inp} input features, "
                                      f"not divisible by M={structure.m}")
 
 
@@ -164,7 +157,7 @@ class PruneRequest:
     structure: Structure
     calib: DatasetSpec
     nsamples: int
-    seqlen: int
+    seqlen: int | None  # None until the model is loaded: then `default_seqlen`
     seed: int
     eval: tuple[str, ...]
     eval_nsamples: int | None
@@ -196,17 +189,17 @@ def check_request(model, *, method, sparsity, top_up, structure, calib, nsamples
     nsamples, seqlen, batch_size, eval_nsamples = check_counts(nsamples, seqlen, batch_size, eval_nsamples)
     seed = int(seed)
     if options is not None and not isinstance(options, (dict, Options)):
-        raise ValueError(f"options must be a dict, got {type(options).__name__}")
+        raise UsageError(f"options must be a dict, got {type(options).__name__}")
     resolved = topup.resolve(options, Target(method, sparsity, st, nsamples))
-    calib_spec, specs = parse_spec(calib), spec_list(eval)
+    calib_spec, specs = parse_spec(calib), comma_list(eval)
     eval_specs = [parse_spec(s) for s in specs]
     check_dtype(dtype)
     stream = stream or resume
     if stream and out is None:
-        raise ValueError("stream=True (--stream, --resume) writes the model block by block and needs an output folder")
+        raise UsageError("stream=True (--stream, --resume) writes the model block by block and needs an output folder")
     from converters.compressed import check_save_format
     if check_save_format(save_format) != "dense" and stream:
-        raise ValueError(f"save_format {save_format!r} (--save-format) is written from memory, not block by block: "
+        raise UsageError(f"save_format {save_format!r} (--save-format) is written from memory, not block by block: "
                          "drop --stream, or write the streamed output and convert it with neuroal-jax export")
     inputs = model_inputs(model) + data_paths("--calib", [calib_spec]) + data_paths("--eval", eval_specs)
     out = check_out(out, force, inputs)
@@ -221,7 +214,7 @@ def check_request(model, *, method, sparsity, top_up, structure, calib, nsamples
 def check_dtype(dtype: str) -> np.dtype:
     """The NumPy dtype of a --dtype name (weights and activations; statistics stay float32)."""
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+        raise UsageError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     import ml_dtypes
     return np.dtype(ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float32)
 
@@ -244,7 +237,8 @@ def _cast(params: dict, dtype: np.dtype) -> dict:
     return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
 
 
-def resolve_model(model, dtype: str = "float32", stream: bool = False) -> tuple[str, ModelConfig, dict, Any, str | None]:
+def resolve_model(model, dtype: str = "float32",
+                  stream: bool = False) -> tuple[str, ModelConfig, dict, Any, str | None]:
     """(name, config, params, tokenizer, source) of a spec string / path (the name is the spec as given),
     a LoadedModel, or a (config, params) pair; params in `dtype`. stream=True opens a spec with lazily
     read blocks (converters.stream.open_streamed)."""
@@ -262,7 +256,8 @@ def resolve_model(model, dtype: str = "float32", stream: bool = False) -> tuple[
     if hasattr(model, "config") and hasattr(model, "params"):
         return (str(getattr(model, "name", "in-memory")), model.config, _cast(model.params, np_dtype),
                 getattr(model, "tokenizer", None), _source(model))
-    raise ValueError(f"model must be a spec string, a LoadedModel or a (config, params) pair, got {type(model).__name__}")
+    raise UsageError(f"model must be a spec string, a LoadedModel or a (config, params) pair, got "
+                     f"{type(model).__name__}")
 
 
 def _source(loaded) -> str | None:
@@ -349,7 +344,7 @@ def run_destination(req: PruneRequest):
             remove_ours(stale)
         part = sibling(req.out, "partial")
         if req.stream:
-            from .outputs.streaming import StreamedRun
+            from .streaming import StreamedRun
             yield StreamedRun(req, part)
             return
         tmp = temp_sibling(req.out, "prune")
@@ -362,7 +357,7 @@ def run_destination(req: PruneRequest):
 # ---------------------------------------------------------------- the call
 
 def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = "uniform",
-          structure: str | Structure = "row", calib: str = "c4", nsamples: int = 128, seqlen: int = 2048,
+          structure: str | Structure = "row", calib: str = "c4", nsamples: int = 128, seqlen: int | None = None,
           seed: int = 0, out: str | os.PathLike | None = None, eval: Sequence[str] | str = (),
           eval_nsamples: int | None = None, force: bool = False, options: dict | None = None,
           batch_size: int = 8, progress: bool = True, dtype: str = "float32", stream: bool = False,
@@ -376,7 +371,8 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
     structure: "row" (per-row, default), "layer" or "N:M" (then sparsity must be N/M). With top-ups owl and
         neuroal N:M is mixed: a whole N_b per block with mean N, which may be fractional ("5.6:8" at 0.7).
     calib: calibration data spec (c4, wikitext2, ptb, pydoc, text:PATH, tokens:PATH.npy); `nsamples`
-        windows of `seqlen` tokens (an error if seqlen exceeds the model's context), sampled with `seed`.
+        windows of `seqlen` tokens (default: min(2048, the model's context); an error if it exceeds the context),
+        sampled with `seed`.
     eval: perplexity test sets (same spec syntax), each on at most `eval_nsamples` windows of `seqlen`.
     options: the top-up's options, e.g. {"owl_m": 5, "owl_lambda": 0.08} (its options dataclass lists them);
         the report records every option's value, defaults included.
@@ -385,7 +381,7 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
     dtype: "float32" or "bfloat16" weights and activations (statistics and scores stay float32).
     save_format: "dense" safetensors, or "compressed": compressed-tensors' sparse-bitmask format for the prunable
         layers (converters.compressed; needs the `compressed` extra; not with stream).
-    stream: read the model and write `out` one block at a time (needs `out`; see neuroal_jax.outputs.streaming);
+    stream: read the model and write `out` one block at a time (needs `out`; see neuroal_jax.streaming);
         the result's params then read their blocks lazily from `out`. resume: continue an interrupted
         streamed run of the same settings and inputs (implies stream).
     """
@@ -397,6 +393,7 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
     with run_destination(req) as run:
         with timer("load"):
             name, cfg, params, tokenizer, source = resolve_model(model, req.dtype, req.stream)
+        req = replace(req, seqlen=default_seqlen(cfg, req.seqlen))
         check_model_fits(cfg, req.structure, req.seqlen)
         windows, test_sets = load_data(req, tokenizer, cfg.vocab_size, timer)
         settings = {"model_source": source, "family": cfg.family, **req.settings()}
@@ -445,7 +442,7 @@ def load_data(req: PruneRequest, tokenizer, vocab_size: int, timer: Timer) -> tu
 def input_fingerprint(source, params, calib: DatasetSpec, windows, test_sets) -> dict:
     """Digests of what a run reads: the model's files (sizes and modification times) or its in-memory weights,
     the calibration windows and every evaluation set's windows. A resumed run must see the same."""
-    from .outputs.streaming import array_digest, files_digest, params_digest
+    from .streaming import array_digest, files_digest, params_digest
     return {"model": files_digest(source) if source else params_digest(params),
             f"calibration windows of {calib}": array_digest(windows),
             **{f"evaluation windows of {s}": array_digest(w) for s, w in test_sets.items()}}

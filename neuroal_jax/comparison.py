@@ -12,45 +12,49 @@ import contextlib
 import time
 from pathlib import Path
 
-from .api import check_request, check_topup, model_inputs, prune, resolve_model
+from .api import check_dtype, check_request, check_topup, default_seqlen, model_inputs, prune, resolve_model
+from .errors import UsageError
 from .evaluation.data import short_name
 from .outputs.files import check_out, output_folder, write_json
+from .topups.options import comma_list
 
 
 def check_topups(top_ups) -> list[str]:
-    names = [t.strip() for t in (top_ups.split(",") if isinstance(top_ups, str) else top_ups) if t and t.strip()]
+    names = comma_list(top_ups)
     if not names:
-        raise ValueError(f"top_ups (--top-ups) must name at least one top-up, got {top_ups!r}")
+        raise UsageError(f"top_ups (--top-ups) must name at least one top-up, got {top_ups!r}")
     if len(set(names)) != len(names):
-        raise ValueError(f"top_ups (--top-ups) repeats a name: {top_ups!r}")
+        raise UsageError(f"top_ups (--top-ups) repeats a name: {top_ups!r}")
     return names
 
 
-def compare(model, *, method: str = "wanda", sparsity: float = 0.7, top_ups=("uniform", "owl", "neuroal"),
-            structure: str = "row", calib: str = "pydoc", eval=("pydoc",), nsamples: int = 32, seqlen: int = 256,
+def compare(model, *, method: str = "wanda", sparsity: float = 0.5, top_ups=("uniform", "owl", "neuroal"),
+            structure: str = "row", calib: str = "c4", eval=(), nsamples: int = 128, seqlen: int | None = None,
             eval_nsamples: int | None = None, seed: int = 0, out=None, force: bool = False,
-            options: dict | None = None, batch_size: int = 8, progress: bool = True) -> dict:
+            options: dict | None = None, batch_size: int = 8, progress: bool = True, dtype: str = "float32",
+            save_format: str = "dense") -> dict:
     """{"rows": [{"top_up", "sparsity", "perplexity": {spec: ppl}, ...}], "settings": {...}}.
 
+    The same keywords, with the same defaults, as `prune` (`eval` must name at least one test set);
     `options` go to the top-ups that take them (each top-up gets the keys its options dataclass has). `structure`
     as `prune` (N:M: the top-ups that allocate it, e.g. uniform, owl and neuroal with a mixed N:M).
     Everything is validated before the dense model is evaluated."""
     top_ups = check_topups(top_ups)
-    specs = [s.strip() for s in (eval.split(",") if isinstance(eval, str) else eval) if s and s.strip()]
+    specs = comma_list(eval)
     common = dict(method=method, sparsity=sparsity, structure=structure, calib=calib, nsamples=nsamples,
                   seqlen=seqlen, seed=seed, eval=specs, eval_nsamples=eval_nsamples, batch_size=batch_size,
-                  progress=progress)
+                  progress=progress, dtype=dtype, save_format=save_format)
     if not specs:
-        raise ValueError("compare needs at least one evaluation set (eval, --eval)")
+        raise UsageError("compare needs at least one evaluation set (eval, --eval)")
     per_topup = {}
     for t in top_ups:
         fields = {f.name for f in check_topup(t).options.option_fields()}
         per_topup[t] = {k: v for k, v in (options or {}).items() if k in fields}
-        check_request(model, top_up=t, options=per_topup[t], out=None, force=False,
-                      dtype="float32", stream=False, resume=False, **common)
+        check_request(model, top_up=t, options=per_topup[t], out=None, force=False, stream=False, resume=False,
+                      **common)
     unused = set(options or {}) - {k for o in per_topup.values() for k in o}
     if unused:
-        raise ValueError(f"option(s) {', '.join(sorted(unused))} belong to none of the top-ups {', '.join(top_ups)}")
+        raise UsageError(f"option(s) {', '.join(sorted(unused))} belong to none of the top-ups {', '.join(top_ups)}")
     out = check_out(out, force, model_inputs(model))
     with contextlib.ExitStack() as stack:  # with out, its lock is held from the start
         tmp = None if out is None else stack.enter_context(output_folder(out, force=force, kind="compare"))
@@ -71,8 +75,9 @@ def _compare(model, top_ups, per_topup: dict, common: dict, folder: Path | None)
     calib, nsamples, seqlen, seed = common["calib"], common["nsamples"], common["seqlen"], common["seed"]
     specs, eval_nsamples, batch_size, progress = (common["eval"], common["eval_nsamples"], common["batch_size"],
                                                   common["progress"])
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    name, cfg, params, tokenizer, _ = resolve_model(loaded)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, dtype=check_dtype(common["dtype"]))
+    name, cfg, params, tokenizer, _ = resolve_model(loaded, common["dtype"])
+    seqlen = common["seqlen"] = default_seqlen(cfg, seqlen)
     calibration_windows(calib, tokenizer, nsamples, seqlen, seed, cfg.vocab_size)  # checked before any work
     test_sets = {s: eval_windows(s, tokenizer, seqlen, eval_nsamples, cfg.vocab_size) for s in specs}
     dense = {s: perplexity(cfg, params, w, batch_size, progress=progress, desc=f"dense perplexity {s}")
@@ -125,52 +130,3 @@ def format_table(summary: dict) -> str:
                      + "".join(f"{r['perplexity'][s]:>{width[s]}.3f}" for s in specs)
                      + f"{lam(r.get('lambda_block')):>9}{lam(r.get('lambda_row')):>7}{r.get('seconds', 0):>7.0f}")
     return "\n".join(lines)
-
-
-def add_cli(subparsers) -> None:
-    from .cli import add_topup_options
-    from .pruning import methods
-    p = subparsers.add_parser(
-        "compare", help="dense vs several top-ups on one model: a perplexity table and plots",
-        description="Load a model once, prune it with each --top-ups entry (same method, sparsity, structure and "
-                    "calibration), evaluate perplexity and print one table. This is the README's main job. Each "
-                    "top-up option flag goes to the top-ups in --top-ups that take it (--block-profile owl: to "
-                    "neuroal).")
-    p.add_argument("--model", default="smollm2-135m", help="model spec (default: smollm2-135m)")
-    p.add_argument("--method", default="wanda", choices=methods(), help="base pruning score (default wanda)")
-    p.add_argument("--sparsity", type=float, default=0.7, help="target sparsity (default 0.7)")
-    p.add_argument("--top-ups", default="uniform,owl,neuroal", help="comma-separated (default uniform,owl,neuroal)")
-    p.add_argument("--structure", default="row",
-                   help="mask granularity, as prune's (N:M: top-ups uniform, and owl and neuroal as mixed N:M)")
-    p.add_argument("--calib", default="pydoc", help="calibration data spec (default pydoc)")
-    p.add_argument("--eval", default="pydoc", help="comma-separated perplexity test sets (default pydoc)")
-    p.add_argument("--nsamples", type=int, default=32, help="calibration windows (default 32)")
-    p.add_argument("--seqlen", type=int, default=256, help="window length (default 256)")
-    p.add_argument("--eval-nsamples", type=int, default=None, help="evaluate at most N windows (default all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--out", default=None, help="write per-top-up folders, summary.json and comparison.png here")
-    p.add_argument("--force", action="store_true",
-                   help="replace --out if it exists and is an output of neuroal-jax (nothing else is deleted)")
-    add_topup_options(p, "of any top-up in --top-ups")
-    p.set_defaults(func=_cmd)
-
-
-def _cmd(args) -> int:
-    from .topups import TOPUPS
-    options = {k: v for _, t in TOPUPS.items() for k, v in t.options.given_in(args).items()}
-    summary = compare(args.model, method=args.method, sparsity=args.sparsity, top_ups=args.top_ups,
-                      structure=args.structure, calib=args.calib, eval=args.eval, nsamples=args.nsamples,
-                      seqlen=args.seqlen, eval_nsamples=args.eval_nsamples, seed=args.seed, out=args.out,
-                      force=args.force, options={**options, **dict(args.option)}, batch_size=args.batch_size,
-                      progress=not args.quiet)
-    s = summary["settings"]
-    structure = "" if s["structure"] == "row" else f" ({s['structure']})"
-    print(f"\n{s['model']}: {s['method']} at {s['target_sparsity']:.0%}{structure}, calibration {s['calib']} "
-          f"{s['nsamples']} × {s['seqlen']}\n")
-    print(format_table(summary))
-    if args.out:
-        print(f"\nwrote {args.out}/ (per top-up: pruned HF checkpoint, masks, report.json, plots; "
-              "summary.json, comparison.png)")
-    return 0

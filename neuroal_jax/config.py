@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from .errors import UsageError
 
 DTYPES = ("float32", "bfloat16")  # weights and activations; statistics and scores stay float32
 
@@ -48,7 +49,7 @@ class ModelConfig:
     def check_seqlen(self, seqlen: int) -> int:
         """`seqlen`, or a ValueError when windows that long do not fit the model's context."""
         if seqlen > self.max_position_embeddings:
-            raise ValueError(f"seqlen {seqlen} exceeds the model's context length {self.max_position_embeddings}; "
+            raise UsageError(f"seqlen {seqlen} exceeds the model's context length {self.max_position_embeddings}; "
                              "pass a smaller seqlen")
         return seqlen
 

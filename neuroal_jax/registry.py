@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Callable, Generic, Iterator, TypeVar
 
+from .errors import UsageError
+
 T = TypeVar("T")
 
 
@@ -39,7 +41,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except (KeyError, TypeError):
-            raise ValueError(f"unknown {self.kind} {name!r}; valid: {', '.join(self._entries)}") from None
+            raise UsageError(f"unknown {self.kind} {name!r}; valid: {', '.join(self._entries)}") from None
 
     def __contains__(self, name) -> bool:
         return name in self._entries

@@ -1,4 +1,5 @@
-"""Block-streamed, resumable pruning runs (`prune(..., stream=True)`, `neuroal-jax prune --stream`).
+"""Block-streamed, resumable pruning runs (`prune(..., stream=True)`, `neuroal-jax prune --stream`), and the
+folder of any resumable run (`open_run`, the digests of its inputs; `finetune` keeps its checkpoints there too).
 
 Weights are read one block at a time (memory-mapped safetensors or GGUF, `converters.stream`),
 pruned, and written to the output checkpoint one block at a time, so peak host memory is about one
@@ -26,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import json_safe, new_folder, publish, write_json
-from .report import write_report
+from .errors import UsageError
+from .outputs.files import json_safe, new_folder, publish, write_json
+from .outputs.report import write_report
 
 RUN_FILE = "run.json"
 ALLOCATION_DIR, ALLOCATION_INFO = "allocation", "allocation.json"
@@ -66,7 +68,7 @@ def open_run(part: Path, record: dict, resume: bool) -> bool:
         try:
             saved = json.loads((part / RUN_FILE).read_text())
         except (OSError, json.JSONDecodeError):
-            raise ValueError(f"{part} is not a resumable run (no readable {RUN_FILE}); "
+            raise UsageError(f"{part} is not a resumable run (no readable {RUN_FILE}); "
                              "pass --force without --resume to start over") from None
         def changed(what):
             now, then = record.get(what) or {}, saved.get(what) or {}
@@ -75,7 +77,7 @@ def open_run(part: Path, record: dict, resume: bool) -> bool:
         problems = [f"{k}: {then!r} then, {now!r} now" for k, then, now in changed("settings")]
         problems += [f"the {k} changed" for k, _, _ in changed("inputs")]
         if problems:
-            raise ValueError(f"--resume: the interrupted run at {part} was made with other settings or inputs ("
+            raise UsageError(f"--resume: the interrupted run at {part} was made with other settings or inputs ("
                              + "; ".join(problems) + "); rerun with the same settings and inputs, or pass --force "
                              "without --resume to start over")
         return True
@@ -121,15 +123,15 @@ class StreamedRun:
 # ---------------------------------------------------------------- the allocation, computed once
 
 def save_allocation(part: Path, allocation) -> None:
-    from .checkpoint import save_masks
+    from .outputs.checkpoint import save_masks
     write_json(part / ALLOCATION_INFO, allocation.info)
     save_masks(part / ALLOCATION_DIR, {}, allocation.dist)  # orbax: float64 per-row vectors stay exact
 
 
 def load_allocation(part: Path):
     """The saved Allocation of an interrupted run, or None. (DSnoT's refine is rebuilt by the caller.)"""
-    from ..topups.base import Allocation
-    from .checkpoint import load_distribution
+    from .outputs.checkpoint import load_distribution
+    from .topups.base import Allocation
     if not (part / ALLOCATION_DIR).exists() or not (part / ALLOCATION_INFO).exists():
         return None
     return Allocation(load_distribution(part / ALLOCATION_DIR), json.loads((part / ALLOCATION_INFO).read_text()))
@@ -142,9 +144,9 @@ def streamed_prune(job, allocation, part: Path) -> dict:
     returns the sparsity summary. Blocks an earlier run finished are read back instead of pruned again."""
     from converters.stream import ShardWriter
 
-    from .checkpoint import block_dir, load_masks, save_masks
-    from ..pruning.sequential import prune_blocks
-    from ..pruning.targets import layer_sparsities, summarize_sparsity
+    from .outputs.checkpoint import block_dir, load_masks, save_masks
+    from .pruning.sequential import prune_blocks
+    from .pruning.targets import layer_sparsities, summarize_sparsity
 
     cfg, params, dist = job.cfg, job.params, allocation.dist
     dtype = params["embed"]["weight"].dtype

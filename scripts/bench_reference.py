@@ -338,8 +338,8 @@ def dist_difference(work: Path) -> float:
 
 
 def print_report(args, rows: dict, work: Path) -> None:
-    print(f"\nNeuroAL search, both steps: {args.model} ({args.dtype} ours, float32 reference), {args.method} {args.sparsity:.0%}, "
-          f"{args.nsamples} × {args.seqlen} tokens, {args.threads} CPU thread(s)\n")
+    print(f"\nNeuroAL search, both steps: {args.model} ({args.dtype} ours, float32 reference), "
+          f"{args.method} {args.sparsity:.0%}, {args.nsamples} × {args.seqlen} tokens, {args.threads} CPU thread(s)\n")
     print(f"{'side':<11}{'block s':>10}{'row s':>10}{'total s':>10}{'λ block':>9}{'λ row':>7}")
     for side, r in rows.items():
         print(f"{side:<11}{r['block_seconds']:>10.2f}{r['row_seconds']:>10.2f}"
@@ -354,8 +354,8 @@ def print_report(args, rows: dict, work: Path) -> None:
         ours = rows["ours"]
         achieved = ours["matmul_tflop"] * 1e3 / (ours["block_seconds"] + ours["row_seconds"])
         print(f"\nours: {ours['matmul_tflop']:.1f} TFLOP of matmuls at {achieved:.1f} GFLOP/s = "
-              f"{achieved / ours['matmul_rate']:.0%} of one {args.dtype} matmul [8192, 576] × [576, 1536] measured in the "
-              f"same process ({ours['matmul_rate']:.1f} GFLOP/s)")
+              f"{achieved / ours['matmul_rate']:.0%} of one {args.dtype} matmul [8192, 576] × [576, 1536] measured "
+              f"in the same process ({ours['matmul_rate']:.1f} GFLOP/s)")
     if len(rows) == 2:
         same = ref["lambda_block"] == ours["lambda_block"] and ref["lambda_row"] == ours["lambda_row"]
         print(f"\nsame λs: {same}; largest |Δ sparsity| between the final per-row distributions: "

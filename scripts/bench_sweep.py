@@ -55,7 +55,8 @@ def main() -> int:
         runs = [timed([*cli, "prune", *common, "--top-up", "neuroal", "--neuroal-step", "block", "--lambdas-block", lam,
                        "--out", f"{tmp}/prune-{i}"]) for i, lam in enumerate(lambdas)]
         swept = json.loads(Path(f"{tmp}/sweep/sweep.json").read_text())["runs"][0]["candidates"]
-        alone = [json.loads(Path(f"{tmp}/prune-{i}/report.json").read_text())["perplexity"] for i in range(len(lambdas))]
+        alone = [json.loads(Path(f"{tmp}/prune-{i}/report.json").read_text())["perplexity"]
+                 for i in range(len(lambdas))]
     same = all(c["perplexity"] == p for c, p in zip(swept, alone))
     sep_s, sep_gb = sum(s for s, _ in runs), max(g for _, g in runs)
     print(f"\nλ sweep vs separate prune runs: {args.model}, {args.method} {float(args.sparsity):.0%}, K = "

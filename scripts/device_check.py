@@ -51,7 +51,8 @@ def part_kernel(smoke: bool) -> dict:
     from neuroal_jax.pruning.masks import topk_keep_mask
     from pallas_kernels.topk_mask import topk_mask
     if not smoke and jax.default_backend() != "gpu":
-        return {"status": "skipped", "why": f"no GPU backend ({jax.default_backend()}); the compiled kernel is GPU-only"}
+        return {"status": "skipped",
+                "why": f"no GPU backend ({jax.default_backend()}); the compiled kernel is GPU-only"}
     rng = np.random.default_rng(0)
     zeros = np.array([0.0, -0.0, 1.0, -1.0, 1e-45, -1e-45], np.float32)
     shapes = [(100, 300), (37, 1001)] + ([] if smoke else [(4096, 4096), (11008, 4096), (4096, 11008)])
@@ -80,7 +81,8 @@ def part_kernel(smoke: bool) -> dict:
 def part_topk(smoke: bool) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import bench_topk
-    argv = ["--quick", "--scale", "64", "--reps", "1", "--batches", "2", "--no-block"] if smoke else ["--full", "--check"]
+    argv = (["--quick", "--scale", "64", "--reps", "1", "--batches", "2", "--no-block"] if smoke
+            else ["--full", "--check"])
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         bench_topk.main(argv)
@@ -133,7 +135,8 @@ def part_sweep(cfg: ModelConfig, params, windows, out: Path) -> dict:
 
 def write(out: Path, results: dict) -> None:
     (out / "device_check.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    lines = [f"# device check: {results['device']}", "", f"JAX {results['jax']}, {'smoke (toy scale)' if results['smoke'] else 'full scale'}",
+    lines = [f"# device check: {results['device']}", "",
+             f"JAX {results['jax']}, {'smoke (toy scale)' if results['smoke'] else 'full scale'}",
              "", "| part | status | figures |", "|---|---|---|"]
     for name, r in results["parts"].items():
         figures = {k: v for k, v in r.items() if k not in ("status", "table", "why", "traceback")}

@@ -32,7 +32,8 @@ def markdown(results: dict, top_ups: list[str]) -> str:
         cells = ["-" if t not in ppl else f"**{ppl[t]:.2f}**" if ppl[t] == best else f"{ppl[t]:.2f}" for t in top_ups]
         lam = rows.get("neuroal", {})
         lams = f"{lam.get('lambda_block')}, {lam.get('lambda_row')}" if lam else "-"
-        lines.append(f"| {r['method']} | {r['sparsity']:.0%} | {ppl['dense']:.2f} | " + " | ".join(cells) + f" | {lams} |")
+        lines.append(f"| {r['method']} | {r['sparsity']:.0%} | {ppl['dense']:.2f} | " + " | ".join(cells)
+                     + f" | {lams} |")
     return "\n".join(lines)
 
 
@@ -41,7 +42,8 @@ def main() -> int:
     ap.add_argument("--model", default="smollm2-135m", help="built-in name, .gguf, HF folder or Hub id")
     ap.add_argument("--methods", default="magnitude,wanda,multiflow", help="comma-separated scores")
     ap.add_argument("--sparsities", default="0.5,0.6,0.7", help="comma-separated target sparsities")
-    ap.add_argument("--top-ups", default="uniform,owl,dlp,neuroal", help="comma-separated top-ups (dense is always added)")
+    ap.add_argument("--top-ups", default="uniform,owl,dlp,neuroal",
+                    help="comma-separated top-ups (dense is always added)")
     ap.add_argument("--nsamples", type=int, default=32, help="calibration windows")
     ap.add_argument("--seqlen", type=int, default=256, help="tokens per window")
     ap.add_argument("--eval", default="pydoc", help="evaluation dataset (held-out split)")

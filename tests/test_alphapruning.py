@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neuroal_jax.topups import PruneJob, get_topup
-from neuroal_jax.topups.alphapruning import alpha_sparsities, block_means, esd_alpha, histc_f32, torch_linspace_f32
 from neuroal_jax.models import family_of
 from neuroal_jax.pruning import layer_keys, sequential_prune, sparsity_summary
+from neuroal_jax.topups import PruneJob, get_topup
+from neuroal_jax.topups.alphapruning import alpha_sparsities, block_means, esd_alpha, histc_f32, torch_linspace_f32
 
 WINDOWS = np.random.default_rng(0).integers(0, 128, (4, 32))
 

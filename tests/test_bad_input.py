@@ -21,8 +21,8 @@ import pytest
 from cli_run import assert_clean_error, error_line, run_cli, run_cli_all, snapshot, start_cli
 from conftest import TINY_LLAMA
 from converters.hf import export_hf
-from neuroal_jax.outputs.files import MARKER
 from neuroal_jax.models import init_params
+from neuroal_jax.outputs.files import MARKER
 
 pytestmark = pytest.mark.xdist_group("bad_input")
 DEEP = dataclasses.replace(TINY_LLAMA, num_layers=12)
@@ -80,7 +80,8 @@ def test_force_never_deletes_user_data(user_dir, tmp_path):
         prune_argv(model, calib, model, "--force", "--stream"),              # --out is the model
         prune_argv(model, calib, foreign, "--force"),                        # a folder we did not write
         ["export", "--model", model, "--out", model, "--force"],
-        ["compare", "--model", model, "--calib", f"tokens:{calib}", "--eval", f"tokens:{calib}", "--nsamples", "4",
+        ["compare", "--model", model, "--method", "wanda", "--sparsity", "0.5", "--calib", f"tokens:{calib}",
+         "--eval", f"tokens:{calib}", "--nsamples", "4",
          "--seqlen", "32", "--top-ups", "uniform", "--out", user_dir, "--force"])
     assert_clean_error(results[0], f"--out {user_dir}", "holds an input", "--model")
     assert_clean_error(results[1], f"--out {model}", "holds an input")
@@ -190,7 +191,8 @@ def test_resume_refuses_changed_inputs_and_accepts_spelled_out_defaults(deep_mod
 
 def test_compare_validates_before_the_dense_evaluation(user_dir, tmp_path):
     model, calib = user_dir / "model", user_dir / "calib.npy"
-    base = ["compare", "--model", model, "--calib", f"tokens:{calib}", "--eval", f"tokens:{calib}", "--nsamples", "4",
+    base = ["compare", "--model", model, "--method", "wanda", "--sparsity", "0.5", "--calib", f"tokens:{calib}",
+            "--eval", f"tokens:{calib}", "--nsamples", "4",
             "--seqlen", "32", "--out", tmp_path / "cmp"]
     empty, unknown, sparsity, nm, profile, stray, structure = run_cli_all(
         [*base, "--top-ups", ""], [*base, "--top-ups", "uniform,nosuch"],
@@ -382,11 +384,11 @@ def test_unreadable_inputs_are_named(user_dir, tmp_path):
     procs = run_cli_all(["eval-ppl", "--model", broken, "--dataset", calib, "--seqlen", "32"],
                         ["eval-ppl", "--model", user_dir / "model", "--dataset", f"tokens:{tmp_path / 'text.npy'}"],
                         ["eval-ppl", "--model", tmp_path / "cut.gguf", "--dataset", calib, "--seqlen", "32"],
-                        ["eval-ppl", "--model", user_dir / "model", "--dataset", calib, "--nsamples", "0"])
+                        ["eval-ppl", "--model", user_dir / "model", "--dataset", calib, "--eval-nsamples", "0"])
     assert_clean_error(procs[0], str(broken / "config.json"), "not valid JSON")
     assert_clean_error(procs[1], "text.npy", "not a .npy file")
     assert_clean_error(procs[2], "cut.gguf", "truncated or corrupt")
-    assert_clean_error(procs[3], "--nsamples", ">= 1", "0")
+    assert_clean_error(procs[3], "--eval-nsamples", ">= 1", "0")
 
 
 def test_a_mixed_nm_mean_that_whole_n_per_block_cannot_meet(user_dir, tmp_path):
@@ -416,7 +418,8 @@ def test_nm_sparsity_within_a_millionth_is_the_exact_fraction(tmp_path):
 
 def test_outputs_respect_the_umask(user_dir, tmp_path):
     model, calib = user_dir / "model", user_dir / "calib.npy"
-    procs = run_cli_all(prune_argv(model, calib, tmp_path / "mem"), prune_argv(model, calib, tmp_path / "st", "--stream"))
+    procs = run_cli_all(prune_argv(model, calib, tmp_path / "mem"),
+                        prune_argv(model, calib, tmp_path / "st", "--stream"))
     assert all(p.returncode == 0 for p in procs), [p.stderr for p in procs]
     umask = os.umask(0)
     os.umask(umask)
@@ -498,7 +501,8 @@ def test_an_empty_evaluation_set_is_refused_before_any_work_by_every_command(use
     empty = f"tokens:{bad_data / 'empty.npy'}"
     sweep = ["sweep", "--model", model, "--method", "wanda", "--sparsity", "0.5", "--calib", f"tokens:{calib}",
              "--nsamples", "4", "--seqlen", "32", "--lambdas-block", "0.02", "--quiet"]
-    compare = ["compare", "--model", model, "--top-ups", "uniform", "--calib", f"tokens:{calib}", "--nsamples", "4",
+    compare = ["compare", "--model", model, "--method", "wanda", "--sparsity", "0.5", "--top-ups", "uniform",
+               "--calib", f"tokens:{calib}", "--nsamples", "4",
                "--seqlen", "32", "--quiet"]
     procs = run_cli_all(["eval-ppl", "--model", model, "--dataset", empty, "--seqlen", "32"],
                         prune_argv(model, calib, tmp_path / "prune", "--eval", empty),

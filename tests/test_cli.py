@@ -7,13 +7,14 @@ import pytest
 
 from cli_run import assert_clean_error, run_cli_all
 from neuroal_jax import cli
+from neuroal_jax.cli.common import options_from_args
 
 # ---------------------------------------------------------------- commands, in process
 
 def test_eval_ppl(tiny_llama_dir, tiny_tokens, tmp_path, capsys):
     out = tmp_path / "ppl.json"
     rc = cli.main(["eval-ppl", "--model", str(tiny_llama_dir), "--dataset", f"tokens:{tiny_tokens}",
-                   "--seqlen", "64", "--nsamples", "4", "--json", str(out), "--quiet"])
+                   "--seqlen", "64", "--eval-nsamples", "4", "--json", str(out), "--quiet"])
     assert rc == 0
     assert "perplexity" in capsys.readouterr().out
     result = json.loads(out.read_text())
@@ -65,10 +66,10 @@ def test_options_of_the_chosen_top_up_only():
     base = ["prune", "--model", "m", "--method", "wanda", "--sparsity", "0.7", "--out", "o"]
     args = parser.parse_args([*base, "--top-up", "neuroal", "--neuroal-step", "block", "--lambdas-block", "0.01,0.05",
                               "--option", "lambda_chunk=2"])
-    assert cli.options_from_args(args) == {"neuroal_step": "block", "lambdas_block": "0.01,0.05", "lambda_chunk": 2}
-    assert cli.options_from_args(parser.parse_args([*base, "--top-up", "owl"])) == {}
+    assert options_from_args(args) == {"neuroal_step": "block", "lambdas_block": "0.01,0.05", "lambda_chunk": 2}
+    assert options_from_args(parser.parse_args([*base, "--top-up", "owl"])) == {}
     with pytest.raises(ValueError, match="--owl-m is an option of --top-up owl, not of --top-up uniform"):
-        cli.options_from_args(parser.parse_args([*base, "--top-up", "uniform", "--owl-m", "3"]))
+        options_from_args(parser.parse_args([*base, "--top-up", "uniform", "--owl-m", "3"]))
 
 
 # ---------------------------------------------------------------- bad input, as a subprocess
@@ -138,3 +139,49 @@ def test_bad_prune_inputs_in_process(tiny_llama_dir, tiny_tokens, tmp_path, caps
     assert len(lines) == 1 and "Traceback" not in err, err
     assert all(n in lines[0] for n in names), lines[0]
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- what is a bad input, and what is a bug
+
+def test_a_bug_in_our_code_keeps_its_traceback(tiny_llama_dir, tiny_tokens, monkeypatch):
+    """A KeyError (or any exception that is not a UsageError or an OSError) raised inside our code is not reported
+    as a bad input: it propagates with its traceback (exit status 1 from the command line)."""
+    import neuroal_jax.evaluation.perplexity as perplexity
+
+    def broken(*args, **kwargs):
+        raise KeyError("a key our own code forgot")
+    monkeypatch.setattr(perplexity, "perplexity", broken)
+    with pytest.raises(KeyError, match="forgot"):
+        cli.main(["eval-ppl", "--model", str(tiny_llama_dir), "--dataset", f"tokens:{tiny_tokens}", "--seqlen", "64",
+                  "--quiet"])
+
+
+def test_a_missing_optional_package_is_one_line(tiny_llama_dir, tiny_tokens, monkeypatch, capsys):
+    import neuroal_jax.evaluation.perplexity as perplexity
+
+    def needs_it(*args, **kwargs):
+        import nosuchpackage_for_the_test  # noqa: F401
+    monkeypatch.setattr(perplexity, "perplexity", needs_it)
+    assert cli.main(["eval-ppl", "--model", str(tiny_llama_dir), "--dataset", f"tokens:{tiny_tokens}", "--seqlen",
+                     "64", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == ("neuroal-jax: error: this needs the Python package "
+                                               "'nosuchpackage_for_the_test', which is not installed "
+                                               "(pip install nosuchpackage_for_the_test)")
+
+
+def test_every_command_shares_its_flags(capsys):
+    """The same flag has the same default, type, choices and stated default in every command that takes it (its
+    help may name what the command uses it for)."""
+    import argparse
+    import re
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    seen: dict[str, tuple] = {}
+    for name, sub in commands.items():
+        for action in sub._actions:
+            for flag in action.option_strings:
+                if flag in ("-h", "--help", "--batch-size"):
+                    continue  # finetune's --batch-size is a training option (windows per micro-batch)
+                stated = re.findall(r"\(default: [^)]*\)", action.help or "")
+                key = (action.choices, stated or [repr(action.default)])  # an option flag's default is None
+                assert seen.setdefault(flag, key) == key, (name, flag, key, seen[flag])

@@ -5,11 +5,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from neuroal_jax.models import block_apply, block_contexts
+from neuroal_jax.pruning import (
+    Structure,
+    collect_block_stats,
+    embed_batches,
+    keep_and_ties,
+    layer_mask,
+    sequential_prune,
+    uniform_distribution,
+)
 from neuroal_jax.topups import PruneJob, get_topup
 from neuroal_jax.topups.dsnot import DSnoTRefine, dsnot_mask
-from neuroal_jax.models import block_apply, block_contexts
-from neuroal_jax.pruning import (Structure, collect_block_stats, embed_batches, keep_and_ties, layer_mask,
-                                 sequential_prune, uniform_distribution)
 
 WINDOWS = np.random.default_rng(0).integers(0, 128, (4, 32))
 

@@ -132,7 +132,8 @@ def test_resume_after_an_interruption_ends_with_the_same_weights(pruned, monkeyp
     assert resumed.report["loss_curve"] == whole.report["loss_curve"]
     for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(resumed.params)):
         assert np.array_equal(a, b)
-    assert (pruned / "whole" / "model.safetensors").read_bytes() == (pruned / "resumed" / "model.safetensors").read_bytes()
+    assert ((pruned / "whole" / "model.safetensors").read_bytes()
+            == (pruned / "resumed" / "model.safetensors").read_bytes())
 
 
 def test_masks_from_zeros_and_bfloat16(pruned):
@@ -174,7 +175,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_weights(pruned, tmp_path):
     whole = run_cli(*finetune_argv(pruned / "pruned", pruned, tmp_path / "whole", "--steps", "60", "--save-every",
                                    "1000", "--lr", "1e-3"))
     assert whole.returncode == 0, whole.stderr
-    assert (tmp_path / "killed" / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()
+    assert ((tmp_path / "killed" / "model.safetensors").read_bytes()
+            == (tmp_path / "whole" / "model.safetensors").read_bytes())
     assert not (tmp_path / ".killed.partial").exists()
 
 
@@ -273,7 +275,8 @@ def test_masks_that_disagree_with_the_weights_are_applied_when_allowed(pruned, o
     assert result.report["allow_mask_mismatch"] is True
     assert result.report["sparsity_before"] == pytest.approx(0.5, abs=0.01)
     masks = load_masks(other_masks).values()
-    assert result.report["sparsity_after"] == pytest.approx(1 - sum(m.sum() for m in masks) / sum(m.size for m in masks))
+    assert result.report["sparsity_after"] == pytest.approx(1 - sum(m.sum() for m in masks)
+                                                            / sum(m.size for m in masks))
     assert result.report["sparsity_after"] > 0.65
 
 

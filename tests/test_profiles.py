@@ -9,8 +9,13 @@ import neuroal_jax as nj
 from neuroal_jax.models import family_of
 from neuroal_jax.pruning import block_distribution
 from neuroal_jax.topups import PruneJob, get_topup
-from neuroal_jax.topups.neuroal.profiles import (BLOCK_PROFILES, ProfileInputs, block_profile, block_schedule,
-                                                 linear_profile)
+from neuroal_jax.topups.neuroal.profiles import (
+    BLOCK_PROFILES,
+    ProfileInputs,
+    block_profile,
+    block_schedule,
+    linear_profile,
+)
 from neuroal_jax.topups.neuroal.schedules import BLOCK_LAMBDAS, block_candidates
 
 pytestmark = pytest.mark.xdist_group("profiles")

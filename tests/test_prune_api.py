@@ -41,7 +41,8 @@ def test_report_keys_and_values(pruned, tiny_llama):
     for key in ("model", "method", "top_up", "target_sparsity", "sparsity", "layer_sparsity", "block_sparsity",
                 "timings", "perplexity", "structure", "calib", "nsamples", "seqlen", "seed", "options", "versions"):
         assert key in r, key
-    assert (r["method"], r["top_up"], r["structure"], r["nsamples"], r["seqlen"]) == ("wanda", "uniform", "row", 8, SEQLEN)
+    assert ((r["method"], r["top_up"], r["structure"], r["nsamples"], r["seqlen"])
+            == ("wanda", "uniform", "row", 8, SEQLEN))
     assert r["target_sparsity"] == 0.5
     assert r["sparsity"] == pytest.approx(0.5, abs=1e-9)  # in-features 64 and 96: floor(in/2) is exact
     assert len(r["layer_sparsity"]) == cfg.num_layers * 7
@@ -166,7 +167,8 @@ def no_work(monkeypatch):
     (dict(structure="2:4", top_up="dlp"), r"top-up 'dlp' does not work with structure 2:4.*uniform, owl, neuroal"),
     (dict(structure="2:4", top_up="dsnot"), r"top-up 'dsnot'"),
     (dict(top_up="owl", options={"owl_m": 0}), r"owl_m .* must be > 0"),
-    (dict(top_up="owl", options={"owl_x": 1}), r"unknown option\(s\) 'owl_x' for top-up 'owl'; valid: owl_m, owl_lambda"),
+    (dict(top_up="owl", options={"owl_x": 1}),
+     r"unknown option\(s\) 'owl_x' for top-up 'owl'; valid: owl_m, owl_lambda"),
     (dict(top_up="neuroal", options={"search_samples": 9}), r"at most the number of calibration windows \(8\)"),
     (dict(calib="nosuch"), r"unknown dataset spec 'nosuch'"),
     (dict(eval=["nosuch"]), r"unknown dataset spec 'nosuch'"),

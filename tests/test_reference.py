@@ -12,12 +12,12 @@ import pytest
 import reference_fixture as F
 from converters.hf import load_hf
 from near_ties import exempt_from, first_near_tie
-from neuroal_jax.topups import PruneJob, get_topup
 from neuroal_jax.pruning import layer_keys, sequential_prune
+from neuroal_jax.pruning.targets import block_distribution
+from neuroal_jax.topups import PruneJob, get_topup
 from neuroal_jax.topups.neuroal.candidates import evaluate_candidates
 from neuroal_jax.topups.neuroal.profiles import block_schedule
 from neuroal_jax.topups.neuroal.schedules import ROW_LAMBDAS, row_distribution
-from neuroal_jax.pruning.targets import block_distribution
 from neuroal_jax.topups.neuroal.search import SearchSettings, neuroal_search
 
 pytestmark = pytest.mark.xdist_group("fixture")

@@ -21,7 +21,8 @@ CALLER = textwrap.dedent("""
 
 def run(tmp_path, env_extra):
     (tmp_path / "show_env.py").write_text(
-        "import os, sys\nprint(sys.argv[1:], os.environ.get('GLIBC_TUNABLES'), os.environ.get('NEUROAL_JAX_HUGEPAGES'))\n")
+        "import os, sys\nprint(sys.argv[1:], os.environ.get('GLIBC_TUNABLES'), "
+        "os.environ.get('NEUROAL_JAX_HUGEPAGES'))\n")
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "NEUROAL_JAX_HUGEPAGES")}
     env.update(env_extra, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     out = subprocess.run([sys.executable, "-c", CALLER], env=env, capture_output=True, text=True, check=True)

@@ -3,9 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neuroal_jax.topups.neuroal.alignment import METRICS, register_metric
 from neuroal_jax.pruning import sequential_prune
-from neuroal_jax.topups.neuroal.search import (SearchSettings, neuroal_search)
+from neuroal_jax.topups.neuroal.alignment import METRICS, register_metric
+from neuroal_jax.topups.neuroal.search import SearchSettings, neuroal_search
 
 
 def test_every_lambda_chunk_gives_identical_results(tiny_llama):
@@ -98,8 +98,8 @@ def test_sparsegpt_rejects_row_step(tiny_llama):
 def test_sparsegpt_block_step_runs_and_prunes(tiny_llama):
     cfg, params = tiny_llama
     w = np.random.default_rng(0).integers(0, cfg.vocab_size, (4, 32)).astype(np.int32)
-    r = neuroal_search(cfg, params, w, 0.6, "sparsegpt", SearchSettings(neuroal_step="block", lambdas_block=(0.01, 0.1)),
-                       progress=False)
+    r = neuroal_search(cfg, params, w, 0.6, "sparsegpt",
+                       SearchSettings(neuroal_step="block", lambdas_block=(0.01, 0.1)), progress=False)
     assert r.row is None and r.block.best_lambda in (0.01, 0.1) and np.all(np.isfinite(r.block.totals))
     pruned, masks = sequential_prune(cfg, params, w, r.dist, "sparsegpt", progress=False)
     assert 0.59 < 1 - np.mean([np.mean(np.asarray(m)) for m in masks.values()]) < 0.62

@@ -37,9 +37,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from cli_run import start_cli
 from conftest import TINY_LLAMA
-
 from neuroal_jax import cli
 from neuroal_jax.outputs.files import MARKER, files_under
 from neuroal_jax.runtime import STOP_SIGNALS, Interrupted, handle_termination, received_signal, signal_of

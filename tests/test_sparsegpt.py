@@ -15,7 +15,6 @@ from neuroal_jax.pruning.sparsegpt import (
     sparsegpt_prune,
 )
 
-
 # --------------------------------------------------------------------------- NumPy transcription
 
 def ref_upper_inverse_factor(H):
@@ -92,7 +91,8 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"s{c['sparsity']}-{c['n']}:{c['m']}-bs{c['blocksize']}-in{c['cols']}")
+@pytest.mark.parametrize("case", CASES,
+                         ids=lambda c: f"s{c['sparsity']}-{c['n']}:{c['m']}-bs{c['blocksize']}-in{c['cols']}")
 def test_matches_numpy_transcription(case):
     _, W, H = make_layer(0, cols=case["cols"], dead=(3,))
     W_new, keep = sparsegpt_prune(W, H, case["sparsity"], case["n"], case["m"], blocksize=case["blocksize"])

@@ -83,7 +83,8 @@ def test_interrupted_run_needs_resume_or_force(deep_dir, tiny_tokens, tmp_path):
     part = new_folder(tmp_path / ".out.partial", "partial")
     (part / "run.json").write_text("{}")
     for stream in (True, False):
-        with pytest.raises(FileExistsError, match="interrupted run .* pass --stream --resume to continue it, or --force to discard it"):
+        with pytest.raises(FileExistsError,
+                           match="interrupted run .* pass --stream --resume to continue it, or --force to discard it"):
             _run(str(deep_dir), tmp_path / "out", "uniform", tiny_tokens, stream=stream)
     with pytest.raises(ValueError, match="other settings or inputs"):
         _run(str(deep_dir), tmp_path / "out", "uniform", tiny_tokens, resume=True)

@@ -51,8 +51,9 @@ def spec(data):
 def test_every_block_candidate_is_prune_with_that_lambda_alone(tiny_llama, data, block_sweep):
     """Same functions, same shapes: the sweep's perplexity and sparsities are prune's, to the bit."""
     for c in block_sweep["runs"][0]["candidates"]:
-        r = nj.prune(tiny_llama, top_up="neuroal", options={"neuroal_step": "block", "lambdas_block": (c["lambda_block"],),
-                                                            "search_samples": 4}, **common(data))
+        r = nj.prune(tiny_llama, top_up="neuroal",
+                     options={"neuroal_step": "block", "lambdas_block": (c["lambda_block"],), "search_samples": 4},
+                     **common(data))
         assert r.report["lambda_block"] == c["lambda_block"]
         assert r.report["perplexity"][spec(data)] == c["perplexity"][spec(data)]
         assert r.report["sparsity"] == c["sparsity"]
@@ -94,7 +95,8 @@ def test_summary_arithmetic():
     assert s["metrics"]["a"]["spearman"]["e"] == pytest.approx(0.5)
     assert spearman([1, 1, 1], [1, 2, 3]) is None
     runs = [{"calib": "c", "block_profile": "linear", "search_samples": 2, "seed": seed, "summary": {"metrics": {"a": {
-        "pick": {"lambda_block": 0.1, "lambda_row": None}, "perplexity": {"e": p}}}}} for seed, p in ((0, 10.0), (1, 14.0))]
+        "pick": {"lambda_block": 0.1, "lambda_row": None}, "perplexity": {"e": p}}}}}
+        for seed, p in ((0, 10.0), (1, 14.0))]
     (row,) = sensitivity(runs, ("a",), ("e",))
     assert row["perplexity"]["e"]["mean"] == 12.0 and row["perplexity"]["e"]["std"] == pytest.approx(np.sqrt(8.0))
 
@@ -117,6 +119,7 @@ def test_metrics_share_one_search_pass(tiny_llama, data, monkeypatch):
 
 def test_a_metric_registered_in_a_test_has_its_pick_and_regret(tiny_llama, data):
     import jax.numpy as jnp
+
     from neuroal_jax.topups.neuroal.alignment import METRICS
 
     @nj.register_metric("test_l1_sweep")

@@ -188,13 +188,11 @@ def test_cli_prints_table_and_writes_json(tiny_dir, tmp_path, capsys):
     assert not list(tmp_path.glob("*.tmp*"))
 
 
-def test_add_cli_registers_the_subcommand():
-    import argparse
-    parser = argparse.ArgumentParser()
-    zeroshot.add_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["eval-zeroshot", "--model", "m", "--tasks", "a,b", "--limit", "3"])
+def test_the_cli_registers_the_subcommand():
+    from neuroal_jax.cli import evaluate
+    args = cli.build_parser().parse_args(["eval-zeroshot", "--model", "m", "--tasks", "a,b", "--limit", "3"])
     assert (args.model, args.tasks, args.limit, args.batch_size, args.tasks_dir) == ("m", "a,b", 3, 8, None)
-    assert args.func is zeroshot.cmd_eval_zeroshot
+    assert args.func is evaluate.eval_zeroshot
     assert zeroshot.parse_tasks(args.tasks) == ["a", "b"] and zeroshot.parse_tasks(None) == list(zeroshot.PAPER_TASKS)
 
 

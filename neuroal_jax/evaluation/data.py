@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import MissingDependency, UsageError
+
 HUB_SETS = ("c4", "wikitext2", "ptb")
 LOCAL_SETS = ("pydoc",)
 PREFIXES = ("text:", "tokens:")
@@ -65,9 +67,9 @@ def parse_spec(spec: str) -> DatasetSpec:
             if not Path(path).exists():
                 raise FileNotFoundError(f"dataset {spec!r}: {path} does not exist")
             if prefix == "tokens:" and not path.endswith(".npy"):
-                raise ValueError(f"dataset {spec!r}: tokens: expects a .npy file of token ids")
+                raise UsageError(f"dataset {spec!r}: tokens: expects a .npy file of token ids")
             return DatasetSpec(prefix[:-1], path)
-    raise ValueError(f"unknown dataset spec {spec!r}; valid: {', '.join(HUB_SETS + LOCAL_SETS)}, "
+    raise UsageError(f"unknown dataset spec {spec!r}; valid: {', '.join(HUB_SETS + LOCAL_SETS)}, "
                      "text:PATH (file or folder of .txt), tokens:PATH.npy")
 
 
@@ -86,7 +88,7 @@ def local_text(path: str) -> str:
     p = Path(path)
     files = sorted(p.rglob("*.txt")) if p.is_dir() else [p]
     if not files:
-        raise ValueError(f"text:{path}: the folder holds no .txt files")
+        raise UsageError(f"text:{path}: the folder holds no .txt files")
     return "\n\n".join(read_utf8(f, f"text:{path}") for f in files)
 
 
@@ -97,10 +99,10 @@ def read_utf8(file: Path, spec: str) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{spec}: {file} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start} does "
+        raise UsageError(f"{spec}: {file} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start} does "
                          "not decode); convert it to UTF-8, or give token ids with tokens:PATH.npy") from None
     if (nul := raw.find(b"\0")) >= 0:
-        raise ValueError(f"{spec}: {file} is binary, not text (a NUL byte at offset {nul}); give a text file, or "
+        raise UsageError(f"{spec}: {file} is binary, not text (a NUL byte at offset {nul}); give a text file, or "
                          "token ids with tokens:PATH.npy")
     return text
 
@@ -109,7 +111,8 @@ def _hub(loader, name: str):
     try:
         import datasets  # noqa: F401
     except ImportError:
-        raise ImportError(f"dataset {name!r} needs the `datasets` package: pip install 'neuroal-jax[data]'") from None
+        raise MissingDependency(f"dataset {name!r} needs the `datasets` package: "
+                                "pip install 'neuroal-jax[data]'") from None
     try:
         return loader()
     except Exception as e:
@@ -138,7 +141,7 @@ def hub_documents(name: str, split: str) -> list[str] | str:
 def encode(tokenizer, text: str) -> np.ndarray:
     """Token ids of `text` as one sequence (the tokenizer's special tokens included, as the reference)."""
     if tokenizer is None:
-        raise ValueError("this dataset needs a tokenizer, and the model has none; "
+        raise UsageError("this dataset needs a tokenizer, and the model has none; "
                          "give token ids instead with tokens:PATH.npy")
     return np.asarray(tokenizer(text, verbose=False)["input_ids"], dtype=np.int32)
 
@@ -150,7 +153,7 @@ def check_token_ids(ids: np.ndarray, vocab_size: int | None, source: str) -> np.
     bad = (ids < 0) | (ids >= vocab_size)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{source}: token id {int(ids[where])} at index {list(where)} is outside the model's "
+        raise UsageError(f"{source}: token id {int(ids[where])} at index {list(where)} is outside the model's "
                          f"vocabulary [0, {vocab_size}) (vocab_size {vocab_size}); {int(bad.sum())} such ids")
     return ids
 
@@ -160,7 +163,7 @@ def check_token_ids(ids: np.ndarray, vocab_size: int | None, source: str) -> np.
 def _random_windows(ids: np.ndarray, nsamples: int, seqlen: int, seed: int, source: str,
                     role: str = "calibration") -> np.ndarray:
     if len(ids) - seqlen - 1 < 0:
-        raise ValueError(f"{role} data {source} has {len(ids)} tokens, too short for windows of "
+        raise UsageError(f"{role} data {source} has {len(ids)} tokens, too short for windows of "
                          f"{seqlen} tokens; lower --seqlen or give more text")
     rng = random.Random(seed)
     starts = [rng.randint(0, len(ids) - seqlen - 1) for _ in range(nsamples)]
@@ -177,7 +180,7 @@ def _document_windows(docs: list[str], tokenizer, nsamples: int, seqlen: int, se
             if len(ids) > seqlen:
                 break
         else:
-            raise ValueError(f"no {role} document is longer than seqlen={seqlen}")
+            raise UsageError(f"no {role} document is longer than seqlen={seqlen}")
         start = rng.randint(0, len(ids) - seqlen - 1)
         out.append(ids[start:start + seqlen])
     return np.stack(out)
@@ -187,13 +190,13 @@ def npy_tokens(path: str, vocab_size: int | None = None) -> np.ndarray:
     """int32 token ids of a .npy file (1-D or 2-D integers, each in [0, vocab_size))."""
     with open(path, "rb") as f:
         if f.read(6) != b"\x93NUMPY":
-            raise ValueError(f"tokens:{path} is not a .npy file (no NumPy header); write token ids with numpy.save")
+            raise UsageError(f"tokens:{path} is not a .npy file (no NumPy header); write token ids with numpy.save")
     try:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise ValueError(f"tokens:{path} is not a NumPy .npy array of token ids ({' '.join(str(e).split())})") from None
+        raise UsageError(f"tokens:{path} is not a NumPy .npy array of token ids ({' '.join(str(e).split())})") from None
     if arr.ndim not in (1, 2) or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"tokens:{path} must hold integer token ids, 1-D or [n, L]; got {arr.dtype} {arr.shape}")
+        raise UsageError(f"tokens:{path} must hold integer token ids, 1-D or [n, L]; got {arr.dtype} {arr.shape}")
     return check_token_ids(arr, vocab_size, f"tokens:{path}").astype(np.int32)
 
 
@@ -204,16 +207,16 @@ def calibration_windows(spec: str | DatasetSpec, tokenizer, nsamples: int, seqle
     windows and their number in messages (finetune's training data: "training", "steps × ...")."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     if nsamples < 1 or seqlen < 2:
-        raise ValueError(f"need nsamples >= 1 and seqlen >= 2, got nsamples={nsamples}, seqlen={seqlen}")
+        raise UsageError(f"need nsamples >= 1 and seqlen >= 2, got nsamples={nsamples}, seqlen={seqlen}")
     if spec.kind == "tokens":
         arr = npy_tokens(spec.path, vocab_size)
         if arr.ndim == 1:
             return _random_windows(arr, nsamples, seqlen, seed, str(spec), role)
         if arr.shape[1] != seqlen:
-            raise ValueError(f"{spec} holds windows of {arr.shape[1]} tokens, but seqlen is {seqlen}: give rows of "
+            raise UsageError(f"{spec} holds windows of {arr.shape[1]} tokens, but seqlen is {seqlen}: give rows of "
                              "exactly seqlen tokens, or a 1-D token stream to sample windows from")
         if arr.shape[0] < nsamples:
-            raise ValueError(f"{role} data {spec} holds {arr.shape[0]} windows of {seqlen} tokens; {count} asks "
+            raise UsageError(f"{role} data {spec} holds {arr.shape[0]} windows of {seqlen} tokens; {count} asks "
                              f"for {nsamples}")
         return arr[:nsamples]
     if spec.kind == "c4":
@@ -247,7 +250,7 @@ def eval_windows(spec: str | DatasetSpec, tokenizer, seqlen: int, max_windows: i
     the first `max_windows` of them when given."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     if max_windows is not None and max_windows < 1:
-        raise ValueError(f"the number of evaluation windows must be >= 1, got {max_windows}")
+        raise UsageError(f"the number of evaluation windows must be >= 1, got {max_windows}")
     if spec.kind == "tokens":
         sequences = npy_tokens(spec.path, vocab_size)
     else:
@@ -257,13 +260,14 @@ def eval_windows(spec: str | DatasetSpec, tokenizer, seqlen: int, max_windows: i
         check_token_ids(sequences, vocab_size, f"{spec} (tokenized)")
     longest = sequences.shape[-1]
     if longest < seqlen:
-        raise ValueError(f"evaluation data {spec} holds sequences of {longest} tokens, fewer than seqlen={seqlen}")
+        raise UsageError(f"evaluation data {spec} holds sequences of {longest} tokens, fewer than seqlen={seqlen}")
     ids = cut_windows(sequences, seqlen)
     if len(ids) == 0:
-        raise ValueError(f"evaluation data {spec} holds no sequence (shape {list(sequences.shape)}): it gives no "
+        raise UsageError(f"evaluation data {spec} holds no sequence (shape {list(sequences.shape)}): it gives no "
                          f"window of {seqlen} tokens to evaluate")
     if max_windows is not None:
         if len(ids) < max_windows:
-            raise ValueError(f"evaluation data {spec} gives only {len(ids)} windows of {seqlen} tokens; asked for {max_windows}")
+            raise UsageError(f"evaluation data {spec} gives only {len(ids)} windows of {seqlen} tokens; "
+                             f"asked for {max_windows}")
         ids = ids[:max_windows]
     return ids

@@ -10,15 +10,15 @@ with `tasks_dir`.
 """
 from __future__ import annotations
 
-import argparse
 import difflib
 import os
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from converters.load import TOKENIZER_FILES, looks_like_path
+
+from ..errors import MissingDependency, UsageError
 
 #: The paper's zero-shot suite (Hugging Face Hub datasets); the default.
 PAPER_TASKS = ("rte", "winogrande", "boolq", "hellaswag", "arc_easy", "arc_challenge", "openbookqa")
@@ -38,7 +38,7 @@ def _require_lm_eval():
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
     except ImportError as e:
-        raise ImportError(f"zero-shot evaluation needs lm-eval with its Hugging Face backend "
+        raise MissingDependency(f"zero-shot evaluation needs lm-eval with its Hugging Face backend "
                           f"(torch, accelerate): {INSTALL_HINT} (missing: {e.name or e})") from None
     return lm_eval, TaskManager, HFLM
 
@@ -50,7 +50,7 @@ def parse_tasks(tasks: str | Sequence[str] | None) -> list[str]:
     names = tasks.split(",") if isinstance(tasks, str) else list(tasks)
     names = [n.strip() for n in names if n.strip()]
     if not names:
-        raise ValueError("no task given; e.g. --tasks pydoc_next_sentence")
+        raise UsageError("no task given; e.g. --tasks pydoc_next_sentence")
     return list(dict.fromkeys(names))
 
 
@@ -59,13 +59,13 @@ def check_model(model: str) -> bool:
     path = Path(model).expanduser()
     if path.exists():
         if path.is_file() and path.suffix == ".gguf":
-            raise ValueError(f"{model} is a GGUF file; lm-eval needs a Hugging Face folder: "
+            raise UsageError(f"{model} is a GGUF file; lm-eval needs a Hugging Face folder: "
                              f"neuroal-jax export --model {model} --out DIR, then --model DIR")
         if not path.is_dir() or not (path / "config.json").is_file():
-            raise ValueError(f"{model} is not a Hugging Face model folder (no config.json); "
+            raise UsageError(f"{model} is not a Hugging Face model folder (no config.json); "
                              "write one with `neuroal-jax export --model ... --out DIR`")
         if not any((path / f).is_file() for f in TOKENIZER_FILES):
-            raise ValueError(f"{model} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); lm-eval needs one: "
+            raise UsageError(f"{model} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); lm-eval needs one: "
                              "export from a model that has a tokenizer, or save one into the folder")
         return True
     if looks_like_path(model):
@@ -123,7 +123,7 @@ def task_manager(task_names: Sequence[str], include: list[Path]):
     full = TaskManager(include_path=paths)
     unknown = [t for t in task_names if t not in full.all_tasks]
     if unknown:
-        raise ValueError(f"unknown lm-eval task(s) {', '.join(unknown)}; did you mean: "
+        raise UsageError(f"unknown lm-eval task(s) {', '.join(unknown)}; did you mean: "
                          f"{_suggest(unknown[0], full.all_tasks)}? (lm-eval has {len(full.all_tasks)} tasks; "
                          "offline, use pydoc_next_sentence or YAML tasks in --tasks-dir)")
     return full
@@ -154,7 +154,7 @@ def load_lm(model: str, batch_size: int, device: str):
                     batch_size=batch_size, device=device)
     except OSError as e:
         if local:
-            raise ValueError(f"could not load the Hugging Face folder {model}: {e}") from None
+            raise UsageError(f"could not load the Hugging Face folder {model}: {e}") from None
         raise ConnectionError(f"{model!r} is not a local folder, and loading it as a Hugging Face Hub id "
                               f"failed ({str(e).splitlines()[0]}); give an exported folder "
                               "(neuroal-jax export --model ... --out DIR)") from None
@@ -190,7 +190,7 @@ def run_zeroshot(model_dir: str | os.PathLike, tasks: str | Sequence[str] | None
     lm_eval, _, _ = _require_lm_eval()
     names, model = parse_tasks(tasks), os.fspath(model_dir)
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be >= 1, got {limit}")
+        raise UsageError(f"limit must be >= 1, got {limit}")
     if tasks_dir is not None and not Path(tasks_dir).is_dir():
         raise FileNotFoundError(f"tasks folder {tasks_dir} does not exist")
     check_model(model)
@@ -204,7 +204,7 @@ def run_zeroshot(model_dir: str | os.PathLike, tasks: str | Sequence[str] | None
     return summarize(results)
 
 
-# ---------------------------------------------------------------- command line
+# ---------------------------------------------------------------- the table the command line prints
 
 def format_table(summary: dict[str, dict]) -> str:
     """A plain-text table: task, documents, acc ± stderr, acc_norm."""
@@ -219,35 +219,3 @@ def format_table(summary: dict[str, dict]) -> str:
              for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
-
-
-def cmd_eval_zeroshot(args) -> int:
-    from ..outputs.files import check_json_out, write_result_json
-    check_json_out(args.json)
-    t0 = time.perf_counter()
-    summary = run_zeroshot(args.model, tasks=args.tasks, tasks_dir=args.tasks_dir, batch_size=args.batch_size,
-                           limit=args.limit, device=args.device)
-    print(f"{args.model}  0-shot lm-eval" + (f"  (first {args.limit} documents per task)" if args.limit else ""))
-    print(format_table(summary))
-    if args.json:
-        write_result_json(args.json, {"model": args.model, "limit": args.limit, "num_fewshot": 0, "results": summary,
-                                       "seconds": round(time.perf_counter() - t0, 3)})
-    return 0
-
-
-def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Register the `eval-zeroshot` subcommand on an argparse subparsers object."""
-    p = subparsers.add_parser(
-        "eval-zeroshot", help="zero-shot accuracy (0-shot acc) of an exported model with lm-eval",
-        description="Run lm-eval 0-shot (acc) on a Hugging Face folder written by `neuroal-jax export` "
-                    f"(or a Hub id). Default tasks: {','.join(PAPER_TASKS)} (Hugging Face Hub). Offline: "
-                    "--tasks pydoc_next_sentence (shipped), or your YAML tasks with --tasks-dir.")
-    p.add_argument("--model", required=True, metavar="DIR|ID", help="exported Hugging Face folder or Hub id")
-    p.add_argument("--tasks", default=None, help=f"comma-separated lm-eval tasks (default: {','.join(PAPER_TASKS)})")
-    p.add_argument("--tasks-dir", default=None, metavar="DIR", help="extra folder of lm-eval YAML tasks")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N documents per task")
-    p.add_argument("--batch-size", type=int, default=8, help="lm-eval batch size (default: 8)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    p.set_defaults(func=cmd_eval_zeroshot)
-    return p

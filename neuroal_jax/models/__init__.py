@@ -18,8 +18,8 @@ from .registry import FAMILIES, NEXT_BLOCK, Family, family_of, get_family, layer
 
 __all__ = [
     "FAMILIES", "NEXT_BLOCK", "Family", "family_of", "get_family", "layer_key", "register_family", "split_key",
-    "block_apply", "block_contexts", "embed", "final_hidden_states", "forward", "head_params", "hidden_to_logits", "token_nll",
-    "init_params", "validate_params",
+    "block_apply", "block_contexts", "embed", "final_hidden_states", "forward", "head_params", "hidden_to_logits",
+    "token_nll", "init_params", "validate_params",
 ]
 
 

@@ -91,15 +91,46 @@ def _resolve(directory: str | os.PathLike) -> list[Path]:
 
 def _restore_one(directory: Path) -> dict:
     try:
+        _check_manifests(directory)
         tree = _checkpointer().restore(directory)
     except Exception as e:  # orbax's and tensorstore's errors of a damaged folder (their texts are whole specs)
-        raise UsageError(f"{directory} is a corrupt masks checkpoint ({type(e).__name__} while reading it; "
-                         "NEUROAL_DEBUG=1 shows it); write it again with the run that made it") from e
+        what = type(e).__name__
+    else:
+        what = None
+    if what is not None:
+        _drop_failed_reads()
+        raise UsageError(f"{directory} is a corrupt masks checkpoint ({what} while reading it); write it again with "
+                         "the run that made it")
     version = int(tree.get("format_version", 1))
     if version > FORMAT_VERSION:
         raise UsageError(f"{directory}: masks format version {version} is newer than this neuroal_jax "
                          f"reads ({FORMAT_VERSION})")
     return tree
+
+
+def _check_manifests(directory: Path) -> None:
+    """Read the checkpoint's OCDBT manifests with one synchronous tensorstore call each: a damaged one fails here,
+    before orbax's concurrent reads, whose threads would go on calling into a closed event loop (and print)."""
+    import tensorstore as ts
+    for manifest in sorted(directory.rglob("manifest.ocdbt")):
+        ts.KvStore.open({"driver": "ocdbt", "base": f"file://{manifest.parent.absolute()}"}).result().list().result()
+
+
+def _drop_failed_reads() -> None:
+    """Collect the read tasks of a failed restore now, without asyncio's "Task exception was never retrieved" log
+    for each (they failed with the error already reported; left to the interpreter's exit they print pages)."""
+    import gc
+    import logging
+
+    class Quiet(logging.Filter):
+        def filter(self, record):
+            return False
+    log, quiet = logging.getLogger("asyncio"), Quiet()
+    log.addFilter(quiet)
+    try:
+        gc.collect()
+    finally:
+        log.removeFilter(quiet)
 
 
 def _restore(directory) -> dict:

@@ -28,12 +28,10 @@ from typing import Iterable
 
 import numpy as np
 
+from ..errors import OutputError
+
 MARKER = ".neuroal-jax.json"
 TOOL = "neuroal-jax"
-
-
-class OutputError(ValueError):
-    """An output path that cannot or must not be written (a bad input: exit 2 on the command line)."""
 
 
 # ---------------------------------------------------------------- files

@@ -59,8 +59,8 @@ def build_report(*, model: str, method: str, top_up: str, target_sparsity: float
                  timings: dict, perplexity: dict, settings: dict, dist: dict, info: dict,
                  notes: list[str] = ()) -> dict:
     """The report dict: core results, the settings (structure, calib, nsamples, ...) at the top level, the
-    run's warnings (`notes`), and the allocation's `info` merged in (an info key that clashes with a core or settings key is kept as
-    "info.<key>")."""
+    run's warnings (`notes`), and the allocation's `info` merged in (an info key that clashes with a core or
+    settings key is kept as "info.<key>")."""
     report = {
         "model": model, "method": method, "top_up": top_up, "target_sparsity": float(target_sparsity),
         "sparsity": summary["sparsity"], "perplexity": perplexity, "timings": timings, **settings,

@@ -62,7 +62,8 @@ def _validate(W_shape, H_shape, sparsity, prune_n, prune_m, blocksize, percdamp,
         raise ValueError(f"sparsity must be a float in [0, 1), got {sparsity!r}")
     if not isinstance(blocksize, numbers.Integral) or blocksize < 1:
         raise ValueError(f"blocksize must be a positive int, got {blocksize!r}")
-    if not isinstance(prune_n, numbers.Integral) or not isinstance(prune_m, numbers.Integral) or prune_n < 0 or prune_m < 0:
+    if (not isinstance(prune_n, numbers.Integral) or not isinstance(prune_m, numbers.Integral)
+            or prune_n < 0 or prune_m < 0):
         raise ValueError(f"prune_n and prune_m must be non-negative ints, got {prune_n!r}:{prune_m!r}")
     if prune_n or prune_m:
         if not 0 < prune_n < prune_m:

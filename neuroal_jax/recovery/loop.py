@@ -11,9 +11,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..config import ModelConfig
+from ..errors import UsageError
 from .settings import FinetuneSettings
 from .train import optimizer, train_step
-
 
 #: The run stops as diverged when a step's loss is not finite or exceeds this many times the first step's.
 DIVERGED_FACTOR = 2.0
@@ -22,7 +22,7 @@ DIVERGED_FACTOR = 2.0
 UNIFORM_RTOL = 1e-5
 
 
-class TrainingDiverged(ValueError):
+class TrainingDiverged(UsageError):
     """The loss became non-finite, exploded or collapsed to uniform (a learning rate too large): the run stops."""
 
 

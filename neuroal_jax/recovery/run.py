@@ -29,13 +29,23 @@ from pathlib import Path
 
 import numpy as np
 
-from ..api import (Timer, check_dtype, data_paths, default_seqlen, interrupted_run, model_inputs, model_path,
-                   positive_int, resolve_model, spec_list)
+from ..api import (
+    Timer,
+    check_dtype,
+    data_paths,
+    default_seqlen,
+    interrupted_run,
+    model_inputs,
+    model_path,
+    positive_int,
+    resolve_model,
+)
 from ..config import ModelConfig
+from ..errors import UsageError
 from ..evaluation.data import DatasetSpec, parse_spec
-from ..pruning.targets import prunable_weights
 from ..outputs.files import output_lock, remove_ours, sibling
-from ..topups.options import flag_of
+from ..pruning.targets import prunable_weights
+from ..topups.options import comma_list, flag_of
 from .loop import TrainingDiverged
 from .settings import FinetuneSettings
 
@@ -85,9 +95,9 @@ def check_request(model, *, data, seqlen, eval, eval_nsamples, dtype, mask_from_
     s = FinetuneSettings.from_dict(settings, "finetune").resolved(None)
     check_given_settings(s, settings)
     if mask_from_zeros and allow_mask_mismatch:
-        raise ValueError("--allow-mask-mismatch applies to the masks of masks/; with --mask-from-zeros the masks are "
+        raise UsageError("--allow-mask-mismatch applies to the masks of masks/; with --mask-from-zeros the masks are "
                          "the weights' own zeros: give one of them")
-    data_spec, specs = parse_spec(data), spec_list(eval)
+    data_spec, specs = parse_spec(data), comma_list(eval)
     eval_specs = [parse_spec(x) for x in specs]
     if seqlen is not None:
         positive_int("seqlen", seqlen, 2)
@@ -98,7 +108,7 @@ def check_request(model, *, data, seqlen, eval, eval_nsamples, dtype, mask_from_
     inputs = model_inputs(model) + data_paths("--data", [data_spec]) + data_paths("--eval", eval_specs)
     out = check_out(out, force, inputs)
     if resume and out is None:
-        raise ValueError("resume=True (--resume) continues an interrupted run of an output folder; give out (--out)")
+        raise UsageError("resume=True (--resume) continues an interrupted run of an output folder; give out (--out)")
     if out is not None:
         interrupted_run(out, resume, force, "--resume")
     req = FinetuneRequest(s, data_spec, seqlen, tuple(specs), eval_nsamples, dtype, bool(mask_from_zeros),
@@ -112,7 +122,7 @@ def check_given_settings(s: FinetuneSettings, given: dict) -> None:
     lora = [k for k in ("lora_rank", "lora_alpha") if given.get(k) is not None]
     if lora and s.mode != "lora":
         shown = ", ".join(f"{flag_of(k)} {given[k]}" for k in lora)
-        raise ValueError(f"{shown}: LoRA options apply to --mode lora only, and the mode is {s.mode}; drop them or "
+        raise UsageError(f"{shown}: LoRA options apply to --mode lora only, and the mode is {s.mode}; drop them or "
                          "pass --mode lora")
 
 
@@ -126,7 +136,7 @@ def check_masks_source(model, req: FinetuneRequest) -> None:
     path = model_path(model)
     folder = Path(path) if path and Path(path).is_dir() else None
     if not req.mask_from_zeros and (folder is None or not (folder / MASKS_DIR).exists()):
-        raise ValueError(f"{model} has no {MASKS_DIR}/ folder (it is not a neuroal-jax prune output): pass "
+        raise UsageError(f"{model} has no {MASKS_DIR}/ folder (it is not a neuroal-jax prune output): pass "
                          "--mask-from-zeros (mask_from_zeros=True) to keep its zero weights at zero instead")
     if folder is None or not (folder / "config.json").exists():
         return
@@ -146,7 +156,7 @@ def check_mask_shapes(masks: dict, shapes: dict[str, tuple], where) -> None:
         parts = ([f"no mask for {', '.join(missing[:4])}"] if missing else []) + (
             [f"masks for no layer: {', '.join(unknown[:4])}"] if unknown else []) + (
             [f"shapes differ: {', '.join(wrong[:4])}"] if wrong else [])
-        raise ValueError(f"the masks in {where} do not match the model's prunable weights: " + "; ".join(parts))
+        raise UsageError(f"the masks in {where} do not match the model's prunable weights: " + "; ".join(parts))
 
 
 def check_lora_rank(s: FinetuneSettings, shapes: dict[str, tuple]) -> None:
@@ -155,7 +165,7 @@ def check_lora_rank(s: FinetuneSettings, shapes: dict[str, tuple]) -> None:
     smallest = min(min(shape) for shape in shapes.values())
     if s.lora_rank > smallest:
         name = next(k for k, v in shapes.items() if min(v) == smallest)
-        raise ValueError(f"option lora_rank (--lora-rank) {s.lora_rank} exceeds the smaller side of layer {name} "
+        raise UsageError(f"option lora_rank (--lora-rank) {s.lora_rank} exceeds the smaller side of layer {name} "
                          f"{shapes[name]}; valid: 1 to {smallest}")
 
 
@@ -168,7 +178,7 @@ def model_masks(cfg: ModelConfig, params: dict, model, req: FinetuneRequest) -> 
     zeros = nonzero(cfg, params)
     if req.mask_from_zeros:
         if all(m.all() for m in zeros.values()):
-            raise ValueError(f"--mask-from-zeros: {model} has no zero in its prunable weights, so nothing is pruned "
+            raise UsageError(f"--mask-from-zeros: {model} has no zero in its prunable weights, so nothing is pruned "
                              "and there is no mask to keep; prune it first (neuroal-jax prune)")
         return zeros, {}
     folder = Path(model_path(model))
@@ -187,7 +197,8 @@ def check_masks_match_weights(masks: dict, nonzeros: dict, where: Path) -> None:
     if bad or extra:
         first = next(k for k in nonzeros if pruned_nonzero[k] or kept_zero[k])
         total = sum(m.size for m in masks.values())
-        raise ValueError(f"the masks in {where} disagree with the model's weights: {bad:,} pruned entries hold non-zero "
+        raise UsageError(f"the masks in {where} disagree with the model's weights: "
+                         f"{bad:,} pruned entries hold non-zero "
                          f"weights and {extra:,} kept entries are zero, of {total:,} (first in layer {first}); "
                          "training would change the sparsity from the weights' to the masks'. Use the masks of the "
                          "prune that wrote these weights, --mask-from-zeros to keep the weights' own zeros, or "
@@ -268,7 +279,7 @@ def _run(model, req: FinetuneRequest) -> FinetuneResult:
 
     from ..evaluation.data import calibration_windows, eval_windows
     from ..outputs.report import versions
-    from ..outputs.streaming import open_run
+    from ..streaming import open_run
     from .loop import train
     from .train import block_masks, init_trainable, merged
 
@@ -317,7 +328,7 @@ def _run(model, req: FinetuneRequest) -> FinetuneResult:
 
 def input_digests(source, params, masks: dict, windows, test_sets: dict) -> dict:
     """Digests of what the run reads (a resumed run must see the same): model, masks, training and test windows."""
-    from ..outputs.streaming import array_digest, files_digest, params_digest
+    from ..streaming import array_digest, files_digest, params_digest
     return {"model": files_digest(source) if source else params_digest(params),
             "masks": params_digest(masks), "training windows": array_digest(windows),
             **{f"evaluation windows of {x}": array_digest(w) for x, w in test_sets.items()}}

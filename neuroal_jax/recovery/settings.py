@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from ..errors import UsageError
 from ..topups.options import Options, all_of, at_least, in_range, option, positive, unique
 
 MODES = ("masked", "lora")
@@ -16,7 +17,8 @@ DEFAULT_LR = {"masked": 1e-4, "lora": 5e-4}
 
 def _known_parts(parts) -> str | None:
     unknown = [p for p in parts if p not in TRAINED]
-    return None if not unknown else f"names unknown part(s) {', '.join(map(repr, unknown))} (valid: {', '.join(TRAINED)})"
+    return None if not unknown else (f"names unknown part(s) {', '.join(map(repr, unknown))} "
+                                     f"(valid: {', '.join(TRAINED)})")
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class FinetuneSettings(Options):
 
     def validate(self, target=None) -> None:
         if self.warmup > self.steps:
-            raise ValueError(f"option warmup (--warmup) must be at most --steps ({self.steps}), got {self.warmup}")
+            raise UsageError(f"option warmup (--warmup) must be at most --steps ({self.steps}), got {self.warmup}")
 
     @property
     def windows(self) -> int:

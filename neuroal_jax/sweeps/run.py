@@ -23,17 +23,18 @@ from __future__ import annotations
 import csv
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..api import check_counts, check_dtype, check_model_fits, data_paths, model_inputs, resolve_model, spec_list
+from ..api import check_counts, check_dtype, check_model_fits, data_paths, default_seqlen, model_inputs, resolve_model
+from ..errors import UsageError
 from ..evaluation.data import DatasetSpec, calibration_windows, eval_windows, parse_spec
 from ..outputs.files import atomic_file, check_out, output_folder, write_json
 from ..outputs.report import versions
 from ..pruning import Structure, check_method, check_sparsity
 from ..topups.neuroal.profiles import Profile, ProfileInputs, block_profile
 from ..topups.neuroal.search import pick
-from ..topups.options import Target
+from ..topups.options import Target, comma_list
 from .candidates import Candidates, search_candidates
 from .outcomes import dist_digest, final_outcomes
 from .plots import save_sweep_plots
@@ -48,7 +49,7 @@ class SweepRequest:
     settings: SweepSettings  # resolved: defaults filled in
     calibs: tuple[DatasetSpec, ...]
     nsamples: int
-    seqlen: int
+    seqlen: int | None  # None until the model is loaded: then `default_seqlen`
     eval: tuple[str, ...]
     eval_nsamples: int | None
     batch_size: int
@@ -64,20 +65,20 @@ def check_sweep(model, *, method, sparsity, calib, nsamples, seqlen, eval, eval_
     sparsity = check_sparsity(sparsity)
     check_method(method)
     nsamples, seqlen, batch_size, eval_nsamples = check_counts(nsamples, seqlen, batch_size, eval_nsamples)
-    calibs = [parse_spec(c) for c in spec_list(calib)]
+    calibs = [parse_spec(c) for c in comma_list(calib)]
     if not calibs:
-        raise ValueError(f"calib (--calib) must name at least one dataset, got {calib!r}")
+        raise UsageError(f"calib (--calib) must name at least one dataset, got {calib!r}")
     if len({str(c) for c in calibs}) != len(calibs):
-        raise ValueError(f"calib (--calib) repeats a dataset: {calib!r}")
-    specs = spec_list(eval)
+        raise UsageError(f"calib (--calib) repeats a dataset: {calib!r}")
+    specs = comma_list(eval)
     if not specs:
-        raise ValueError("a sweep needs at least one evaluation set (eval, --eval): it ranks λs by perplexity")
+        raise UsageError("a sweep needs at least one evaluation set (eval, --eval): it ranks λs by perplexity")
     evals = [parse_spec(s) for s in specs]
     check_dtype(dtype)
     resolved = SweepSettings.from_dict(settings, "sweep").resolved(Target(method, sparsity, Structure(), nsamples))
     rows = [str(c) for c in calibs if c.holds_rows()]
     if len(resolved.seeds) > 1 and rows:
-        raise ValueError(f"seeds (--seeds) {','.join(map(str, resolved.seeds))}: {rows[0]} holds [n, L] rows, and "
+        raise UsageError(f"seeds (--seeds) {','.join(map(str, resolved.seeds))}: {rows[0]} holds [n, L] rows, and "
                          "calibration takes its first rows whatever the seed, so every seed gives the same windows; "
                          "give one seed, or a 1-D token stream (or text) to sample windows from")
     inputs = model_inputs(model) + data_paths("--calib", calibs) + data_paths("--eval", evals)
@@ -87,7 +88,7 @@ def check_sweep(model, *, method, sparsity, calib, nsamples, seqlen, eval, eval_
 
 
 def sweep(model, *, method: str = "wanda", sparsity: float = 0.7, calib="c4", nsamples: int = 128,
-          seqlen: int = 2048, eval=(), eval_nsamples: int | None = None, batch_size: int = 8,
+          seqlen: int | None = None, eval=(), eval_nsamples: int | None = None, batch_size: int = 8,
           dtype: str = "float32", out: str | os.PathLike | None = None, force: bool = False, progress: bool = True,
           **settings) -> dict:
     """Sweep NeuroAL's λ candidates of `model` pruned with `method` at `sparsity`; returns what sweep.json holds.
@@ -115,6 +116,7 @@ def run_sweep(model, req: SweepRequest) -> tuple[dict, dict | None]:
     s = req.settings
     t0 = time.perf_counter()
     name, cfg, params, tokenizer, _ = resolve_model(model, req.dtype)
+    req = replace(req, seqlen=default_seqlen(cfg, req.seqlen))
     check_model_fits(cfg, Structure(), req.seqlen)
     test_sets = {e: eval_windows(e, tokenizer, req.seqlen, req.eval_nsamples, cfg.vocab_size) for e in req.eval}
     calib_sets = {(c, seed): calibration_windows(c, tokenizer, req.nsamples, req.seqlen, seed, cfg.vocab_size)

@@ -25,6 +25,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from ..errors import UsageError
+
 Check = Callable[[Any], "str | None"]
 
 
@@ -86,6 +88,14 @@ def _base_type(annotation):
     return annotation
 
 
+def comma_list(value) -> list[str]:
+    """The one way a list of names is given: "a, b" (a command line) or a sequence; stripped, empties dropped."""
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else value
+    return [str(v).strip() for v in items if v is not None and str(v).strip()]
+
+
 def _coerce(kind, value):
     """`value` as `kind`, or raise ValueError with what was expected."""
     if kind is float:
@@ -106,7 +116,7 @@ def _coerce(kind, value):
         item = typing.get_args(kind)[0]
         what = {float: "numbers", int: "integers", str: "names"}[item]
         if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+            value = comma_list(value)
             try:
                 value = [v if item is str else item(v) for v in value]
             except ValueError:
@@ -144,7 +154,7 @@ class Options:
         whose = whose or cls.__name__
         if unknown:
             valid = f"valid: {', '.join(names)}" if names else "it takes no options"
-            raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for {whose}; {valid}")
+            raise UsageError(f"unknown option(s) {', '.join(map(repr, unknown))} for {whose}; {valid}")
         hints, values = cls._types(), {}
         for f in cls.option_fields():
             if given.get(f.name) is None:
@@ -154,7 +164,7 @@ class Options:
             try:
                 value = f.metadata["parse"](value) if f.metadata.get("parse") else _coerce(kind, value)
             except ValueError as e:
-                raise ValueError(f"option {f.name} ({flag_of(f.name)}) of {whose}: {e}, got {value!r}") from None
+                raise UsageError(f"option {f.name} ({flag_of(f.name)}) of {whose}: {e}, got {value!r}") from None
             values[f.name] = value
         options = cls(**values)
         options.check_fields(whose)
@@ -165,12 +175,12 @@ class Options:
             value = getattr(self, f.name)
             choices = f.metadata.get("choices")
             if choices and value is not None and value not in choices:
-                raise ValueError(f"option {f.name} ({flag_of(f.name)}) of {whose or type(self).__name__}: "
+                raise UsageError(f"option {f.name} ({flag_of(f.name)}) of {whose or type(self).__name__}: "
                                  f"unknown value {value!r}; valid: {', '.join(map(str, choices))}")
             check = f.metadata.get("check")
             error = check(value) if check else None
             if error:
-                raise ValueError(f"option {f.name} ({flag_of(f.name)}) of {whose or type(self).__name__} "
+                raise UsageError(f"option {f.name} ({flag_of(f.name)}) of {whose or type(self).__name__} "
                                  f"{error}, got {value!r}")
 
     def complete(self, target: Target) -> "Options":

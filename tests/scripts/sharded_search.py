@@ -9,9 +9,9 @@ import jax
 import numpy as np
 
 sys.path.insert(0, sys.argv[1])  # tests/
+import neuroal_jax.topups.neuroal.candidates as S  # noqa: E402
 import reference_fixture as F  # noqa: E402
 from converters.hf import load_hf  # noqa: E402
-import neuroal_jax.topups.neuroal.candidates as S  # noqa: E402
 from neuroal_jax.pruning import sequential_prune  # noqa: E402
 from neuroal_jax.topups.neuroal.search import SearchSettings, neuroal_search  # noqa: E402
 

@@ -8,8 +8,8 @@ keeps the per-row top-k of the masks local to a device.
     mesh = make_mesh(devices=8)                     # 8 devices, all on the λ axis
     mesh = make_mesh(devices=8, model_parallel=2)   # 4 λ groups × 2-way row-split weights
 
-Multi-host: call `neuroal_jax.distributed.initialize_distributed()` (or `neuroal-jax ... --distributed`) in every process
-first; `jax.devices()` then lists every host's devices and the same mesh code spans them.
+Multi-host: call `neuroal_jax.distributed.initialize_distributed()` (or `neuroal-jax ... --distributed`) in every
+process first; `jax.devices()` then lists every host's devices and the same mesh code spans them.
 """
 from __future__ import annotations
 
