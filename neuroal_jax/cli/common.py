@@ -103,6 +103,19 @@ def add_evaluation(g, *, required: bool = False, what: str = "perplexity test se
                    help="evaluate only the first N windows of each test set (default: all)")
 
 
+def add_data(p, *, several: bool = False, eval_required: bool = False,
+             eval_what: str = "perplexity test sets after pruning"):
+    """The "data" group of a command that prunes and evaluates: calibration, --seqlen, evaluation, --batch-size and
+    --quiet; returns the group."""
+    g = p.add_argument_group("data", WINDOWS_HELP)
+    add_calibration(g, several=several)
+    add_seqlen(g)
+    add_evaluation(g, required=eval_required, what=eval_what)
+    add_batch_size(g)
+    add_quiet(g)
+    return g
+
+
 def add_batch_size(g) -> None:
     g.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
 

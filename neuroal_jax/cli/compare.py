@@ -4,17 +4,12 @@ from __future__ import annotations
 import argparse
 
 from .common import (
-    WINDOWS_HELP,
-    add_batch_size,
-    add_calibration,
+    add_data,
     add_dtype,
-    add_evaluation,
     add_method_and_sparsity,
     add_model,
     add_output,
-    add_quiet,
     add_save_format,
-    add_seqlen,
     add_structure,
     add_topup_options,
     all_topup_options,
@@ -39,12 +34,7 @@ def add_cli(sub) -> None:
     add_output(p, required=False, what="write per-top-up folders (as prune's --out), summary.json and "
                                        "comparison.png here (atomically)")
     add_save_format(p)
-    g = p.add_argument_group("data", WINDOWS_HELP)
-    add_calibration(g)
-    add_seqlen(g)
-    add_evaluation(g, required=True, what="perplexity test sets, dense and after each top-up")
-    add_batch_size(g)
-    add_quiet(g)
+    add_data(p, eval_required=True, eval_what="perplexity test sets, dense and after each top-up")
     add_dtype(p.add_argument_group("precision"))
     add_topup_options(p, "of any top-up in --top-ups")
     p.set_defaults(func=run)

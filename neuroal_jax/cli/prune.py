@@ -5,17 +5,12 @@ import argparse
 
 from ..runtime import DEFAULT_COORDINATOR_TIMEOUT
 from .common import (
-    WINDOWS_HELP,
-    add_batch_size,
-    add_calibration,
+    add_data,
     add_dtype,
-    add_evaluation,
     add_method_and_sparsity,
     add_model,
     add_output,
-    add_quiet,
     add_save_format,
-    add_seqlen,
     add_structure,
     add_topup_options,
     options_from_args,
@@ -50,12 +45,7 @@ def add_cli(sub) -> None:
     add_structure(p)
     add_output(p, resume="continue an interrupted --stream run of the same settings and inputs (implies --stream)")
     add_save_format(p)
-    g = p.add_argument_group("data", WINDOWS_HELP)
-    add_calibration(g)
-    add_seqlen(g)
-    add_evaluation(g)
-    add_batch_size(g)
-    add_quiet(g)
+    add_data(p)
     g = p.add_argument_group("scale: precision, memory, interrupted runs, several hosts")
     add_dtype(g)
     g.add_argument("--stream", action="store_true",

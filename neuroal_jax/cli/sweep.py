@@ -3,18 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (
-    WINDOWS_HELP,
-    add_batch_size,
-    add_calibration,
-    add_dtype,
-    add_evaluation,
-    add_method_and_sparsity,
-    add_model,
-    add_output,
-    add_quiet,
-    add_seqlen,
-)
+from .common import add_data, add_dtype, add_method_and_sparsity, add_model, add_output
 
 
 def add_cli(sub) -> None:
@@ -42,13 +31,8 @@ def add_cli(sub) -> None:
     add_model(p)
     add_method_and_sparsity(p)
     add_output(p)
-    g = p.add_argument_group("data", WINDOWS_HELP)
-    add_calibration(g, several=True)
-    add_seqlen(g)
-    add_evaluation(g, required=True, what="perplexity test sets of every candidate's pruned model")
-    add_batch_size(g)
-    add_quiet(g)
-    add_dtype(g)
+    add_dtype(add_data(p, several=True, eval_required=True,
+                       eval_what="perplexity test sets of every candidate's pruned model"))
     SweepSettings.add_flags(p.add_argument_group("candidates, metrics and sensitivity"))
     p.set_defaults(func=run)
 
