@@ -12,10 +12,11 @@ import contextlib
 import time
 from pathlib import Path
 
-from .api import check_dtype, check_request, check_topup, default_seqlen, model_inputs, prune, resolve_model
+from .api import check_request, check_topup, prune
 from .errors import UsageError
 from .evaluation.data import short_name
 from .outputs.files import check_out, output_folder, write_json
+from .runs import check_dtype, default_seqlen, model_inputs, resolve_model
 from .topups.options import comma_list
 
 

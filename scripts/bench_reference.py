@@ -131,7 +131,7 @@ def search_matmul_flops(cfg, candidates: int, windows: int, seqlen: int) -> floa
 
 def run_ours(args) -> dict:
     from converters import load_model
-    from neuroal_jax.api import check_dtype
+    from neuroal_jax.runs import check_dtype
     from neuroal_jax.topups.neuroal import SearchSettings, neuroal_search
 
     model = load_model(args.model, dtype=check_dtype(args.dtype))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import neuroal_jax
-from neuroal_jax import api, load_distribution, load_masks, prune
+from neuroal_jax import api, load_distribution, load_masks, prune, runs
 from neuroal_jax.topups import TOPUPS
 
 SEQLEN = 64
@@ -237,4 +237,4 @@ def test_failure_while_writing_leaves_nothing(tiny_llama, tiny_tokens, tmp_path,
 
 def test_bad_model_argument():
     with pytest.raises(ValueError, match="model must be"):
-        api.resolve_model(42)
+        runs.resolve_model(42)

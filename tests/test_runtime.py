@@ -63,7 +63,7 @@ def test_cpu_bfloat16_flags(tmp_path, flags, expected):
 def test_bfloat16_on_a_cpu_without_it_warns(monkeypatch, has, warns):
     import warnings
 
-    from neuroal_jax import api, runtime
+    from neuroal_jax import errors, runs, runtime
     from neuroal_jax.config import ModelConfig
 
     monkeypatch.setattr(runtime, "cpu_has_bfloat16", lambda: has)
@@ -72,9 +72,9 @@ def test_bfloat16_on_a_cpu_without_it_warns(monkeypatch, has, warns):
     params = {"embed": {"weight": np.zeros((8, 4), np.float32)}}
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        api.resolve_model((cfg, params), "bfloat16")
-        api.resolve_model((cfg, params), "float32")
-    precision = [w for w in seen if issubclass(w.category, api.PrecisionWarning)]
+        runs.resolve_model((cfg, params), "bfloat16")
+        runs.resolve_model((cfg, params), "float32")
+    precision = [w for w in seen if issubclass(w.category, errors.PrecisionWarning)]
     assert len(precision) == int(warns)
     if warns:
         assert "avx512_bf16 or amx_bf16" in str(precision[0].message)

@@ -45,10 +45,10 @@ def add_cli(sub) -> None:
 def eval_ppl(args) -> int:
     from converters import load_model
 
-    from ..api import check_dtype, default_seqlen, positive_int
     from ..evaluation.data import eval_windows, parse_spec
     from ..evaluation.perplexity import perplexity
     from ..outputs.files import check_json_out, write_result_json
+    from ..runs import check_dtype, default_seqlen, positive_int
 
     dtype = check_dtype(args.dtype)
     spec = parse_spec(args.dataset)

@@ -18,8 +18,8 @@ def run(args) -> int:
     from converters import export_hf, load_model
     from converters.compressed import check_save_format
 
-    from ..api import model_inputs
     from ..outputs.files import check_out, output_lock
+    from ..runs import model_inputs
     check_save_format(args.save_format)
     out = check_out(args.out, args.force, model_inputs(args.model))
     with output_lock(out):  # from the start: a second run on --out is refused at once

@@ -29,7 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..api import (
+from ..config import ModelConfig
+from ..errors import UsageError
+from ..evaluation.data import DatasetSpec, parse_spec
+from ..outputs.files import output_lock, remove_ours, sibling
+from ..pruning.targets import prunable_weights
+from ..runs import (
     Timer,
     check_dtype,
     data_paths,
@@ -40,11 +45,6 @@ from ..api import (
     positive_int,
     resolve_model,
 )
-from ..config import ModelConfig
-from ..errors import UsageError
-from ..evaluation.data import DatasetSpec, parse_spec
-from ..outputs.files import output_lock, remove_ours, sibling
-from ..pruning.targets import prunable_weights
 from ..topups.options import comma_list, flag_of
 from .loop import TrainingDiverged
 from .settings import FinetuneSettings
@@ -61,7 +61,7 @@ class FinetuneResult:
     out: Path | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FinetuneRequest:
     """Every argument of `finetune`, checked (`check_request`)."""
     settings: FinetuneSettings  # resolved
@@ -111,8 +111,10 @@ def check_request(model, *, data, seqlen, eval, eval_nsamples, dtype, mask_from_
         raise UsageError("resume=True (--resume) continues an interrupted run of an output folder; give out (--out)")
     if out is not None:
         interrupted_run(out, resume, force, "--resume")
-    req = FinetuneRequest(s, data_spec, seqlen, tuple(specs), eval_nsamples, dtype, bool(mask_from_zeros),
-                          bool(allow_mask_mismatch), save_format, out, force, resume, progress)
+    req = FinetuneRequest(settings=s, data=data_spec, seqlen=seqlen, eval=tuple(specs), eval_nsamples=eval_nsamples,
+                          dtype=dtype, mask_from_zeros=bool(mask_from_zeros),
+                          allow_mask_mismatch=bool(allow_mask_mismatch), save_format=save_format, out=out,
+                          force=force, resume=resume, progress=progress)
     check_masks_source(model, req)
     return req
 

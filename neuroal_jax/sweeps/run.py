@@ -26,12 +26,12 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..api import check_counts, check_dtype, check_model_fits, data_paths, default_seqlen, model_inputs, resolve_model
 from ..errors import UsageError
 from ..evaluation.data import DatasetSpec, calibration_windows, eval_windows, parse_spec
 from ..outputs.files import atomic_file, check_out, output_folder, write_json
 from ..outputs.report import versions
 from ..pruning import Structure, check_method, check_sparsity
+from ..runs import check_counts, check_dtype, check_model_fits, data_paths, default_seqlen, model_inputs, resolve_model
 from ..topups.neuroal.profiles import Profile, ProfileInputs, block_profile
 from ..topups.neuroal.search import pick
 from ..topups.options import Target, comma_list
@@ -42,7 +42,7 @@ from .settings import SweepSettings
 from .summary import csv_rows, metric_summary, sensitivity
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SweepRequest:
     method: str
     sparsity: float
@@ -83,8 +83,9 @@ def check_sweep(model, *, method, sparsity, calib, nsamples, seqlen, eval, eval_
                          "give one seed, or a 1-D token stream (or text) to sample windows from")
     inputs = model_inputs(model) + data_paths("--calib", calibs) + data_paths("--eval", evals)
     out = check_out(out, force, inputs)
-    return SweepRequest(method, sparsity, resolved, tuple(calibs), nsamples, seqlen, tuple(specs), eval_nsamples,
-                        batch_size, dtype, out, force, progress)
+    return SweepRequest(method=method, sparsity=sparsity, settings=resolved, calibs=tuple(calibs), nsamples=nsamples,
+                        seqlen=seqlen, eval=tuple(specs), eval_nsamples=eval_nsamples, batch_size=batch_size,
+                        dtype=dtype, out=out, force=force, progress=progress)
 
 
 def sweep(model, *, method: str = "wanda", sparsity: float = 0.7, calib="c4", nsamples: int = 128,

@@ -1,0 +1,166 @@
+"""What every run shares, whatever it does (prune, compare, sweep, finetune): its inputs resolved and checked before
+any work (the model, window counts and sizes, the dtype, the files an output must not hold), the rule for an
+interrupted run's folder, and a timer per phase."""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .config import DTYPES, ModelConfig
+from .errors import PrecisionWarning, UsageError
+from .evaluation.data import DatasetSpec
+from .outputs.files import sibling
+from .pruning import Structure
+from .pruning.targets import check_nm_mean
+
+
+def positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise UsageError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def default_seqlen(cfg: ModelConfig, seqlen: int | None) -> int:
+    """`seqlen`, or when None the evaluation window of the commands that default it: min(2048, the context)."""
+    return seqlen if seqlen is not None else min(2048, cfg.max_position_embeddings)
+
+
+def check_counts(nsamples, seqlen, batch_size, eval_nsamples) -> tuple[int, int | None, int, int | None]:
+    """The window counts and sizes of a run that prunes and evaluates, checked (seqlen None: `default_seqlen`)."""
+    return (positive_int("nsamples", nsamples), None if seqlen is None else positive_int("seqlen", seqlen, 2),
+            positive_int("batch_size", batch_size),
+            None if eval_nsamples is None else positive_int("eval_nsamples", eval_nsamples))
+
+
+def check_model_fits(cfg: ModelConfig, structure: Structure, seqlen: int) -> None:
+    """Checks that need the model: context length, N:M groups dividing every layer's inputs, and a mixed N:M
+    mean that whole N per block can meet."""
+    from .models import family_of
+    cfg.check_seqlen(seqlen)
+    if structure.mixed:
+        check_nm_mean(structure, cfg.num_layers)
+    if structure.kind == "nm":
+        shapes = family_of(cfg).param_shapes(cfg)["blocks"]
+        for b, block in enumerate(shapes):
+            for name in family_of(cfg).prunable:
+                inp = block[name]["weight"][1]
+                if inp % structure.m:
+                    raise UsageError(f"structure {structure}: layer {b}.{name} has {inp} input features, "
+                                     f"not divisible by M={structure.m}")
+
+
+def model_path(model) -> str | None:
+    """The local file or folder a model comes from (None for a Hub id or in-memory params)."""
+    if isinstance(model, (str, os.PathLike)):
+        from converters.load import resolve_spec
+        try:
+            kind, where = resolve_spec(model)
+        except (ValueError, OSError):
+            return None
+        return None if kind == "hub" else os.fspath(where)
+    source = getattr(model, "source", None)
+    return os.fspath(source) if isinstance(source, (str, os.PathLike)) and Path(source).exists() else None
+
+
+def interrupted_run(out: Path, resuming: bool, force: bool, how: str = "--stream --resume") -> Path | None:
+    """The folder of an interrupted resumable run of `out` (a --stream prune, a finetune) that this run discards
+    (with `force`), or None; an error when one is there and the run neither resumes it (`how`) nor may discard it."""
+    part = sibling(out, "partial")
+    if not part.exists() or resuming:
+        return None
+    if not force:
+        raise FileExistsError(f"an interrupted run of {out} is at {part}; pass {how} to continue it, or --force to "
+                              "discard it")
+    return part
+
+
+def model_inputs(model) -> list[tuple[str, str]]:
+    """[("--model", path)] for a model read from a local file or folder, else []: what an output must not hold.
+    A spec that names no model is an error here, before the output folder is touched (`check_spec`)."""
+    if isinstance(model, (str, os.PathLike)):
+        from converters.load import check_spec
+        check_spec(model)
+    path = model_path(model)
+    return [("--model", path)] if path else []
+
+
+def data_paths(flag: str, specs: Sequence[DatasetSpec]) -> list[tuple[str, str]]:
+    return [(flag, s.path) for s in specs if s.path]
+
+
+def check_dtype(dtype: str) -> np.dtype:
+    """The NumPy dtype of a --dtype name (weights and activations; statistics stay float32)."""
+    if dtype not in DTYPES:
+        raise UsageError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    import ml_dtypes
+    return np.dtype(ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float32)
+
+
+def warn_emulated_bfloat16(dtype: str) -> None:
+    """--dtype bfloat16 on a CPU without bfloat16 dot instructions runs, but slower than float32: say so once."""
+    import jax
+
+    from .runtime import BF16_CPU_FLAGS, cpu_has_bfloat16
+    if dtype == "bfloat16" and jax.default_backend() == "cpu" and cpu_has_bfloat16() is False:
+        warnings.warn(f"this CPU has no bfloat16 dot instructions ({' or '.join(BF16_CPU_FLAGS)}): --dtype bfloat16 "
+                      "is emulated and slower than float32 here", PrecisionWarning, stacklevel=3)
+
+
+def _cast(params: dict, dtype: np.dtype) -> dict:
+    import jax
+    import jax.numpy as jnp
+    if params["embed"]["weight"].dtype == dtype:
+        return params
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
+
+
+def resolve_model(model, dtype: str = "float32",
+                  stream: bool = False) -> tuple[str, ModelConfig, dict, Any, str | None]:
+    """(name, config, params, tokenizer, source) of a spec string / path (the name is the spec as given),
+    a LoadedModel, or a (config, params) pair; params in `dtype`. stream=True opens a spec with lazily
+    read blocks (converters.stream.open_streamed)."""
+    np_dtype = check_dtype(dtype)
+    warn_emulated_bfloat16(dtype)
+    if isinstance(model, (str, os.PathLike)):
+        if stream:
+            from converters.stream import open_streamed as load_model
+        else:
+            from converters import load_model
+        loaded = load_model(os.fspath(model), dtype=np_dtype)
+        return os.fspath(model), loaded.config, loaded.params, loaded.tokenizer, _source(loaded)
+    if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], ModelConfig):
+        return "in-memory", model[0], _cast(model[1], np_dtype), None, None
+    if hasattr(model, "config") and hasattr(model, "params"):
+        return (str(getattr(model, "name", "in-memory")), model.config, _cast(model.params, np_dtype),
+                getattr(model, "tokenizer", None), _source(model))
+    raise UsageError(f"model must be a spec string, a LoadedModel or a (config, params) pair, got "
+                     f"{type(model).__name__}")
+
+
+def _source(loaded) -> str | None:
+    src = getattr(loaded, "source", None)
+    return None if src is None else os.fspath(src) if isinstance(src, os.PathLike) else str(src)
+
+
+class Timer:
+    """Accumulates wall time per phase: `with timer("prune"): ...`."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
+
+    def rounded(self) -> dict:
+        return {k: round(v, 3) for k, v in self.seconds.items()}
