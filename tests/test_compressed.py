@@ -91,7 +91,7 @@ def test_prune_writes_compressed_and_every_command_reads_it(tmp_path):
     ppl = []
     for fmt in ("dense", "compressed"):
         proc = run_cli("eval-ppl", "--model", tmp_path / fmt, "--dataset", f"tokens:{tmp_path / 'calib.npy'}",
-                       "--seqlen", "32", "--nsamples", "4", "--quiet", "--json", tmp_path / f"{fmt}.json")
+                       "--seqlen", "32", "--eval-nsamples", "4", "--quiet", "--json", tmp_path / f"{fmt}.json")
         assert proc.returncode == 0, proc.stderr
         ppl.append(json.loads((tmp_path / f"{fmt}.json").read_text())["perplexity"])
     assert ppl[0] == ppl[1]
