@@ -7,9 +7,9 @@
 
 The package, one room per idea: `models/` (families), `pruning/` (scores, masks, statistics, the pass),
 `topups/` (uniform, OWL, AlphaPruning, DSnoT, DLP, NeuroAL), `evaluation/` (data, perplexity, zero-shot),
-`outputs/` (files, masks checkpoint, report, plots, streamed runs), `sweeps/` (λ sweeps and metric studies),
-`recovery/` (mask-preserving fine-tuning after pruning),
-then `api`, `comparison` (compare), `cli`.
+`outputs/` (files, masks checkpoint, report, plots), `streaming` (block-streamed, resumable runs), `runs` (what
+every run shares), `sweeps/` (λ sweeps and metric studies), `recovery/` (mask-preserving fine-tuning after pruning),
+then `api` (prune), `comparison` (compare), `cli/` (the command line); `errors` (UsageError, our warnings).
 The names below load on first use, so `import neuroal_jax` (and the CLI's start) stays light.
 """
 from .config import ModelConfig
