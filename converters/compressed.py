@@ -71,11 +71,11 @@ def _to_numpy(torch, t) -> np.ndarray:
 
 def sparse_layers(cfg, tensors: dict) -> list[str]:
     """The HF module names of the prunable linear layers, e.g. model.layers.3.mlp.down_proj."""
-    from neuroal_jax.models import family_of
+    from neuroal_jax.models import prunable_layers
 
     from .hf_tables import TABLES
     prefix = TABLES[cfg.family].blocks
-    names = [f"{prefix}.{b}.{m}" for b in range(cfg.num_layers) for m in family_of(cfg).prunable]
+    names = [f"{prefix}.{b}.{m}" for b in range(cfg.num_layers) for m in prunable_layers(cfg)]
     return [n for n in names if f"{n}.weight" in tensors]
 
 

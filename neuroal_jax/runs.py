@@ -41,14 +41,14 @@ def check_counts(nsamples, seqlen, batch_size, eval_nsamples) -> tuple[int, int 
 def check_model_fits(cfg: ModelConfig, structure: Structure, seqlen: int) -> None:
     """Checks that need the model: context length, N:M groups dividing every layer's inputs, and a mixed N:M
     mean that whole N per block can meet."""
-    from .models import family_of
+    from .models import family_of, prunable_layers
     cfg.check_seqlen(seqlen)
     if structure.mixed:
         check_nm_mean(structure, cfg.num_layers)
     if structure.kind == "nm":
         shapes = family_of(cfg).param_shapes(cfg)["blocks"]
         for b, block in enumerate(shapes):
-            for name in family_of(cfg).prunable:
+            for name in prunable_layers(cfg):
                 inp = block[name]["weight"][1]
                 if inp % structure.m:
                     raise UsageError(f"structure {structure}: layer {b}.{name} has {inp} input features, "

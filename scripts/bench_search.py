@@ -25,12 +25,11 @@ def evaluate_one_by_one(cfg, params, windows, dists, method):
     import jax
     import jax.numpy as jnp
 
-    from neuroal_jax.models import block_contexts, embed, family_of
+    from neuroal_jax.models import block_contexts, embed, prunable_layers
     from neuroal_jax.pruning import keep_and_ties
     from neuroal_jax.topups.neuroal.kernel import candidate_block
 
     single = jax.jit(candidate_block, static_argnums=(0, 1, 2, 3))
-    fam = family_of(cfg)
     windows = jnp.asarray(np.asarray(windows, np.int32))
     ctxs = block_contexts(cfg, windows.shape[1])
     x0 = embed(cfg, params, windows)
@@ -39,12 +38,12 @@ def evaluate_one_by_one(cfg, params, windows, dists, method):
         x, delta = x0, {}
         for b in range(cfg.num_layers):
             p = params["blocks"][b]
-            kt = {n: keep_and_ties(dist[f"{b}.{n}"], p[n]["weight"].shape) for n in fam.prunable}
+            kt = {n: keep_and_ties(dist[f"{b}.{n}"], p[n]["weight"].shape) for n in prunable_layers(cfg)}
             ties = next(iter(kt.values()))[1]
             x, a_d, a_s, align = single(cfg, method, ties, ("neuron",), p, x, ctxs[b],
                                         {n: jnp.asarray(k) for n, (k, _) in kt.items()})
-            totals[i] += sum(float(align["neuron"][n]) for n in fam.prunable)
-            delta.update({f"{b}.{n}": np.asarray(a_d[n] - a_s[n]) for n in fam.prunable})
+            totals[i] += sum(float(align["neuron"][n]) for n in prunable_layers(cfg))
+            delta.update({f"{b}.{n}": np.asarray(a_d[n] - a_s[n]) for n in prunable_layers(cfg)})
         deltas.append(delta)
     return totals, deltas
 

@@ -125,7 +125,7 @@ def main() -> int:
 
     from converters import load_model
     from neuroal_jax.evaluation.data import calibration_windows
-    from neuroal_jax.models import block_apply, block_contexts, embed, family_of
+    from neuroal_jax.models import block_apply, block_contexts, embed, prunable_layers
     from neuroal_jax.pruning.statistics import block_stats
     from neuroal_jax.pruning.targets import keep_and_ties
     from neuroal_jax.topups.neuroal.candidates import candidate_loop
@@ -136,7 +136,7 @@ def main() -> int:
 
     model = load_model(args.model)
     cfg, params, b = model.config, model.params, args.block
-    fam, p = family_of(cfg), params["blocks"][b]
+    p = params["blocks"][b]
     ctx = block_contexts(cfg, args.seqlen)[b]
     windows = calibration_windows("pydoc", model.tokenizer, args.prune_nsamples, args.seqlen, seed=0)
     x = embed(cfg, params, jnp.asarray(windows[:args.nsamples]))
@@ -144,7 +144,7 @@ def main() -> int:
     lams = np.linspace(0.01, 0.25, K)
     dists = block_candidates(cfg, 0.7, lams)
     keeps = {n: jnp.asarray(np.stack([keep_and_ties(d[f"{b}.{n}"], p[n]["weight"].shape)[0] for d in dists]))
-             for n in fam.prunable}
+             for n in prunable_layers(cfg)}
     step = jax.jit(lambda p, xs, ctx, keeps: candidates_block(cfg, "wanda", "low", ("neuron",), p, xs + 0, ctx,
                                                               keeps, loop=candidate_loop(None)))
     xs = jnp.broadcast_to(x, (K, *x.shape))

@@ -14,10 +14,22 @@ import numpy as np
 from ..config import ModelConfig
 from ..errors import UsageError
 from . import gemma3, llama, opt, phi  # noqa: F401  (registers the families)
-from .registry import FAMILIES, NEXT_BLOCK, Family, family_of, get_family, layer_key, register_family, split_key
+from .registry import (
+    FAMILIES,
+    NEXT_BLOCK,
+    Family,
+    consumer_map,
+    family_of,
+    get_family,
+    layer_key,
+    prunable_layers,
+    register_family,
+    split_key,
+)
 
 __all__ = [
-    "FAMILIES", "NEXT_BLOCK", "Family", "family_of", "get_family", "layer_key", "register_family", "split_key",
+    "FAMILIES", "NEXT_BLOCK", "Family", "consumer_map", "family_of", "get_family", "layer_key", "prunable_layers",
+    "register_family", "split_key",
     "block_apply", "block_contexts", "embed", "final_hidden_states", "forward", "head_params", "hidden_to_logits",
     "token_nll", "init_params", "validate_params",
 ]

@@ -32,9 +32,12 @@ class Family:
     final_hidden: Callable  # (cfg, params, x) -> normed x
     contexts: Callable  # (cfg, seqlen) -> [ctx for each block] (rope tables, masks)
     param_shapes: Callable  # cfg -> pytree of shape tuples (the expected params)
-    prunable: tuple[str, ...]
+    prunable: tuple[str, ...] = ()
     consumers: dict[str, str] = field(default_factory=dict)
     doc: str = ""
+    #: cfg -> (prunable, consumers), for families whose layers depend on the config (one set per expert);
+    #: None: the static `prunable` and `consumers` above.
+    layout: Callable | None = None
 
 
 FAMILIES: Registry[Family] = Registry("model family")
@@ -50,6 +53,18 @@ def get_family(name: str) -> Family:
 
 def family_of(cfg: ModelConfig) -> Family:
     return get_family(cfg.family)
+
+
+def prunable_layers(cfg: ModelConfig) -> tuple[str, ...]:
+    """The ordered prunable module names of every block of `cfg`'s model."""
+    fam = family_of(cfg)
+    return fam.layout(cfg)[0] if fam.layout is not None else fam.prunable
+
+
+def consumer_map(cfg: ModelConfig) -> dict[str, str]:
+    """{prunable module: the module whose input columns are its rows} (docs/algorithm.md §6)."""
+    fam = family_of(cfg)
+    return fam.layout(cfg)[1] if fam.layout is not None else fam.consumers
 
 
 # ---------------------------------------------------------------- layer keys

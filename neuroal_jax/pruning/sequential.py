@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ..config import ModelConfig
 from ..errors import UsageError
-from ..models import block_apply, block_contexts, family_of, layer_key
+from ..models import block_apply, block_contexts, layer_key, prunable_layers
 from . import masks as M
 from .methods import check_method, method_info
 from .scores import LayerStats, get_score
@@ -51,7 +51,7 @@ def prune_block(cfg: ModelConfig, b: int, p: dict, stats: BlockStats, dist: Dist
     """Prune every prunable layer of block b; returns (new block params, {key: mask})."""
     new, masks = dict(p), {}
     info = method_info(method)
-    for name in family_of(cfg).prunable:
+    for name in prunable_layers(cfg):
         key, W = layer_key(b, name), p[name]["weight"]
         target = dist[key]
         if np.ndim(target) != 0 and not info.row_targets:

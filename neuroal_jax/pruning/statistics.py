@@ -17,7 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..config import ModelConfig
-from ..models import block_contexts, embed, family_of, layer_key
+from ..models import block_contexts, embed, family_of, layer_key, prunable_layers
 
 F32 = jnp.float32
 
@@ -125,5 +125,5 @@ def dense_wanda_scores(cfg: ModelConfig, params: dict, norms: dict):
     `dense_activation_norms` (what OWL and DLP rank blocks by). A generator: one block's scores at a time."""
     for b, block in enumerate(params["blocks"]):
         yield [np.abs(np.asarray(block[n]["weight"], np.float32)) * norms[layer_key(b, n)][None, :]
-               for n in family_of(cfg).prunable]
+               for n in prunable_layers(cfg)]
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..errors import UsageError
-from ..models import family_of, layer_key, split_key
+from ..models import layer_key, prunable_layers, split_key
 from . import masks as M
 
 Distribution = dict  # {"<block>.<module>": float | np.ndarray[out]}
@@ -68,14 +68,14 @@ def check_sparsity(s: float) -> float:
 
 def layer_keys(cfg: ModelConfig) -> list[str]:
     """All prunable layers, in order: "<block>.<module name>"."""
-    return [layer_key(b, name) for b in range(cfg.num_layers) for name in family_of(cfg).prunable]
+    return [layer_key(b, name) for b in range(cfg.num_layers) for name in prunable_layers(cfg)]
 
 
 def prunable_weights(cfg: ModelConfig, blocks) -> dict:
     """{"<block>.<module name>": blocks[b][module]["weight"]} of every prunable layer (arrays, or the shape tuples
     of a family's param_shapes)."""
     return {layer_key(b, name): blocks[b][name]["weight"] for b in range(cfg.num_layers)
-            for name in family_of(cfg).prunable}
+            for name in prunable_layers(cfg)}
 
 
 def uniform_distribution(cfg: ModelConfig, sparsity: float) -> Distribution:
@@ -84,7 +84,7 @@ def uniform_distribution(cfg: ModelConfig, sparsity: float) -> Distribution:
 
 def block_distribution(cfg: ModelConfig, block_sparsity) -> Distribution:
     """Every layer of block b gets block_sparsity[b]."""
-    return {layer_key(b, n): float(block_sparsity[b]) for b in range(cfg.num_layers) for n in family_of(cfg).prunable}
+    return {layer_key(b, n): float(block_sparsity[b]) for b in range(cfg.num_layers) for n in prunable_layers(cfg)}
 
 
 def check_nm_mean(structure: Structure, num_blocks: int) -> int:

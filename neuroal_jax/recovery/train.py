@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from ..config import ModelConfig
-from ..models import family_of, head_params, split_key, token_nll
+from ..models import family_of, head_params, prunable_layers, split_key, token_nll
 from .settings import FinetuneSettings
 
 F32 = jnp.float32
@@ -47,7 +47,7 @@ def init_trainable(cfg: ModelConfig, params: dict, s: FinetuneSettings) -> dict:
     blocks = []
     for p in params["blocks"]:
         t = {}
-        for layer in family_of(cfg).prunable:
+        for layer in prunable_layers(cfg):
             w = p[layer]["weight"]
             if s.mode == "masked":
                 t[layer] = {"weight": jnp.asarray(w, F32)}

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ...config import ModelConfig
-from ...models import block_contexts, embed, family_of, layer_key
+from ...models import block_contexts, embed, family_of, layer_key, prunable_layers
 from ...pruning.targets import Structure, layer_keys
 from .kernel import candidates_block, dense_step, layer_targets
 from .sharding import lambda_devices, padded_width, replicate, shard_candidates, shard_params, to_host
@@ -41,10 +41,10 @@ def candidate_bytes(cfg: ModelConfig, windows: int, seqlen: int, itemsize: int, 
     the candidates are vmapped, and one candidate's at a time when they are looped (lax.map, on a CPU)."""
     from ...models.layers import query_chunks
     shapes = family_of(cfg).param_shapes(cfg)["blocks"][0]
-    weights = sum(int(np.prod(shapes[n]["weight"])) for n in family_of(cfg).prunable)
+    weights = sum(int(np.prod(shapes[n]["weight"])) for n in prunable_layers(cfg))
     tokens = windows * seqlen
     stream = 2 * tokens * cfg.hidden_size * itemsize
-    inputs = 4 * tokens * sum(shapes[n]["weight"][1] for n in family_of(cfg).prunable)
+    inputs = 4 * tokens * sum(shapes[n]["weight"][1] for n in prunable_layers(cfg))
     scores = 4 * windows * cfg.num_heads * seqlen * -(-seqlen // query_chunks(seqlen))
     work = weights * (itemsize + 1) + inputs + scores
     return (stream + work, work) if vmapped else (stream, work)
@@ -85,7 +85,6 @@ def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dis
     # specialisation (different rounding) never kicks in, so any lambda_chunk or device count gives
     # the same results.
     width = padded_width(chunk, mesh)
-    fam = family_of(cfg)
     metrics = tuple(metrics)
     windows = jnp.asarray(np.asarray(windows, np.int32))
     ctxs = replicate(block_contexts(cfg, windows.shape[1]), mesh)
@@ -102,7 +101,7 @@ def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dis
         if dense_stream == "model":
             dense_x, a_dense_given = dense_step(cfg, p, dense_x, ctx)
         targets = {name: [layer_targets(method, dists[i][layer_key(b, name)], p[name]["weight"].shape, structure)
-                          for i in range(K)] for name in fam.prunable}
+                          for i in range(K)] for name in prunable_layers(cfg)}
         rules = {r for v in targets.values() for _, r in v}
         if len(rules) != 1:
             raise ValueError("candidates of one step must all be scalar or all be per-row distributions")
@@ -119,7 +118,7 @@ def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dis
     deltas = [dict() for _ in range(K)]
     for b, c, delta, align in results:
         idx = chunks[c]
-        for name in fam.prunable:
+        for name in prunable_layers(cfg):
             key = layer_key(b, name)
             for m in metrics:
                 per_layer[m][key][idx] = to_host(align[m][name]).astype(np.float64)[:len(idx)]

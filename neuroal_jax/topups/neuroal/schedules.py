@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...config import ModelConfig
-from ...models import NEXT_BLOCK, family_of, layer_key, split_key
+from ...models import NEXT_BLOCK, consumer_map, family_of, layer_key, prunable_layers, split_key
 from ...pruning.targets import Distribution, Structure
 from ..base import block_allocation
 from .profiles import Profile, linear_profile
@@ -58,19 +58,19 @@ def row_schedule(delta: np.ndarray, layer_sparsity: float, lam: float) -> np.nda
 
 def row_deltas(cfg: ModelConfig, deltas: dict) -> dict:
     """{key: δ for its rows or None (uniform rows)} via the family's consumer map (docs/algorithm.md §6)."""
-    fam = family_of(cfg)
-    attn_out = fam.consumers[fam.prunable[0]]  # the attention output projection
+    names, consumers = prunable_layers(cfg), consumer_map(cfg)
+    attn_out = consumers[names[0]]  # the attention output projection
     # grouped-query attention: k/v rows differ from o_proj's inputs, so q, k, v keep uniform rows
     gqa = cfg.num_kv_heads != cfg.num_heads
-    uniform = {n for n in fam.prunable if fam.consumers.get(n) == attn_out} if gqa else set()
+    uniform = {n for n in names if consumers.get(n) == attn_out} if gqa else set()
     out = {}
     for b in range(cfg.num_layers):
-        for name in fam.prunable:
-            consumer = fam.consumers.get(name)
+        for name in names:
+            consumer = consumers.get(name)
             if b == cfg.num_layers - 1 or consumer is None or name in uniform:
                 out[layer_key(b, name)] = None
             elif consumer == NEXT_BLOCK:
-                out[layer_key(b, name)] = deltas[layer_key(b + 1, fam.prunable[0])]
+                out[layer_key(b, name)] = deltas[layer_key(b + 1, names[0])]
             else:
                 out[layer_key(b, name)] = deltas[layer_key(b, consumer)]
     return out

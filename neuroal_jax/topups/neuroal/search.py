@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...config import ModelConfig
-from ...models import family_of, layer_key
+from ...models import layer_key, prunable_layers
 from ...pruning.methods import check_method
 from ...pruning.targets import Distribution, Structure, block_distribution
 from ..base import Allocation, PruneJob, register_topup
@@ -143,7 +143,7 @@ def neuroal_search(cfg: ModelConfig, params: dict, windows: np.ndarray, sparsity
 def neuroal(job: PruneJob) -> Allocation:
     result = neuroal_search(job.cfg, job.params, job.windows, job.sparsity, job.method, job.options, job.progress,
                             job.structure, job.batch_size)
-    first = family_of(job.cfg).prunable[0]
+    first = prunable_layers(job.cfg)[0]
     nm = {} if job.structure.kind != "nm" else {"nm_block_n": {
         str(b): job.structure.group_pruned(result.dist[layer_key(b, first)]) for b in range(job.cfg.num_layers)}}
     return Allocation(result.dist, {**result.info(), **nm, "neuroal_step": job.options.neuroal_step,
