@@ -21,8 +21,8 @@ import ml_dtypes
 import numpy as np
 
 from neuroal_jax.errors import MissingDependency, UsageError
+from neuroal_jax.outputs.files import SAVE_FORMATS
 
-SAVE_FORMATS = ("dense", "compressed")
 FORMAT = "sparse-bitmask"
 INSTALL = "pip install 'neuroal-jax[compressed]' (compressed-tensors==0.14.0.1 with torch==2.13.0)"
 

@@ -31,23 +31,23 @@ import numpy as np
 
 from .config import ModelConfig
 from .errors import SparsityWarning, UsageError
-from .evaluation.data import DatasetSpec, parse_spec
-from .outputs.files import check_out, output_lock, publish, remove_ours, sibling, temp_sibling
+from .evaluation.data import DatasetSpec
+from .outputs.files import output_lock, publish, remove_ours, sibling, temp_sibling
 from .outputs.report import build_report, write_report
 from .pruning import Structure, check_method, check_sparsity, sequential_prune, sparsity_summary
 from .runs import (
+    DataSettings,
+    EvalSettings,
+    OutputSettings,
     Timer,
-    check_counts,
     check_dtype,
     check_model_fits,
-    data_paths,
-    default_seqlen,
+    check_output,
     interrupted_run,
-    model_inputs,
     resolve_model,
+    run_settings,
 )
 from .topups import TOPUPS, Allocation, Options, PruneJob, Target, TopUp
-from .topups.options import comma_list
 
 #: The achieved sparsity may differ from the target by this much before prune warns (0.5 points).
 SPARSITY_TOLERANCE = 0.005
@@ -91,60 +91,56 @@ class PruneRequest:
     topup: TopUp
     options: Options  # resolved: defaults filled in
     structure: Structure
-    calib: DatasetSpec
-    nsamples: int
-    seqlen: int | None  # None until the model is loaded: then `default_seqlen`
-    seed: int
-    eval: tuple[str, ...]
-    eval_nsamples: int | None
-    batch_size: int
+    data: DataSettings  # seqlen None until the model is loaded (`DataSettings.for_model`)
+    evaluation: EvalSettings
+    output: OutputSettings  # out: the checked path
     dtype: str
     stream: bool
     resume: bool
-    force: bool
-    out: Path | None
     progress: bool
-    save_format: str = "dense"
+
+    @property
+    def calib(self) -> DatasetSpec:
+        return self.data.calib_specs()[0]
+
+    @property
+    def out(self) -> Path | None:
+        return self.output.out
 
     def settings(self) -> dict:
         """What report.json records of the request (and a resumed run must repeat)."""
-        return {"structure": str(self.structure), "calib": str(self.calib), "nsamples": self.nsamples,
-                "seqlen": self.seqlen, "seed": self.seed, "dtype": self.dtype, "stream": self.stream,
-                "batch_size": self.batch_size, "eval_nsamples": self.eval_nsamples,
+        return {"structure": str(self.structure), **self.data.to_dict(), "calib": str(self.calib),
+                "eval_nsamples": self.evaluation.eval_nsamples, "dtype": self.dtype, "stream": self.stream,
                 "options": self.options.to_dict()}
 
 
-def check_request(model, *, method, sparsity, top_up, structure, calib, nsamples, seqlen, seed, out, eval,
-                  eval_nsamples, force, options, batch_size, progress, dtype, stream, resume,
-                  save_format: str = "dense") -> PruneRequest:
-    """Validate every argument of `prune` before any work (see its docstring)."""
+def check_request(model, *, method, sparsity, top_up, structure, options, progress, dtype, stream, resume,
+                  **settings) -> PruneRequest:
+    """Validate every argument of `prune` before any work (see its docstring); `settings`: the keywords of
+    `DataSettings`, `EvalSettings` and `OutputSettings`."""
     sparsity = check_sparsity(sparsity)
     check_method(method)
     topup = check_topup(top_up)
     st, sparsity = check_structure(structure, sparsity)
-    nsamples, seqlen, batch_size, eval_nsamples = check_counts(nsamples, seqlen, batch_size, eval_nsamples)
-    seed = int(seed)
+    data, evaluation, output = run_settings(settings, "prune")
+    if len(data.calib_specs()) != 1:
+        raise UsageError(f"calib (--calib) must name one dataset, got {data.calib!r}")
     if options is not None and not isinstance(options, (dict, Options)):
         raise UsageError(f"options must be a dict, got {type(options).__name__}")
-    resolved = topup.resolve(options, Target(method, sparsity, st, nsamples))
-    calib_spec, specs = parse_spec(calib), comma_list(eval)
-    eval_specs = [parse_spec(s) for s in specs]
+    resolved = topup.resolve(options, Target(method, sparsity, st, data.nsamples))
     check_dtype(dtype)
     stream = stream or resume
-    if stream and out is None:
+    if stream and output.out is None:
         raise UsageError("stream=True (--stream, --resume) writes the model block by block and needs an output folder")
-    from converters.compressed import check_save_format
-    if check_save_format(save_format) != "dense" and stream:
-        raise UsageError(f"save_format {save_format!r} (--save-format) is written from memory, not block by block: "
-                         "drop --stream, or write the streamed output and convert it with neuroal-jax export")
-    inputs = model_inputs(model) + data_paths("--calib", [calib_spec]) + data_paths("--eval", eval_specs)
-    out = check_out(out, force, inputs)
-    if out is not None:
-        interrupted_run(out, stream and resume, force)
-    return PruneRequest(method=method, sparsity=sparsity, topup=topup, options=resolved, structure=st,
-                        calib=calib_spec, nsamples=nsamples, seqlen=seqlen, seed=seed, eval=tuple(specs),
-                        eval_nsamples=eval_nsamples, batch_size=batch_size, dtype=dtype, stream=stream,
-                        resume=resume, force=force, out=out, progress=progress, save_format=save_format)
+    if output.save_format != "dense" and stream:
+        raise UsageError(f"save_format {output.save_format!r} (--save-format) is written from memory, not block by "
+                         "block: drop --stream, or write the streamed output and convert it with neuroal-jax export")
+    output = check_output(output, model, data.calib_specs(), evaluation.specs())
+    if output.out is not None:
+        interrupted_run(output.out, stream and resume, output.force)
+    return PruneRequest(method=method, sparsity=sparsity, topup=topup, options=resolved, structure=st, data=data,
+                        evaluation=evaluation, output=output, dtype=dtype, stream=stream, resume=resume,
+                        progress=progress)
 
 
 # ---------------------------------------------------------------- pieces
@@ -185,7 +181,8 @@ class InMemoryRun:
     def finish(self, cfg, pruned, tokenizer, masks, dist, make_report: Callable[[], dict]) -> tuple[dict, dict]:
         if self.folder is None:
             return make_report(), pruned
-        report = write_outputs(self.folder, cfg, pruned, tokenizer, masks, dist, make_report, self.req.save_format)
+        report = write_outputs(self.folder, cfg, pruned, tokenizer, masks, dist, make_report,
+                               self.req.output.save_format)
         publish(self.folder, self.req.out, "prune")
         return report, pruned
 
@@ -206,7 +203,7 @@ def run_destination(req: PruneRequest):
         yield InMemoryRun(req, None)
         return
     with output_lock(req.out):
-        stale = interrupted_run(req.out, req.stream and req.resume, req.force)  # again, now that we hold the lock
+        stale = interrupted_run(req.out, req.stream and req.resume, req.output.force)  # again: we hold the lock
         if stale is not None:
             remove_ours(stale)
         part = sibling(req.out, "partial")
@@ -224,11 +221,13 @@ def run_destination(req: PruneRequest):
 # ---------------------------------------------------------------- the call
 
 def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = "uniform",
-          structure: str | Structure = "row", calib: str = "c4", nsamples: int = 128, seqlen: int | None = None,
-          seed: int = 0, out: str | os.PathLike | None = None, eval: Sequence[str] | str = (),
-          eval_nsamples: int | None = None, force: bool = False, options: dict | None = None,
-          batch_size: int = 8, progress: bool = True, dtype: str = "float32", stream: bool = False,
-          resume: bool = False, save_format: str = "dense") -> PruneResult:
+          structure: str | Structure = "row", options: dict | None = None,
+          calib: str = DataSettings.calib, nsamples: int = DataSettings.nsamples,
+          seqlen: int | None = DataSettings.seqlen, seed: int = DataSettings.seed,
+          batch_size: int = DataSettings.batch_size, eval: Sequence[str] | str = EvalSettings.eval,
+          eval_nsamples: int | None = EvalSettings.eval_nsamples, out: str | os.PathLike | None = OutputSettings.out,
+          force: bool = OutputSettings.force, save_format: str = OutputSettings.save_format,
+          dtype: str = "float32", stream: bool = False, resume: bool = False, progress: bool = True) -> PruneResult:
     """Prune `model` one-shot with `method` scores and `top_up` sparsity allocation.
 
     model: spec string for `converters.load_model` (built-in name, .gguf, HF folder or Hub id), a
@@ -252,22 +251,22 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
         the result's params then read their blocks lazily from `out`. resume: continue an interrupted
         streamed run of the same settings and inputs (implies stream).
     """
-    req = check_request(model, method=method, sparsity=sparsity, top_up=top_up, structure=structure, calib=calib,
-                        nsamples=nsamples, seqlen=seqlen, seed=seed, out=out, eval=eval, eval_nsamples=eval_nsamples,
-                        force=force, options=options, batch_size=batch_size, progress=progress, dtype=dtype,
-                        stream=stream, resume=resume, save_format=save_format)
+    req = check_request(model, method=method, sparsity=sparsity, top_up=top_up, structure=structure, options=options,
+                        progress=progress, dtype=dtype, stream=stream, resume=resume, calib=calib, nsamples=nsamples,
+                        seqlen=seqlen, seed=seed, batch_size=batch_size, eval=eval, eval_nsamples=eval_nsamples,
+                        out=out, force=force, save_format=save_format)
     timer = Timer()
     with run_destination(req) as run:
         with timer("load"):
             name, cfg, params, tokenizer, source = resolve_model(model, req.dtype, req.stream)
-        req = replace(req, seqlen=default_seqlen(cfg, req.seqlen))
-        check_model_fits(cfg, req.structure, req.seqlen)
+        req = replace(req, data=req.data.for_model(cfg))
+        check_model_fits(cfg, req.structure, req.data.seqlen)
         windows, test_sets = load_data(req, tokenizer, cfg.vocab_size, timer)
         settings = {"model_source": source, "family": cfg.family, **req.settings()}
         record = {"model": name, "method": req.method, "top_up": req.topup.name, "sparsity": req.sparsity,
                   **settings}
-        job = PruneJob(cfg, params, windows, req.sparsity, req.method, req.structure, req.options, req.batch_size,
-                       req.progress)
+        job = PruneJob(cfg, params, windows, req.sparsity, req.method, req.structure, req.options,
+                       req.data.batch_size, req.progress)
         with timer("allocation"):
             allocation = run.saved_allocation({"settings": record, "inputs": input_fingerprint(
                 source, params, req.calib, windows, test_sets) if req.stream else None})
@@ -298,11 +297,13 @@ def load_data(req: PruneRequest, tokenizer, vocab_size: int, timer: Timer) -> tu
     """Calibration windows and {eval spec: windows}, token ids checked against the vocabulary."""
     from .evaluation.data import calibration_windows, eval_windows
     with timer("calibration"):
-        windows = calibration_windows(req.calib, tokenizer, req.nsamples, req.seqlen, req.seed, vocab_size)
+        d = req.data
+        windows = calibration_windows(req.calib, tokenizer, d.nsamples, d.seqlen, d.seed, vocab_size)
     test_sets = {}
-    if req.eval:
+    if req.evaluation.eval:
         with timer("eval_data"):
-            test_sets = {s: eval_windows(s, tokenizer, req.seqlen, req.eval_nsamples, vocab_size) for s in req.eval}
+            test_sets = {s: eval_windows(s, tokenizer, d.seqlen, req.evaluation.eval_nsamples, vocab_size)
+                         for s in req.evaluation.eval}
     return windows, test_sets
 
 
@@ -321,7 +322,7 @@ def evaluate(cfg, params, test_sets: dict, req: PruneRequest, timer: Timer) -> d
     if test_sets:
         with timer("eval"):
             for s, w in test_sets.items():
-                ppl[s] = perplexity(cfg, params, w, batch_size=req.batch_size, progress=req.progress,
+                ppl[s] = perplexity(cfg, params, w, batch_size=req.data.batch_size, progress=req.progress,
                                     desc=f"perplexity {s}")
     return ppl
 

@@ -1,12 +1,14 @@
-"""What every run shares, whatever it does (prune, compare, sweep, finetune): its inputs resolved and checked before
-any work (the model, window counts and sizes, the dtype, the files an output must not hold), the rule for an
-interrupted run's folder, and a timer per phase."""
+"""What every run shares, whatever it does (prune, compare, sweep, finetune): its data, evaluation and output settings
+(options dataclasses: the one source of their flags, API keywords, checks and report entries), its inputs resolved
+and checked before any work (the model, the dtype, the files an output must not hold), the rule for an interrupted
+run's folder, and a timer per phase."""
 from __future__ import annotations
 
 import contextlib
 import os
 import time
 import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,10 +16,79 @@ import numpy as np
 
 from .config import DTYPES, ModelConfig
 from .errors import PrecisionWarning, UsageError
-from .evaluation.data import DatasetSpec
-from .outputs.files import sibling
+from .evaluation.data import SPEC_HELP, DatasetSpec, parse_spec
+from .options import Options, at_least, comma_list, option, unique
+from .outputs.files import SAVE_FORMATS, sibling
 from .pruning import Structure
 from .pruning.targets import check_nm_mean
+
+# ---------------------------------------------------------------- the settings of a run
+
+@dataclass(frozen=True)
+class DataSettings(Options):
+    """The calibration windows of a run and how many windows go through the model at once."""
+    calib: str = option("c4", f"calibration data: {SPEC_HELP}", metavar="SPEC")
+    nsamples: int = option(128, "calibration windows (NeuroAL searches on the first --search-samples of them)",
+                           check=at_least(1), metavar="N")
+    seqlen: int | None = option(None, "tokens per window, calibration, training and evaluation; at most the model's "
+                                      "context (default: min(2048, the model's context))", check=at_least(2),
+                                metavar="SEQLEN")
+    seed: int = option(0, "calibration sampling seed", metavar="S")
+    batch_size: int = option(8, "windows per forward pass", check=at_least(1), metavar="B")
+
+    def calib_specs(self) -> list[DatasetSpec]:
+        """The calibration sets (a sweep may give several, comma-separated; the other runs one)."""
+        return [parse_spec(c) for c in comma_list(self.calib)]
+
+    def for_model(self, cfg: ModelConfig) -> "DataSettings":
+        """With the model loaded: seqlen None becomes min(2048, the context), and is checked against the context."""
+        return replace(self, seqlen=cfg.check_seqlen(default_seqlen(cfg, self.seqlen)))
+
+
+@dataclass(frozen=True)
+class EvalSettings(Options):
+    """The perplexity test sets of a run."""
+    eval: tuple[str, ...] = option((), f"perplexity test sets: {SPEC_HELP}", check=unique, metavar="SPEC[,SPEC...]")
+    eval_nsamples: int | None = option(None, "evaluate only the first N windows of each test set (default: all)",
+                                       check=at_least(1), metavar="N")
+
+    def specs(self) -> list[DatasetSpec]:
+        return [parse_spec(s) for s in self.eval]
+
+
+@dataclass(frozen=True)
+class OutputSettings(Options):
+    """Where a run writes (`outputs.files`: atomic folders, and only our own earlier output is ever replaced)."""
+    out: Path | None = option(None, "output folder, written atomically (a temporary folder next to it, renamed at "
+                                    "the end)", parse=lambda p: Path(os.fspath(p)), metavar="DIR")
+    force: bool = option(False, "replace --out if it exists and is an output of neuroal-jax (nothing else is deleted)")
+    save_format: str = option("dense", "the model's weights: dense safetensors, or compressed (compressed-tensors' "
+                                       "sparse-bitmask format: the prunable layers' non-zero values and a bitmask; "
+                                       "needs the compressed extra, pip install 'neuroal-jax[compressed]'; "
+                                       "transformers with compressed-tensors loads it)", choices=SAVE_FORMATS)
+
+
+def settings_of(cls: type[Options], values: dict, whose: str) -> Options:
+    """`cls` from the keywords of an API call that are its fields (the others are ignored)."""
+    names = {f.name for f in cls.option_fields()}
+    return cls.from_dict({k: v for k, v in values.items() if k in names}, whose)
+
+
+def run_settings(values: dict, whose: str) -> tuple[DataSettings, EvalSettings, OutputSettings]:
+    """The data, evaluation and output settings given as an API call's keywords, checked."""
+    return tuple(settings_of(cls, values, whose) for cls in (DataSettings, EvalSettings, OutputSettings))
+
+
+def check_output(output: OutputSettings, model, data: Sequence[DatasetSpec] = (),
+                 evaluation: Sequence[DatasetSpec] = (), data_flag: str = "--calib") -> OutputSettings:
+    """`output` with its folder checked (`outputs.files.check_out`: it must not hold the model or a data file; an
+    existing one needs force and must be ours) and the library of its save format present."""
+    from .outputs.files import check_out
+    if output.save_format != "dense":
+        from converters.compressed import check_save_format
+        check_save_format(output.save_format)
+    inputs = model_inputs(model) + data_paths(data_flag, data) + data_paths("--eval", evaluation)
+    return replace(output, out=check_out(output.out, output.force, inputs))
 
 
 def positive_int(name: str, value, minimum: int = 1) -> int:

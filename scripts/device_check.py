@@ -127,7 +127,7 @@ def part_sweep(cfg: ModelConfig, params, windows, out: Path) -> dict:
     result = nj.sweep((cfg, params), method="wanda", sparsity=0.7, step="block", calib=f"tokens:{out / 'tokens.npy'}",
                       nsamples=len(windows), seqlen=windows.shape[1], eval=f"tokens:{out / 'tokens.npy'}",
                       eval_nsamples=2, outcomes="picks", dtype="bfloat16", progress=False)
-    return {"status": "ok", "seconds": time.perf_counter() - t0, "timings": result["timings"],
+    return {"status": "ok", "seconds": time.perf_counter() - t0, "timings": result.report["timings"],
             "peak_device_bytes": peak_device_bytes()}
 
 

@@ -72,7 +72,7 @@ def main() -> int:
             if not missing:
                 continue
             summary = compare(model, method=method, sparsity=s, top_ups=missing, calib="pydoc", eval=[args.eval],
-                              nsamples=args.nsamples, seqlen=args.seqlen, progress=False)
+                              nsamples=args.nsamples, seqlen=args.seqlen, progress=False).report
             if run is None:
                 run = runs[(method, s)] = {"method": method, "sparsity": s, "rows": summary["rows"]}
                 results["runs"].append(run)

@@ -185,3 +185,25 @@ def test_every_command_shares_its_flags(capsys):
                 stated = re.findall(r"\(default: [^)]*\)", action.help or "")
                 key = (action.choices, stated or [repr(action.default)])  # an option flag's default is None
                 assert seen.setdefault(flag, key) == key, (name, flag, key, seen[flag])
+
+
+def test_run_settings_are_written_once():
+    """Every field of the run settings is a flag of prune, with the same help in every command that has it (not
+    finetune's --batch-size and --seed: training options), and a keyword of every entry point that takes it, with
+    the field's default."""
+    import argparse
+    import dataclasses
+    import inspect
+
+    import neuroal_jax as nj
+    from neuroal_jax.runs import DataSettings, EvalSettings, OutputSettings
+    commands = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for cls in (DataSettings, EvalSettings, OutputSettings):
+        for f in dataclasses.fields(cls):
+            helps = {name: a.help for name, sub in commands.items() for a in sub._actions
+                     if a.dest == f"option_{f.name}" and not (name == "finetune" and f.name in ("batch_size", "seed"))}
+            assert "prune" in helps and len(set(helps.values())) == 1, (f.name, helps)
+            for entry in (nj.prune, nj.compare, nj.sweep, nj.finetune):
+                keywords = inspect.signature(entry).parameters
+                if f.name in keywords:
+                    assert keywords[f.name].default == f.default, (entry.__name__, f.name)

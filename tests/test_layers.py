@@ -9,7 +9,7 @@ from pathlib import Path
 from cli_run import REPO
 
 PACKAGES = ("neuroal_jax", "converters", "pallas_kernels")
-CORE = ("config", "errors", "models", "pruning", "topups", "registry", "runtime")
+CORE = ("config", "errors", "options", "models", "pruning", "topups", "registry", "runtime")
 ABOVE_CORE = ("cli", "api", "sweeps", "recovery", "comparison", "converters")
 
 

@@ -124,6 +124,6 @@ def test_compare_with_a_structure(deep_llama, calib, tmp_path):
     from converters.hf import export_hf
     export_hf(*deep_llama, tmp_path / "model")
     summary = nj.compare(tmp_path / "model", top_ups="uniform,owl,neuroal", structure="4:8", sparsity=0.5,
-                         calib=calib, eval=calib, nsamples=6, seqlen=32, batch_size=4, progress=False)
+                         calib=calib, eval=calib, nsamples=6, seqlen=32, batch_size=4, progress=False).report
     assert summary["settings"]["structure"] == "4:8"
     assert [r["sparsity"] for r in summary["rows"][1:]] == [0.5, 0.5, 0.5]

@@ -118,7 +118,7 @@ def test_compare_passes_the_profile_to_neuroal(deep_llama, tmp_path):
     export_hf(*deep_llama, tmp_path / "model")
     summary = nj.compare(tmp_path / "model", top_ups="dlp,neuroal", sparsity=0.6, calib=spec, eval=spec, nsamples=6,
                          seqlen=32, batch_size=4, progress=False,
-                         options={"block_profile": "dlp", "neuroal_step": "block", "lambdas_block": (0.15,)})
+                         options={"block_profile": "dlp", "neuroal_step": "block", "lambdas_block": (0.15,)}).report
     rows = {r["top_up"]: r for r in summary["rows"]}
     assert rows["neuroal"]["lambda_block"] == 0.15
     assert rows["neuroal"]["perplexity"] == rows["dlp"]["perplexity"]  # DLP's default α is 0.15
@@ -129,8 +129,8 @@ def test_sweep_compares_profiles_side_by_side(deep_llama, tmp_path):
     spec = f"tokens:{tmp_path / 'c.npy'}"
     kw = dict(method="wanda", sparsity=0.6, calib=spec, eval=spec, nsamples=6, seqlen=32, batch_size=4,
               metrics="neuron", lambdas_block=(0.02, 0.08, 0.15), search_samples=4, progress=False)
-    both = nj.sweep(deep_llama, block_profile="linear,owl", out=tmp_path / "sweep", **kw)
-    linear = nj.sweep(deep_llama, **kw)
+    both = nj.sweep(deep_llama, block_profile="linear,owl", out=tmp_path / "sweep", **kw).report
+    linear = nj.sweep(deep_llama, **kw).report
     assert [r["block_profile"] for r in both["runs"]] == ["linear", "owl"]
     assert both["settings"]["model"] == linear["settings"]["model"]
     assert both["runs"][0]["candidates"] == linear["runs"][0]["candidates"]

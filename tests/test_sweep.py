@@ -36,12 +36,13 @@ def common(data):
 
 @pytest.fixture(scope="module")
 def block_sweep(tiny_llama, data):
-    return nj.sweep(tiny_llama, step="block", lambdas_block=BLOCK, search_samples=4, **common(data))
+    return nj.sweep(tiny_llama, step="block", lambdas_block=BLOCK, search_samples=4, **common(data)).report
 
 
 @pytest.fixture(scope="module")
 def row_sweep(tiny_llama, data):
-    return nj.sweep(tiny_llama, step="row", lambda_block=0.05, lambdas_row=ROW, search_samples=4, **common(data))
+    return nj.sweep(tiny_llama, step="row", lambda_block=0.05, lambdas_row=ROW, search_samples=4,
+                    **common(data)).report
 
 
 def spec(data):
@@ -102,7 +103,8 @@ def test_summary_arithmetic():
 
 
 def test_results_do_not_depend_on_the_lambda_chunk(tiny_llama, data, block_sweep):
-    chunked = nj.sweep(tiny_llama, step="block", lambdas_block=BLOCK, search_samples=4, lambda_chunk=2, **common(data))
+    chunked = nj.sweep(tiny_llama, step="block", lambdas_block=BLOCK, search_samples=4, lambda_chunk=2,
+                       **common(data)).report
     assert chunked["runs"][0]["candidates"] == block_sweep["runs"][0]["candidates"]
 
 
@@ -128,7 +130,7 @@ def test_a_metric_registered_in_a_test_has_its_pick_and_regret(tiny_llama, data)
 
     try:
         r = nj.sweep(tiny_llama, step="block", lambdas_block=BLOCK, search_samples=4, metrics="neuron,test_l1_sweep",
-                     **common(data))
+                     **common(data)).report
     finally:
         METRICS._entries.pop("test_l1_sweep")
     e = r["runs"][0]["summary"]["metrics"]["test_l1_sweep"]
@@ -138,12 +140,12 @@ def test_a_metric_registered_in_a_test_has_its_pick_and_regret(tiny_llama, data)
 
 def test_grid_and_sensitivity(tiny_llama, data, block_sweep, tmp_path):
     grid = nj.sweep(tiny_llama, step="grid", lambdas_block=(0.0, 0.1), lambdas_row=(0.0, 0.1), search_samples=4,
-                    metrics="neuron", **common(data))
+                    metrics="neuron", **common(data)).report
     cands = grid["runs"][0]["candidates"]
     assert [(c["lambda_block"], c["lambda_row"]) for c in cands] == [(0.0, 0.0), (0.0, 0.1), (0.1, 0.0), (0.1, 0.1)]
     # seeds × |Cλ|: block candidates' final pruning depends only on the seed's windows, so it is reused across |Cλ|
     sens = nj.sweep(tiny_llama, step="block", lambdas_block=BLOCK, seeds=(0, 1), search_samples=(2, 4),
-                    metrics="neuron", **common(data))
+                    metrics="neuron", **common(data)).report
     assert [(r["seed"], r["search_samples"]) for r in sens["runs"]] == [(0, 2), (0, 4), (1, 2), (1, 4)]
     assert sens["runs"][1]["candidates"][0]["perplexity"] == block_sweep["runs"][0]["candidates"][0]["perplexity"]
     rows = {r["search_samples"]: r for r in sens["sensitivity"]}
@@ -153,7 +155,7 @@ def test_grid_and_sensitivity(tiny_llama, data, block_sweep, tmp_path):
         "search_samples.png", *(f"run-{i:02d}/{n}.png" for i in range(4) for n in ("perplexity", "metrics"))}
     assert rows[4]["seeds"] == [0, 1] and len(rows[4]["perplexity"][spec(data)]["values"]) == 2
     picks = nj.sweep(tiny_llama, step="block", lambdas_block=BLOCK, search_samples=4, outcomes="picks",
-                     metrics="neuron", **common(data))
+                     metrics="neuron", **common(data)).report
     evaluated = [c for c in picks["runs"][0]["candidates"] if c["perplexity"]]
     assert len(evaluated) == 1 and picks["runs"][0]["summary"]["metrics"]["neuron"]["regret"][spec(data)] is None
 
@@ -200,7 +202,7 @@ def test_several_calibration_sources(tiny_llama, data):
     np.save(data / "other.npy", np.random.default_rng(7).integers(0, 128, 4096).astype(np.int64))
     kw = {**common(data), "calib": f"tokens:{data / 'calib.npy'},tokens:{data / 'other.npy'}"}
     r = nj.sweep(tiny_llama, step="block", lambdas_block=BLOCK, search_samples=4, metrics="neuron", outcomes="picks",
-                 **kw)
+                 **kw).report
     assert [run["calib"] for run in r["runs"]] == [f"tokens:{data / n}" for n in ("calib.npy", "other.npy")]
     assert [row["calib"] for row in r["sensitivity"]] == [run["calib"] for run in r["runs"]]
     with pytest.raises(ValueError, match="repeats a dataset"):

@@ -6,17 +6,14 @@ import argparse
 import ast
 
 from ..config import DTYPES
-from ..topups.options import comma_list
 
 MODEL_HELP = ("a built-in name (smollm2-135m, gemma3-270m), a .gguf file, a local Hugging Face folder "
               "or a Hub id")
-DATASET_HELP = "c4 | wikitext2 | ptb (Hub), pydoc (offline), text:PATH, tokens:PATH.npy"
 WINDOWS_HELP = ("Calibration: NSAMPLES windows of SEQLEN tokens at random (seeded) starts in the text or in a 1-D "
                 "tokens file; a 2-D tokens file [n, L] gives its first NSAMPLES rows, which must have L = SEQLEN. "
                 "Evaluation: the text, or each row of a tokens file, is cut into non-overlapping windows of SEQLEN "
                 "tokens; a sequence's last < SEQLEN tokens are not scored. Token ids must lie in [0, vocab_size).")
 EVAL_WINDOWS_HELP = WINDOWS_HELP[WINDOWS_HELP.index("Evaluation:"):]
-SEQLEN_DEFAULT = "min(2048, the model's context)"
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -59,65 +56,40 @@ def add_structure(p) -> None:
                         "block with mean N, which may be fractional (5.6:8 is 70%%)")
 
 
-def add_output(p, *, required: bool = True, what: str = "output folder (written atomically)",
-               resume: str | None = None) -> None:
-    """--out, --force, and --resume with its command's help when the command resumes."""
-    p.add_argument("--out", required=required, metavar="DIR", help=what)
-    p.add_argument("--force", action="store_true",
-                   help="replace --out if it exists and is an output of neuroal-jax (nothing else is deleted)")
+def add_output(p, *, save_format: bool = True, resume: str | None = None, required: bool = True) -> None:
+    """--out and --force (and --save-format) from `OutputSettings`; --resume with its command's help when the command
+    resumes."""
+    from ..runs import OutputSettings
+    OutputSettings.add_flags(p, skip=() if save_format else ("save_format",), required=("out",) if required else ())
     if resume:
         p.add_argument("--resume", action="store_true", help=resume)
 
 
-def add_save_format(g) -> None:
-    from converters.compressed import SAVE_FORMATS
-    g.add_argument("--save-format", default="dense", choices=SAVE_FORMATS,
-                   help="the model's weights: dense safetensors, or compressed (compressed-tensors' sparse-bitmask "
-                        "format: the prunable layers' non-zero values and a bitmask; needs the compressed extra, "
-                        "pip install 'neuroal-jax[compressed]'; transformers with compressed-tensors loads it) "
-                        "(default: dense)")
-
-
-def add_calibration(g, *, several: bool = False) -> None:
-    """--calib, --nsamples and --seed (--seqlen: `add_seqlen`); `several`: a list of calibration sets, and no --seed
-    (a sweep's --seeds takes several)."""
-    g.add_argument("--calib", default="c4", metavar="SPEC[,SPEC...]" if several else "SPEC",
-                   help=f"calibration data{', one or several (sensitivity)' if several else ''}: {DATASET_HELP} "
-                        "(default: c4)")
-    g.add_argument("--nsamples", type=int, default=128, help="calibration windows (default: 128; NeuroAL searches "
-                                                             "on the first --search-samples of them)")
-    if not several:
-        g.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default: 0)")
-
-
-def add_seqlen(g, what: str = "calibration and evaluation") -> None:
-    g.add_argument("--seqlen", type=int, default=None,
-                   help=f"tokens per window, {what}; at most the model's context (default: {SEQLEN_DEFAULT})")
-
-
-def add_evaluation(g, *, required: bool = False, what: str = "perplexity test sets after pruning") -> None:
-    """--eval, --eval-nsamples."""
-    g.add_argument("--eval", type=comma_list, required=required, default=None, metavar="SPEC[,SPEC...]",
-                   help=f"{what}: {DATASET_HELP}")
-    g.add_argument("--eval-nsamples", type=int, default=None, metavar="N",
-                   help="evaluate only the first N windows of each test set (default: all)")
-
-
-def add_data(p, *, several: bool = False, eval_required: bool = False,
-             eval_what: str = "perplexity test sets after pruning"):
-    """The "data" group of a command that prunes and evaluates: calibration, --seqlen, evaluation, --batch-size and
-    --quiet; returns the group."""
+def add_data(p, *, skip: tuple[str, ...] = (), eval_required: bool = False):
+    """The "data" group of a command that prunes and evaluates: the flags of `DataSettings` (less `skip`) and of
+    `EvalSettings`, and --quiet; returns the group."""
+    from ..runs import DataSettings
     g = p.add_argument_group("data", WINDOWS_HELP)
-    add_calibration(g, several=several)
-    add_seqlen(g)
-    add_evaluation(g, required=eval_required, what=eval_what)
-    add_batch_size(g)
+    DataSettings.add_flags(g, skip=skip)
+    add_evaluation(g, required=eval_required)
     add_quiet(g)
     return g
 
 
-def add_batch_size(g) -> None:
-    g.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
+def add_evaluation(g, *, required: bool = False) -> None:
+    """--eval and --eval-nsamples (`EvalSettings`)."""
+    from ..runs import EvalSettings
+    EvalSettings.add_flags(g, required=("eval",) if required else ())
+
+
+def run_keywords(args, data: tuple[str, ...] | None = None) -> dict:
+    """The API keywords of the run settings given on the command line (data, evaluation, output; --quiet): the
+    others keep the API's defaults, which are the settings' own. `data`: the `DataSettings` flags the command has,
+    when not all (another options class may own the others' names)."""
+    from ..runs import DataSettings, EvalSettings, OutputSettings
+    given = {k: v for k, v in DataSettings.given_in(args).items() if data is None or k in data}
+    return {**given, **EvalSettings.given_in(args), **OutputSettings.given_in(args),
+            "progress": not getattr(args, "quiet", False)}
 
 
 def add_quiet(g) -> None:
@@ -145,8 +117,8 @@ def add_topup_options(parser, whose: str = "of the chosen top-up") -> None:
 def options_from_args(args) -> dict:
     """The chosen top-up's options given on the command line; a flag of another top-up is an error."""
     from ..errors import UsageError
+    from ..options import flag_of
     from ..topups import TOPUPS
-    from ..topups.options import flag_of
     options = {}
     for name, topup in TOPUPS.items():
         given = topup.options.given_in(args)

@@ -9,10 +9,10 @@ from .common import (
     add_method_and_sparsity,
     add_model,
     add_output,
-    add_save_format,
     add_structure,
     add_topup_options,
     all_topup_options,
+    run_keywords,
 )
 
 
@@ -21,9 +21,10 @@ def add_cli(sub) -> None:
         "compare", help="dense vs several top-ups on one model: a perplexity table and plots",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Load a model once, prune it with each --top-ups entry (same method, sparsity, structure and\n"
-                    "calibration), evaluate perplexity and print one table. This is the README's main job. Each\n"
-                    "top-up option flag goes to the top-ups in --top-ups that take it (--block-profile owl: to\n"
-                    "neuroal).",
+                    "calibration), evaluate the dense and every pruned model's perplexity on --eval and print one\n"
+                    "table. This is the README's main job. Each top-up option flag goes to the top-ups in --top-ups\n"
+                    "that take it (--block-profile owl: to neuroal). With --out: per-top-up folders (as prune's\n"
+                    "--out), summary.json and comparison.png.",
         epilog="example:\n  neuroal-jax compare --model smollm2-135m --method wanda --sparsity 0.7 \\\n"
                "      --top-ups uniform,owl,neuroal --calib pydoc --nsamples 32 --seqlen 256 --eval pydoc \\\n"
                "      --out runs/main")
@@ -31,10 +32,8 @@ def add_cli(sub) -> None:
     add_method_and_sparsity(p)
     p.add_argument("--top-ups", default="uniform,owl,neuroal", help="comma-separated (default: uniform,owl,neuroal)")
     add_structure(p)
-    add_output(p, required=False, what="write per-top-up folders (as prune's --out), summary.json and "
-                                       "comparison.png here (atomically)")
-    add_save_format(p)
-    add_data(p, eval_required=True, eval_what="perplexity test sets, dense and after each top-up")
+    add_output(p, required=False)
+    add_data(p, eval_required=True)
     add_dtype(p.add_argument_group("precision"))
     add_topup_options(p, "of any top-up in --top-ups")
     p.set_defaults(func=run)
@@ -42,17 +41,15 @@ def add_cli(sub) -> None:
 
 def run(args) -> int:
     from ..comparison import compare, format_table
-    summary = compare(args.model, method=args.method, sparsity=args.sparsity, top_ups=args.top_ups,
-                      structure=args.structure, calib=args.calib, eval=args.eval, nsamples=args.nsamples,
-                      seqlen=args.seqlen, eval_nsamples=args.eval_nsamples, seed=args.seed, out=args.out,
-                      force=args.force, options=all_topup_options(args), batch_size=args.batch_size,
-                      progress=not args.quiet, dtype=args.dtype, save_format=args.save_format)
+    result = compare(args.model, method=args.method, sparsity=args.sparsity, top_ups=args.top_ups,
+                     structure=args.structure, options=all_topup_options(args), dtype=args.dtype, **run_keywords(args))
+    summary = result.report
     s = summary["settings"]
     structure = "" if s["structure"] == "row" else f" ({s['structure']})"
     print(f"\n{s['model']}: {s['method']} at {s['target_sparsity']:.0%}{structure}, calibration {s['calib']} "
           f"{s['nsamples']} × {s['seqlen']}\n")
     print(format_table(summary))
-    if args.out:
-        print(f"\nwrote {args.out}/ (per top-up: pruned HF checkpoint, masks, report.json, plots; "
+    if result.out:
+        print(f"\nwrote {result.out}/ (per top-up: pruned HF checkpoint, masks, report.json, plots; "
               "summary.json, comparison.png)")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .common import DATASET_HELP, add_batch_size, add_dtype, add_model, add_quiet, add_seqlen
+from .common import add_dtype, add_model, add_quiet
 
 JSON_HELP = "also write the result as JSON (an existing file is replaced only if neuroal-jax wrote it)"
 
@@ -16,12 +16,12 @@ def add_cli(sub) -> None:
                                    "windows of --seqlen tokens and report exp(mean next-token NLL). A tokens "
                                    "file's rows are sequences too: each is cut into windows; a sequence's last "
                                    "< --seqlen tokens are not scored. Token ids must lie in [0, vocab_size).")
+    from ..evaluation.data import SPEC_HELP
+    from ..runs import DataSettings, EvalSettings
     add_model(p)
-    p.add_argument("--dataset", default="pydoc", help=f"test set: {DATASET_HELP} (default: pydoc held-out text)")
-    add_seqlen(p, "evaluation")
-    p.add_argument("--eval-nsamples", type=int, default=None, metavar="N",
-                   help="evaluate only the first N windows of each test set (default: all)")
-    add_batch_size(p)
+    p.add_argument("--dataset", default="pydoc", help=f"test set: {SPEC_HELP} (default: pydoc held-out text)")
+    DataSettings.add_flags(p, only=("seqlen", "batch_size"))
+    EvalSettings.add_flags(p, only=("eval_nsamples",))
     add_dtype(p, "the perplexity's sums")
     p.add_argument("--json", metavar="PATH", help=JSON_HELP)
     add_quiet(p)
@@ -36,7 +36,7 @@ def add_cli(sub) -> None:
     p.add_argument("--tasks", default=None, help=f"comma-separated lm-eval tasks (default: {','.join(PAPER_TASKS)})")
     p.add_argument("--tasks-dir", default=None, metavar="DIR", help="extra folder of lm-eval YAML tasks")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N documents per task")
-    add_batch_size(p)
+    p.add_argument("--batch-size", type=int, default=8, help="lm-eval's batch size (default: 8)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--json", metavar="PATH", help=JSON_HELP)
     p.set_defaults(func=eval_zeroshot)
@@ -48,20 +48,18 @@ def eval_ppl(args) -> int:
     from ..evaluation.data import eval_windows, parse_spec
     from ..evaluation.perplexity import perplexity
     from ..outputs.files import check_json_out, write_result_json
-    from ..runs import check_dtype, default_seqlen, positive_int
+    from ..runs import DataSettings, EvalSettings, check_dtype
 
     dtype = check_dtype(args.dtype)
     spec = parse_spec(args.dataset)
-    for flag, value, low in (("--eval-nsamples", args.eval_nsamples, 1), ("--seqlen", args.seqlen, 2),
-                             ("--batch-size", args.batch_size, 1)):
-        if value is not None:
-            positive_int(flag, value, low)
+    data = DataSettings.from_dict(DataSettings.given_in(args), "eval-ppl")
+    evaluation = EvalSettings.from_dict(EvalSettings.given_in(args), "eval-ppl")
     check_json_out(args.json)
     model = load_model(args.model, dtype=dtype)
-    seqlen = model.config.check_seqlen(default_seqlen(model.config, args.seqlen))
-    windows = eval_windows(spec, model.tokenizer, seqlen, args.eval_nsamples, model.config.vocab_size)
+    seqlen = data.for_model(model.config).seqlen
+    windows = eval_windows(spec, model.tokenizer, seqlen, evaluation.eval_nsamples, model.config.vocab_size)
     t0 = time.perf_counter()
-    ppl = perplexity(model.config, model.params, windows, batch_size=args.batch_size, progress=not args.quiet)
+    ppl = perplexity(model.config, model.params, windows, batch_size=data.batch_size, progress=not args.quiet)
     result = {"model": args.model, "dataset": args.dataset, "seqlen": seqlen, "windows": int(len(windows)),
               "perplexity": ppl, "seconds": round(time.perf_counter() - t0, 3)}
     print(f"{args.model}  {args.dataset}  {len(windows)} × {seqlen} tokens  perplexity {ppl:.4f}")

@@ -1,7 +1,7 @@
 """`neuroal-jax export`: any model the loader reads, written as a Hugging Face PyTorch checkpoint folder."""
 from __future__ import annotations
 
-from .common import add_model, add_output, add_save_format
+from .common import add_model, add_output
 
 
 def add_cli(sub) -> None:
@@ -10,22 +10,19 @@ def add_cli(sub) -> None:
                                    "transformers' AutoModelForCausalLM.from_pretrained loads.")
     add_model(p)
     add_output(p)
-    add_save_format(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from converters import export_hf, load_model
-    from converters.compressed import check_save_format
 
-    from ..outputs.files import check_out, output_lock
-    from ..runs import model_inputs
-    check_save_format(args.save_format)
-    out = check_out(args.out, args.force, model_inputs(args.model))
-    with output_lock(out):  # from the start: a second run on --out is refused at once
+    from ..outputs.files import output_lock
+    from ..runs import OutputSettings, check_output
+    output = check_output(OutputSettings.from_dict(OutputSettings.given_in(args), "export"), args.model)
+    with output_lock(output.out):  # from the start: a second run on --out is refused at once
         model = load_model(args.model)
-        out = export_hf(model.config, model.params, out, tokenizer=model.tokenizer, force=args.force,
-                        save_format=args.save_format)
+        out = export_hf(model.config, model.params, output.out, tokenizer=model.tokenizer, force=output.force,
+                        save_format=output.save_format)
     print(f"wrote {out} (Hugging Face {model.config.family} checkpoint, float32 safetensors"
-          + (", prunable layers sparse-bitmask compressed)" if args.save_format == "compressed" else ")"))
+          + (", prunable layers sparse-bitmask compressed)" if output.save_format == "compressed" else ")"))
     return 0

@@ -11,13 +11,13 @@ from .common import (
     add_model,
     add_output,
     add_quiet,
-    add_save_format,
-    add_seqlen,
+    run_keywords,
 )
 
 
 def add_cli(sub) -> None:
     from ..recovery.settings import FinetuneSettings
+    from ..runs import DataSettings
     p = sub.add_parser(
         "finetune", help="recovery training of a pruned model that keeps every pruned weight at exactly zero",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -49,11 +49,10 @@ def add_cli(sub) -> None:
     g = p.add_argument_group("data", "Training: steps × accumulate × batch-size windows of SEQLEN tokens at random "
                                      "(--seed) starts in --data's training text or 1-D tokens file, or the first rows "
                                      "of a 2-D tokens file [n, SEQLEN]. " + EVAL_WINDOWS_HELP)
-    add_seqlen(g, "training and evaluation")
-    add_evaluation(g, what="perplexity before and after training")
+    DataSettings.add_flags(g, only=("seqlen",))
+    add_evaluation(g)
     add_quiet(g)
     add_dtype(g, "the trained weights' master copy and the optimizer state")
-    add_save_format(g)
     FinetuneSettings.add_flags(p.add_argument_group("training"))
     p.set_defaults(func=run)
 
@@ -61,10 +60,9 @@ def add_cli(sub) -> None:
 def run(args) -> int:
     from ..recovery.run import finetune
     from ..recovery.settings import FinetuneSettings
-    result = finetune(args.model, data=args.data, out=args.out, seqlen=args.seqlen, eval=args.eval or (),
-                      eval_nsamples=args.eval_nsamples, dtype=args.dtype, mask_from_zeros=args.mask_from_zeros,
-                      allow_mask_mismatch=args.allow_mask_mismatch, save_format=args.save_format, force=args.force,
-                      resume=args.resume, progress=not args.quiet, **FinetuneSettings.given_in(args))
+    result = finetune(args.model, data=args.data, dtype=args.dtype, mask_from_zeros=args.mask_from_zeros,
+                      allow_mask_mismatch=args.allow_mask_mismatch, resume=args.resume, **run_keywords(args, ("seqlen",)),
+                      **FinetuneSettings.given_in(args))
     print(format_summary(result.report))
     print(f"\nwrote {result.out} (Hugging Face checkpoint, masks/, report.json, plots/loss.png)")
     return 0

@@ -10,10 +10,10 @@ from .common import (
     add_method_and_sparsity,
     add_model,
     add_output,
-    add_save_format,
     add_structure,
     add_topup_options,
     options_from_args,
+    run_keywords,
 )
 
 DISTRIBUTED_FLAGS = (("--coordinator", "coordinator"), ("--num-processes", "num_processes"),
@@ -44,7 +44,6 @@ def add_cli(sub) -> None:
                    help="sparsity allocation: " + ", ".join(topups) + " (uniform = every layer at --sparsity)")
     add_structure(p)
     add_output(p, resume="continue an interrupted --stream run of the same settings and inputs (implies --stream)")
-    add_save_format(p)
     add_data(p)
     g = p.add_argument_group("scale: precision, memory, interrupted runs, several hosts")
     add_dtype(g)
@@ -87,15 +86,13 @@ def run(args) -> int:
     options = options_from_args(args)
     start_distributed(args)
     result = prune(args.model, method=args.method, sparsity=args.sparsity, top_up=args.top_up,
-                   structure=args.structure, calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen,
-                   seed=args.seed, out=args.out, eval=args.eval or (), eval_nsamples=args.eval_nsamples,
-                   force=args.force, options=options, batch_size=args.batch_size, progress=not args.quiet,
-                   dtype=args.dtype, stream=args.stream, resume=args.resume, save_format=args.save_format)
+                   structure=args.structure, options=options, dtype=args.dtype, stream=args.stream,
+                   resume=args.resume, **run_keywords(args))
     print(format_summary(result.report))
     if result.out is None:
         import jax
         print(f"\nprocess {jax.process_index()} of {jax.process_count()}: the same result as process 0, which "
-              f"writes {args.out}")
+              "writes --out")
     else:
         print(f"\nwrote {result.out} (Hugging Face checkpoint, masks/, report.json, plots/)")
     return 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_data, add_dtype, add_method_and_sparsity, add_model, add_output
+from .common import add_data, add_dtype, add_method_and_sparsity, add_model, add_output, run_keywords
 
 
 def add_cli(sub) -> None:
@@ -14,12 +14,12 @@ def add_cli(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Score every λ candidate of a NeuroAL step under every requested alignment metric in one search "
                     "pass,\nthen prune the model with each candidate over all --nsamples calibration windows (as "
-                    "`prune` does)\nand measure its held-out perplexity, all candidates in one pass over the blocks.\n"
+                    "`prune` does)\nand measure its perplexity on --eval, all candidates in one pass over the blocks.\n"
                     "Per metric: its pick, the perplexity there, the oracle λ (lowest perplexity), the regret\n"
                     "ppl(pick) / ppl(oracle) - 1 and Spearman's ρ between the metric and perplexity.\n\n"
-                    "Several --seeds, --search-samples or --calib sources repeat the search and the final pruning per\n"
-                    "combination and add a sensitivity table (mean ± std over seeds); several --block-profile names\n"
-                    "sweep each profile's λs and plot them side by side.",
+                    "Several --seeds, --search-samples or --calib sets (comma-separated) repeat the search and the\n"
+                    "final pruning per combination and add a sensitivity table (mean ± std over seeds); several\n"
+                    "--block-profile names sweep each profile's λs and plot them side by side.",
         epilog="examples:\n"
                "  neuroal-jax sweep --model smollm2-135m --method wanda --sparsity 0.7 --step block \\\n"
                "      --calib pydoc --nsamples 32 --seqlen 256 --eval pydoc --out runs/sweep-block\n"
@@ -30,9 +30,8 @@ def add_cli(sub) -> None:
                "an earlier output of neuroal-jax.")
     add_model(p)
     add_method_and_sparsity(p)
-    add_output(p)
-    add_dtype(add_data(p, several=True, eval_required=True,
-                       eval_what="perplexity test sets of every candidate's pruned model"))
+    add_output(p, save_format=False)
+    add_dtype(add_data(p, skip=("seed",), eval_required=True))
     SweepSettings.add_flags(p.add_argument_group("candidates, metrics and sensitivity"))
     p.set_defaults(func=run)
 
@@ -41,10 +40,9 @@ def run(args) -> int:
     from ..sweeps.run import sweep
     from ..sweeps.settings import SweepSettings
     from ..sweeps.summary import format_sensitivity, format_summary
-    result = sweep(args.model, method=args.method, sparsity=args.sparsity, calib=args.calib, nsamples=args.nsamples,
-                   seqlen=args.seqlen, eval=args.eval, eval_nsamples=args.eval_nsamples, batch_size=args.batch_size,
-                   dtype=args.dtype, out=args.out, force=args.force, progress=not args.quiet,
-                   **SweepSettings.given_in(args))
+    done = sweep(args.model, method=args.method, sparsity=args.sparsity, dtype=args.dtype, **run_keywords(args),
+                 **SweepSettings.given_in(args))
+    result = done.report
     s = result["settings"]
     print(f"\n{s['model']}: {s['method']} at {s['sparsity']:.0%}, {s['step']} step, "
           f"{len(result['runs'][0]['candidates'])} candidates, final pruning on {s['nsamples']} × {s['seqlen']}")
@@ -58,5 +56,5 @@ def run(args) -> int:
                                                                                           s["eval"]))
     t = result["timings"]
     print("\ntimings: " + "  ".join(f"{k} {v:.1f}s" for k, v in t.items()))
-    print(f"wrote {args.out}/ (sweep.json, sweep.csv, plots/)")
+    print(f"wrote {done.out}/ (sweep.json, sweep.csv, plots/)")
     return 0

@@ -25,6 +25,8 @@ from ..errors import MissingDependency, UsageError
 HUB_SETS = ("c4", "wikitext2", "ptb")
 LOCAL_SETS = ("pydoc",)
 PREFIXES = ("text:", "tokens:")
+#: What a dataset spec may be (the help of every flag that takes one).
+SPEC_HELP = "c4 | wikitext2 | ptb (Hub), pydoc (offline), text:PATH, tokens:PATH.npy"
 #: One topic in this many goes to the held-out split of `pydoc` (sorted topic names, index % 5 == 4).
 PYDOC_HOLDOUT_EVERY = 5
 

@@ -31,6 +31,8 @@ import numpy as np
 from ..errors import OutputError
 
 MARKER = ".neuroal-jax.json"
+#: How a model's weights are written: dense safetensors, or compressed-tensors' sparse bitmask (converters.compressed).
+SAVE_FORMATS = ("dense", "compressed")
 TOOL = "neuroal-jax"
 
 

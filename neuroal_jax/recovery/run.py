@@ -32,20 +32,21 @@ import numpy as np
 from ..config import ModelConfig
 from ..errors import UsageError
 from ..evaluation.data import DatasetSpec, parse_spec
+from ..options import flag_of
 from ..outputs.files import output_lock, remove_ours, sibling
 from ..pruning.targets import prunable_weights
 from ..runs import (
+    DataSettings,
+    EvalSettings,
+    OutputSettings,
     Timer,
     check_dtype,
-    data_paths,
-    default_seqlen,
+    check_output,
     interrupted_run,
-    model_inputs,
     model_path,
-    positive_int,
     resolve_model,
+    settings_of,
 )
-from ..topups.options import comma_list, flag_of
 from .loop import TrainingDiverged
 from .settings import FinetuneSettings
 
@@ -65,56 +66,50 @@ class FinetuneResult:
 class FinetuneRequest:
     """Every argument of `finetune`, checked (`check_request`)."""
     settings: FinetuneSettings  # resolved
-    data: DatasetSpec
-    seqlen: int | None
-    eval: tuple[str, ...]
-    eval_nsamples: int | None
+    data: DatasetSpec  # the training text
+    windows: DataSettings  # seqlen only (None until the model is loaded): the training settings sample the windows
+    evaluation: EvalSettings
+    output: OutputSettings  # out: the checked path
     dtype: str
     mask_from_zeros: bool
     allow_mask_mismatch: bool
-    save_format: str
-    out: Path | None
-    force: bool
     resume: bool
     progress: bool
 
+    @property
+    def out(self) -> Path | None:
+        return self.output.out
+
     def record(self) -> dict:
         """What report.json records of the request (and a resumed run must repeat)."""
-        return {"data": str(self.data), "seqlen": self.seqlen, "eval_nsamples": self.eval_nsamples,
+        return {"data": str(self.data), "seqlen": self.windows.seqlen, "eval_nsamples": self.evaluation.eval_nsamples,
                 "dtype": self.dtype, "mask_from_zeros": self.mask_from_zeros,
                 "allow_mask_mismatch": self.allow_mask_mismatch, **self.settings.to_dict()}
 
 
 # ---------------------------------------------------------------- checks before any work
 
-def check_request(model, *, data, seqlen, eval, eval_nsamples, dtype, mask_from_zeros, allow_mask_mismatch,
-                  save_format, out, force, resume, progress, settings: dict) -> FinetuneRequest:
-    from converters.compressed import check_save_format
-
-    from ..outputs.files import check_out
+def check_request(model, *, data, seqlen, dtype, mask_from_zeros, allow_mask_mismatch, resume, progress,
+                  settings: dict, **run) -> FinetuneRequest:
+    """Validate every argument of `finetune` before any work; `run`: the keywords of `EvalSettings` and
+    `OutputSettings`."""
     s = FinetuneSettings.from_dict(settings, "finetune").resolved(None)
     check_given_settings(s, settings)
     if mask_from_zeros and allow_mask_mismatch:
         raise UsageError("--allow-mask-mismatch applies to the masks of masks/; with --mask-from-zeros the masks are "
                          "the weights' own zeros: give one of them")
-    data_spec, specs = parse_spec(data), comma_list(eval)
-    eval_specs = [parse_spec(x) for x in specs]
-    if seqlen is not None:
-        positive_int("seqlen", seqlen, 2)
-    if eval_nsamples is not None:
-        positive_int("eval_nsamples", eval_nsamples)
+    data_spec = parse_spec(data)
+    windows = settings_of(DataSettings, {"seqlen": seqlen}, "finetune")
+    evaluation, output = (settings_of(cls, run, "finetune") for cls in (EvalSettings, OutputSettings))
     check_dtype(dtype)
-    check_save_format(save_format)
-    inputs = model_inputs(model) + data_paths("--data", [data_spec]) + data_paths("--eval", eval_specs)
-    out = check_out(out, force, inputs)
-    if resume and out is None:
+    output = check_output(output, model, [data_spec], evaluation.specs(), "--data")
+    if resume and output.out is None:
         raise UsageError("resume=True (--resume) continues an interrupted run of an output folder; give out (--out)")
-    if out is not None:
-        interrupted_run(out, resume, force, "--resume")
-    req = FinetuneRequest(settings=s, data=data_spec, seqlen=seqlen, eval=tuple(specs), eval_nsamples=eval_nsamples,
+    if output.out is not None:
+        interrupted_run(output.out, resume, output.force, "--resume")
+    req = FinetuneRequest(settings=s, data=data_spec, windows=windows, evaluation=evaluation, output=output,
                           dtype=dtype, mask_from_zeros=bool(mask_from_zeros),
-                          allow_mask_mismatch=bool(allow_mask_mismatch), save_format=save_format, out=out,
-                          force=force, resume=resume, progress=progress)
+                          allow_mask_mismatch=bool(allow_mask_mismatch), resume=resume, progress=progress)
     check_masks_source(model, req)
     return req
 
@@ -239,10 +234,12 @@ def perplexities(cfg, params, test_sets: dict, batch_size: int, progress: bool, 
 
 # ---------------------------------------------------------------- the call
 
-def finetune(model, *, data: str = "c4", out: str | os.PathLike | None = None, seqlen: int | None = None, eval=(),
-             eval_nsamples: int | None = None, dtype: str = "float32", mask_from_zeros: bool = False,
-             allow_mask_mismatch: bool = False, save_format: str = "dense", force: bool = False, resume: bool = False,
-             progress: bool = True, **settings) -> FinetuneResult:
+def finetune(model, *, data: str = DataSettings.calib, seqlen: int | None = DataSettings.seqlen,
+             eval=EvalSettings.eval, eval_nsamples: int | None = EvalSettings.eval_nsamples,
+             out: str | os.PathLike | None = OutputSettings.out, force: bool = OutputSettings.force,
+             save_format: str = OutputSettings.save_format, dtype: str = "float32", mask_from_zeros: bool = False,
+             allow_mask_mismatch: bool = False, resume: bool = False, progress: bool = True,
+             **settings) -> FinetuneResult:
     """Train `model` on windows of `data` with its masks held fixed; the pruned entries stay exactly 0.
 
     model: a neuroal-jax prune output folder (masks from its masks/, which must agree with the weights' zeros
@@ -265,7 +262,7 @@ def finetune(model, *, data: str = "c4", out: str | os.PathLike | None = None, s
     with contextlib.ExitStack() as stack:
         if req.out is not None:
             stack.enter_context(output_lock(req.out))
-            stale = interrupted_run(req.out, req.resume, req.force, "--resume")  # again, now that we hold the lock
+            stale = interrupted_run(req.out, req.resume, req.output.force, "--resume")  # again: we hold the lock
             if stale is not None:
                 remove_ours(stale)
         try:
@@ -290,11 +287,12 @@ def _run(model, req: FinetuneRequest) -> FinetuneResult:
         name, cfg, params, tokenizer, source = resolve_model(model, req.dtype)
         masks, dist = model_masks(cfg, params, model, req)
     check_lora_rank(s, {k: tuple(np.shape(m)) for k, m in masks.items()})
-    seqlen = cfg.check_seqlen(default_seqlen(cfg, req.seqlen))
+    seqlen = req.windows.for_model(cfg).seqlen
     with timer("data"):
         windows = calibration_windows(req.data, tokenizer, s.windows, seqlen, s.seed, cfg.vocab_size, "training",
                                       "steps × accumulate × batch_size (--steps × --accumulate × --batch-size)")
-        test_sets = {x: eval_windows(x, tokenizer, seqlen, req.eval_nsamples, cfg.vocab_size) for x in req.eval}
+        test_sets = {x: eval_windows(x, tokenizer, seqlen, req.evaluation.eval_nsamples, cfg.vocab_size)
+                     for x in req.evaluation.eval}
     record = {"model": name, "model_source": source, "family": cfg.family, **req.record(), "seqlen": seqlen}
     part = sibling(req.out, "partial") if req.out is not None else None
     if part is not None:
@@ -321,7 +319,7 @@ def _run(model, req: FinetuneRequest) -> FinetuneResult:
         "tokens_per_second": tokens / progress.seconds if progress.seconds else None,
         "trainable_parameters": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(trainable))),
         "prunable_layers": len(masks), "memory": peak_memory(),
-        "save_format": req.save_format, "timings": timer.rounded(), "versions": versions(),
+        "save_format": req.output.save_format, "timings": timer.rounded(), "versions": versions(),
     }
     if req.out is not None:
         report = write_outputs(req, part, cfg, trained, tokenizer, masks, dist, report)
@@ -348,7 +346,7 @@ def write_outputs(req: FinetuneRequest, part: Path, cfg, params, tokenizer, mask
     tmp = temp_sibling(req.out, "finetune")
     try:
         t0 = time.perf_counter()
-        write_hf(tmp, cfg, params, tokenizer, req.save_format)
+        write_hf(tmp, cfg, params, tokenizer, req.output.save_format)
         save_masks(tmp / MASKS_DIR, masks, dist)
         report["timings"]["export"] = round(time.perf_counter() - t0, 3)
         report = write_report(tmp, report, ["loss"])

@@ -1,12 +1,12 @@
 """The recovery run's options: one frozen dataclass, the source of the `neuroal-jax finetune` flags, the API's
 keyword arguments and the "settings" recorded in report.json (the options machinery of
-`neuroal_jax.topups.options`)."""
+`neuroal_jax.options`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
 from ..errors import UsageError
-from ..topups.options import Options, all_of, at_least, in_range, option, positive, unique
+from ..options import Options, all_of, at_least, in_range, option, positive, unique
 
 MODES = ("masked", "lora")
 TRAINED = ("linear", "norms")

@@ -3,7 +3,7 @@
     from neuroal_jax import sweep
     result = sweep("smollm2-135m", method="wanda", sparsity=0.7, step="block", metrics="all",
                    calib="pydoc", nsamples=32, seqlen=256, eval="pydoc", out="runs/sweep")
-    result["runs"][0]["summary"]["metrics"]["neuron"]   # pick, perplexity at the pick, regret, spearman
+    result.report["runs"][0]["summary"]["metrics"]["neuron"]   # pick, perplexity at the pick, regret, spearman
 
 Settings (the `neuroal-jax sweep` flags; `SweepSettings`): several `seeds`, `search_samples` or `calib`
 sources repeat the search and the final pruning per combination (one "run" each) and add the
@@ -27,14 +27,23 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import UsageError
-from ..evaluation.data import DatasetSpec, calibration_windows, eval_windows, parse_spec
-from ..outputs.files import atomic_file, check_out, output_folder, write_json
+from ..evaluation.data import DatasetSpec, calibration_windows, eval_windows
+from ..options import Target
+from ..outputs.files import atomic_file, output_folder, write_json
 from ..outputs.report import versions
 from ..pruning import Structure, check_method, check_sparsity
-from ..runs import check_counts, check_dtype, check_model_fits, data_paths, default_seqlen, model_inputs, resolve_model
+from ..runs import (
+    DataSettings,
+    EvalSettings,
+    OutputSettings,
+    check_dtype,
+    check_model_fits,
+    check_output,
+    resolve_model,
+    run_settings,
+)
 from ..topups.neuroal.profiles import Profile, ProfileInputs, block_profile
 from ..topups.neuroal.search import pick
-from ..topups.options import Target, comma_list
 from .candidates import Candidates, search_candidates
 from .outcomes import dist_digest, final_outcomes
 from .plots import save_sweep_plots
@@ -47,69 +56,74 @@ class SweepRequest:
     method: str
     sparsity: float
     settings: SweepSettings  # resolved: defaults filled in
-    calibs: tuple[DatasetSpec, ...]
-    nsamples: int
-    seqlen: int | None  # None until the model is loaded: then `default_seqlen`
-    eval: tuple[str, ...]
-    eval_nsamples: int | None
-    batch_size: int
+    data: DataSettings  # calib: one spec or several; seed unused (the settings' seeds); seqlen None until loaded
+    evaluation: EvalSettings
+    output: OutputSettings  # out: the checked path
     dtype: str
-    out: Path | None
-    force: bool
     progress: bool
 
+    @property
+    def calibs(self) -> list[DatasetSpec]:
+        return self.data.calib_specs()
 
-def check_sweep(model, *, method, sparsity, calib, nsamples, seqlen, eval, eval_nsamples, batch_size, dtype, out,
-                force, progress, settings: dict) -> SweepRequest:
-    """Validate every argument of `sweep` before any work."""
+
+@dataclass(frozen=True)
+class SweepResult:
+    report: dict  # what sweep.json holds: settings, runs (candidates, summaries), sensitivity, timings
+    out: Path | None  # the output folder, if one was written
+
+
+def check_sweep(model, *, method, sparsity, dtype, progress, settings: dict, **run) -> SweepRequest:
+    """Validate every argument of `sweep` before any work; `run`: the keywords of `DataSettings` (calib may
+    name several sets), `EvalSettings` and `OutputSettings`."""
     sparsity = check_sparsity(sparsity)
     check_method(method)
-    nsamples, seqlen, batch_size, eval_nsamples = check_counts(nsamples, seqlen, batch_size, eval_nsamples)
-    calibs = [parse_spec(c) for c in comma_list(calib)]
+    data, evaluation, output = run_settings(run, "sweep")
+    calibs = data.calib_specs()
     if not calibs:
-        raise UsageError(f"calib (--calib) must name at least one dataset, got {calib!r}")
+        raise UsageError(f"calib (--calib) must name at least one dataset, got {data.calib!r}")
     if len({str(c) for c in calibs}) != len(calibs):
-        raise UsageError(f"calib (--calib) repeats a dataset: {calib!r}")
-    specs = comma_list(eval)
-    if not specs:
+        raise UsageError(f"calib (--calib) repeats a dataset: {data.calib!r}")
+    if not evaluation.eval:
         raise UsageError("a sweep needs at least one evaluation set (eval, --eval): it ranks λs by perplexity")
-    evals = [parse_spec(s) for s in specs]
     check_dtype(dtype)
-    resolved = SweepSettings.from_dict(settings, "sweep").resolved(Target(method, sparsity, Structure(), nsamples))
+    resolved = SweepSettings.from_dict(settings, "sweep").resolved(Target(method, sparsity, Structure(),
+                                                                          data.nsamples))
     rows = [str(c) for c in calibs if c.holds_rows()]
     if len(resolved.seeds) > 1 and rows:
         raise UsageError(f"seeds (--seeds) {','.join(map(str, resolved.seeds))}: {rows[0]} holds [n, L] rows, and "
                          "calibration takes its first rows whatever the seed, so every seed gives the same windows; "
                          "give one seed, or a 1-D token stream (or text) to sample windows from")
-    inputs = model_inputs(model) + data_paths("--calib", calibs) + data_paths("--eval", evals)
-    out = check_out(out, force, inputs)
-    return SweepRequest(method=method, sparsity=sparsity, settings=resolved, calibs=tuple(calibs), nsamples=nsamples,
-                        seqlen=seqlen, eval=tuple(specs), eval_nsamples=eval_nsamples, batch_size=batch_size,
-                        dtype=dtype, out=out, force=force, progress=progress)
+    return SweepRequest(method=method, sparsity=sparsity, settings=resolved, data=data, evaluation=evaluation,
+                        output=check_output(output, model, calibs, evaluation.specs()), dtype=dtype, progress=progress)
 
 
-def sweep(model, *, method: str = "wanda", sparsity: float = 0.7, calib="c4", nsamples: int = 128,
-          seqlen: int | None = None, eval=(), eval_nsamples: int | None = None, batch_size: int = 8,
-          dtype: str = "float32", out: str | os.PathLike | None = None, force: bool = False, progress: bool = True,
-          **settings) -> dict:
-    """Sweep NeuroAL's λ candidates of `model` pruned with `method` at `sparsity`; returns what sweep.json holds.
+def sweep(model, *, method: str = "wanda", sparsity: float = 0.7, calib: str = DataSettings.calib,
+          nsamples: int = DataSettings.nsamples, seqlen: int | None = DataSettings.seqlen,
+          batch_size: int = DataSettings.batch_size, eval=EvalSettings.eval,
+          eval_nsamples: int | None = EvalSettings.eval_nsamples, out: str | os.PathLike | None = OutputSettings.out,
+          force: bool = OutputSettings.force, dtype: str = "float32", progress: bool = True,
+          **settings) -> SweepResult:
+    """Sweep NeuroAL's λ candidates of `model` pruned with `method` at `sparsity`; the result's `.report` is what
+    sweep.json holds.
 
-    model, method, sparsity, nsamples, seqlen, eval, eval_nsamples, batch_size, dtype: as `prune`.
+    model, method, sparsity, nsamples, seqlen, batch_size, eval, eval_nsamples, out, force, dtype: as `prune`.
     calib: one calibration spec, or several (a list or "pydoc,text:PATH").
     settings: `SweepSettings` by name: step ("block" | "row" | "grid"), metrics ("all" or names),
         block_profile (one name or several: "linear,owl,dlp"), lambdas_block, lambdas_row, lambda_block, seeds,
         search_samples, outcomes ("all" | "picks"),
         lambda_chunk, dense_stream, devices. Unknown names and bad values are errors before any work.
     """
-    req = check_sweep(model, method=method, sparsity=sparsity, calib=calib, nsamples=nsamples, seqlen=seqlen,
-                      eval=eval, eval_nsamples=eval_nsamples, batch_size=batch_size, dtype=dtype, out=out,
-                      force=force, progress=progress, settings=settings)
-    if req.out is None:
-        return run_sweep(model, req)[0]
-    with output_folder(req.out, force=req.force, kind="sweep") as tmp:  # holds the output lock from the start
+    req = check_sweep(model, method=method, sparsity=sparsity, dtype=dtype, progress=progress, settings=settings,
+                      calib=",".join(calib) if isinstance(calib, (list, tuple)) else calib, nsamples=nsamples,
+                      seqlen=seqlen, batch_size=batch_size, eval=eval, eval_nsamples=eval_nsamples, out=out,
+                      force=force)
+    if req.output.out is None:
+        return SweepResult(run_sweep(model, req)[0], None)
+    with output_folder(req.output.out, force=req.output.force, kind="sweep") as tmp:  # holds the lock from the start
         result, pick_dist = run_sweep(model, req)
         write_sweep(tmp, result, pick_dist)
-    return result
+    return SweepResult(result, req.output.out)
 
 
 def run_sweep(model, req: SweepRequest) -> tuple[dict, dict | None]:
@@ -117,17 +131,18 @@ def run_sweep(model, req: SweepRequest) -> tuple[dict, dict | None]:
     s = req.settings
     t0 = time.perf_counter()
     name, cfg, params, tokenizer, _ = resolve_model(model, req.dtype)
-    req = replace(req, seqlen=default_seqlen(cfg, req.seqlen))
-    check_model_fits(cfg, Structure(), req.seqlen)
-    test_sets = {e: eval_windows(e, tokenizer, req.seqlen, req.eval_nsamples, cfg.vocab_size) for e in req.eval}
-    calib_sets = {(c, seed): calibration_windows(c, tokenizer, req.nsamples, req.seqlen, seed, cfg.vocab_size)
+    req = replace(req, data=req.data.for_model(cfg))
+    d, e = req.data, req.evaluation
+    check_model_fits(cfg, Structure(), d.seqlen)
+    test_sets = {x: eval_windows(x, tokenizer, d.seqlen, e.eval_nsamples, cfg.vocab_size) for x in e.eval}
+    calib_sets = {(c, seed): calibration_windows(c, tokenizer, d.nsamples, d.seqlen, seed, cfg.vocab_size)
                   for c in req.calibs for seed in s.seeds}  # every data set read (and checked) before any work
     timings = {"load": time.perf_counter() - t0, "search": 0.0, "final": 0.0}
     cache, runs, pick_dist = {}, [], None
     for calib_spec in req.calibs:
         for seed in s.seeds:
             windows = calib_sets[calib_spec, seed]
-            inputs = ProfileInputs(cfg, params, windows, req.batch_size, req.progress)
+            inputs = ProfileInputs(cfg, params, windows, d.batch_size, req.progress)
             for profile_name in s.block_profile:
                 profile = block_profile(profile_name, inputs)
                 for n in s.search_samples:
@@ -142,12 +157,12 @@ def run_sweep(model, req: SweepRequest) -> tuple[dict, dict | None]:
                         pick_dist = cands.dists[pick(cands.alignment[s.metrics[0]])]
     timings["total"] = time.perf_counter() - t0
     result = {"settings": {"model": name, "family": cfg.family, "method": req.method, "sparsity": req.sparsity,
-                           "calib": [str(c) for c in req.calibs], "nsamples": req.nsamples, "seqlen": req.seqlen,
-                           "eval": list(req.eval), "eval_nsamples": req.eval_nsamples,
-                           "eval_windows": {e: int(len(w)) for e, w in test_sets.items()},
-                           "batch_size": req.batch_size, "dtype": req.dtype, **s.to_dict(), "versions": versions()},
+                           "calib": [str(c) for c in req.calibs], "nsamples": d.nsamples, "seqlen": d.seqlen,
+                           "eval": list(e.eval), "eval_nsamples": e.eval_nsamples,
+                           "eval_windows": {x: int(len(w)) for x, w in test_sets.items()},
+                           "batch_size": d.batch_size, "dtype": req.dtype, **s.to_dict(), "versions": versions()},
               "runs": runs,
-              "sensitivity": sensitivity(runs, s.metrics, req.eval) if len(runs) > 1 else [],
+              "sensitivity": sensitivity(runs, s.metrics, e.eval) if len(runs) > 1 else [],
               "timings": {k: round(v, 3) for k, v in timings.items()}}
     return result, pick_dist
 
@@ -161,7 +176,7 @@ def _outcomes(cfg, params, windows, cands: Candidates, setting: tuple, cache: di
     keys = {i: (*setting, dist_digest(cands.dists[i])) for i in wanted}
     todo = list({keys[i]: i for i in wanted if keys[i] not in cache}.values())
     done = final_outcomes(cfg, params, windows, [cands.dists[i] for i in todo], req.method, test_sets,
-                          req.batch_size, s.lambda_chunk, s.devices, req.progress) if todo else []
+                          req.data.batch_size, s.lambda_chunk, s.devices, req.progress) if todo else []
     cache.update({keys[i]: o for i, o in zip(todo, done)})
     return {i: cache[keys[i]] for i in wanted}
 
@@ -177,7 +192,7 @@ def _run_record(calib: str, seed: int, n: int, profile: Profile, cands: Candidat
                            "sparsity": None if o is None else o.sparsity,
                            "block_sparsity": None if o is None else o.block_sparsity})
     return {"calib": calib, "seed": seed, "search_samples": n, **profile.info(), **cands.base, "candidates": candidates,
-            "summary": metric_summary(candidates, req.settings.metrics, req.eval),
+            "summary": metric_summary(candidates, req.settings.metrics, req.evaluation.eval),
             "search_seconds": round(cands.seconds, 3)}
 
 

@@ -1,10 +1,11 @@
 """The sweep's options: one frozen dataclass, the source of the `neuroal-jax sweep` flags, the API's keyword
-arguments and the "settings" recorded in sweep.json (the options machinery of `neuroal_jax.topups.options`)."""
+arguments and the "settings" recorded in sweep.json (the options machinery of `neuroal_jax.options`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
 from ..errors import UsageError
+from ..options import Options, Target, all_of, at_least, in_range, option, unique
 from ..pruning.methods import method_info
 from ..topups.neuroal.alignment import METRICS
 from ..topups.neuroal.profiles import BLOCK_PROFILES, LINEAR, known_profile
@@ -18,7 +19,6 @@ from ..topups.neuroal.settings import (
     lambdas_option,
 )
 from ..topups.neuroal.sharding import make_mesh
-from ..topups.options import Options, Target, all_of, at_least, in_range, option, unique
 
 SWEEP_STEPS = ("block", "row", "grid")
 OUTCOMES = ("all", "picks")

@@ -10,6 +10,6 @@ A new top-up is one file here (a function and its options dataclass, `@register_
 from . import uniform, owl, alphapruning, dsnot, dlp  # noqa: F401,I001  (registration order: what --help shows)
 from .neuroal import search  # noqa: F401  (registers "neuroal")
 from .base import TOPUPS, Allocation, PruneJob, TopUp, get_topup, register_topup
-from .options import Options, Target, option
+from ..options import Options, Target, option
 
 __all__ = ["TOPUPS", "Allocation", "Options", "PruneJob", "Target", "TopUp", "get_topup", "option", "register_topup"]

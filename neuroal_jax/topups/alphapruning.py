@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UsageError
+from ..options import Options, in_range, option
 from ..pruning.targets import layer_keys, prunable_weights
 from .base import Allocation, PruneJob, register_topup
-from .options import Options, in_range, option
 
 F32 = np.float32
 HIST_BINS = 100  # the reference's histogram of log10 eigenvalues

@@ -13,9 +13,9 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..errors import UsageError
+from ..options import NoOptions, Options, Target
 from ..pruning.targets import Distribution, Structure, block_distribution, nm_allocation
 from ..registry import Registry
-from .options import NoOptions, Options, Target
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..options import Options, in_range, option
 from ..pruning.statistics import dense_activation_norms, dense_wanda_scores
 from ..pruning.targets import block_distribution
 from .base import Allocation, PruneJob, clip_sparsity, minmax_densities, register_topup
-from .options import Options, in_range, option
 
 STATISTICS = ("mean", "median")
 

@@ -41,10 +41,10 @@ from jax import lax
 
 from ..errors import UsageError
 from ..models import split_key
+from ..options import Options, Target, at_least, option
 from ..pruning.methods import method_info
 from ..pruning.targets import uniform_distribution
 from .base import Allocation, PruneJob, register_topup
-from .options import Options, Target, at_least, option
 
 F32 = jnp.float32
 SKIPS = ("mlp", "self_attn", "none")

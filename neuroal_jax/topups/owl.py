@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import AllocationWarning
+from ..options import Options, in_range, option, positive
 from ..pruning.statistics import dense_activation_norms, dense_wanda_scores
 from .base import Allocation, PruneJob, block_allocation, clip_sparsity, minmax_densities, register_topup
-from .options import Options, in_range, option, positive
 
 
 def outlier_ratio(scores: list[np.ndarray], m: float) -> float:

@@ -18,4 +18,4 @@ for devices in (None, 2):
     r = sweep((TINY_LLAMA, params), method="wanda", sparsity=0.6, step="block", lambdas_block=(0.0, 0.05, 0.1),
               calib=f"tokens:{sys.argv[2]}", nsamples=8, seqlen=32, eval=f"tokens:{sys.argv[2]}", eval_nsamples=8,
               search_samples=4, devices=devices, lambda_chunk=3, progress=False)
-    print(json.dumps(r["runs"][0]["candidates"]))
+    print(json.dumps(r.report["runs"][0]["candidates"]))

@@ -22,10 +22,10 @@ import numpy as np
 
 from ...config import ModelConfig
 from ...models import layer_key, prunable_layers
+from ...options import Target
 from ...pruning.methods import check_method
 from ...pruning.targets import Distribution, Structure, block_distribution
 from ..base import Allocation, PruneJob, register_topup
-from ..options import Target
 from .candidates import evaluate_candidates, resolve_chunk
 from .profiles import Profile, ProfileInputs, block_profile
 from .schedules import block_candidates, distinct, row_distribution

@@ -7,8 +7,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ...errors import UsageError
+from ...options import Options, Target, all_of, at_least, in_range, option, unique
 from ...pruning.methods import method_info
-from ..options import Options, Target, all_of, at_least, in_range, option, unique
 from .alignment import METRICS
 from .candidates import AUTO
 from .profiles import BLOCK_PROFILES, LINEAR, known_profile

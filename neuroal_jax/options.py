@@ -1,6 +1,7 @@
-"""Typed top-up options: one frozen dataclass per top-up is the single place for each option's name,
-type, default, help text and check. The command line's flags, the API's `options={...}` dict and
-the report's "options" entry are all generated from it.
+"""Typed options: one frozen dataclass per configurable thing (a top-up's options, a sweep's or a finetune's
+settings, a run's data, evaluation and output settings) is the single place for each option's name, type, default,
+help text and check. The command line's flags, the API's keywords (or `options={...}` dict) and the report's
+entries are all generated from it.
 
     @dataclass(frozen=True)
     class OWLOptions(Options):
@@ -11,9 +12,10 @@ the report's "options" entry are all generated from it.
     OWLOptions.add_flags(parser_group)      # --owl-m M  (default 5.0: ...)
 
 The key of an option is its field name; its flag is `--` + the name with dashes. Values are coerced
-by the field's annotation: float (finite), int, str, tuple[float | int | str, ...] (also "0.1,0.2"), and
-`X | None`. `check` functions return an error text or None. `validate(target)` checks what needs the
-prune's settings (method, sparsity, structure, number of calibration windows).
+by the field's annotation: float (finite), int, bool (a flag without value), str, tuple[float | int | str, ...]
+(also "0.1,0.2"; an empty list is the default when the default is empty), and `X | None`. `check` functions return
+an error text or None. `validate(target)` checks what needs the prune's settings (method, sparsity, structure,
+number of calibration windows).
 """
 from __future__ import annotations
 
@@ -23,9 +25,11 @@ import math
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import UsageError
+import numpy as np
+
+from .errors import UsageError
 
 Check = Callable[[Any], "str | None"]
 
@@ -108,6 +112,10 @@ def _coerce(kind, value):
         if isinstance(value, bool) or not isinstance(value, int) and not (hasattr(value, "__index__")):
             raise ValueError("expected an integer")
         return int(value)
+    if kind is bool:
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError("expected True or False")
+        return bool(value)
     if kind is str:
         if not isinstance(value, str):
             raise ValueError("expected a string")
@@ -157,10 +165,10 @@ class Options:
             raise UsageError(f"unknown option(s) {', '.join(map(repr, unknown))} for {whose}; {valid}")
         hints, values = cls._types(), {}
         for f in cls.option_fields():
-            if given.get(f.name) is None:
-                continue
+            value = given.get(f.name)
+            if value is None or (f.default == () and isinstance(value, (str, list, tuple)) and not comma_list(value)):
+                continue  # the default
             kind = _base_type(hints[f.name])
-            value = given[f.name]
             try:
                 value = f.metadata["parse"](value) if f.metadata.get("parse") else _coerce(kind, value)
             except ValueError as e:
@@ -203,19 +211,29 @@ class Options:
     # ---- command line
 
     @classmethod
-    def add_flags(cls, group) -> None:
+    def add_flags(cls, group, *, only: Sequence[str] | None = None, skip: Sequence[str] = (),
+                  required: Sequence[str] = ()) -> None:
+        """One flag per option (`only` these, less `skip`); `required` flags must be given."""
         hints = cls._types()
         for f in cls.option_fields():
+            if f.name in skip or (only is not None and f.name not in only):
+                continue
             kind = _base_type(hints[f.name])
-            arg_type = (lambda s: s) if typing.get_origin(kind) is tuple or f.metadata.get("parse") else kind
             default = f.default if f.default is not dataclasses.MISSING else None
             shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default) \
                 if isinstance(default, tuple) else default
-            help_text = f.metadata["help"] + ("" if default is None else f" (default: {shown})")
+            quiet_default = default in (None, ()) or kind is bool or f.name in required
+            help_text = (f.metadata["help"] + ("" if quiet_default else f" (default: {shown})")).replace("%", "%%")
+            if kind is bool:
+                group.add_argument(flag_of(f.name), dest=f"option_{f.name}", action="store_const", const=True,
+                                   default=None, help=help_text)
+                continue
+            arg_type = (lambda s: s) if typing.get_origin(kind) is tuple or f.metadata.get("parse") else kind
             group.add_argument(flag_of(f.name), dest=f"option_{f.name}", type=arg_type, default=None,
+                               required=f.name in required,
                                metavar=f.metadata.get("metavar") or ("{" + ",".join(f.metadata["choices"]) + "}"
                                                                     if f.metadata.get("choices") else None),
-                               help=help_text.replace("%", "%%"))
+                               help=help_text)
 
     @classmethod
     def given_in(cls, args: argparse.Namespace) -> dict:
