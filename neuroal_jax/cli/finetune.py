@@ -61,8 +61,8 @@ def run(args) -> int:
     from ..recovery.run import finetune
     from ..recovery.settings import FinetuneSettings
     result = finetune(args.model, data=args.data, dtype=args.dtype, mask_from_zeros=args.mask_from_zeros,
-                      allow_mask_mismatch=args.allow_mask_mismatch, resume=args.resume, **run_keywords(args, ("seqlen",)),
-                      **FinetuneSettings.given_in(args))
+                      allow_mask_mismatch=args.allow_mask_mismatch, resume=args.resume,
+                      **run_keywords(args, ("seqlen",)), **FinetuneSettings.given_in(args))
     print(format_summary(result.report))
     print(f"\nwrote {result.out} (Hugging Face checkpoint, masks/, report.json, plots/loss.png)")
     return 0
