@@ -175,6 +175,8 @@ ARCHS: dict[str, GGUFArch] = {a.arch: a for a in [
              derived=HEAD_KEYS | ROPE_SCALING_KEYS, permute_qk=True, derive=llama_derive),
     GGUFArch("qwen2", "qwen2", LLAMA_BLOCK, LLAMA_TOP, RMS_METADATA,
              derived=HEAD_KEYS | ROPE_SCALING_KEYS, derive=qwen2_derive),
+    GGUFArch("qwen3", "qwen3", {**LLAMA_BLOCK, "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm"},
+             LLAMA_TOP, RMS_METADATA, derived=HEAD_KEYS | ROPE_SCALING_KEYS, derive=full_rotary),
     GGUFArch("gemma3", "gemma3_text",
              {"attn_norm": "input_layernorm",
               "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",

@@ -56,8 +56,10 @@ class HFTable:
 
 # ---------------------------------------------------------------- rope transforms
 
-def rope_from_hf(hf: dict, params_key: str | None = None) -> tuple[float, tuple | None, dict]:
-    """(theta, scaling as sorted pairs or None, remaining rope params) from v4 or v5 style configs."""
+def rope_from_hf(hf: dict, params_key: str | None = None, types: tuple[str, ...] = ROPE_TYPES,
+                 aliases: dict[str, str] | None = None) -> tuple[float, tuple | None, dict]:
+    """(theta, scaling as sorted pairs (lists as tuples) or None, remaining rope params) from v4 or v5 style
+    configs; rope types outside `types` are refused, `aliases` renames old type names."""
     params = hf.get("rope_parameters")
     if isinstance(params, dict) and params_key is not None:
         params = params.get(params_key)
@@ -68,18 +70,22 @@ def rope_from_hf(hf: dict, params_key: str | None = None) -> tuple[float, tuple 
         theta, params = hf.get("rope_theta", 10000.0), dict(hf.get("rope_scaling") or {})
     extra = {k: params.pop(k) for k in ("partial_rotary_factor",) if k in params}
     kind = params.get("rope_type", params.get("type", "default"))
-    if kind not in ROPE_TYPES:
+    kind = (aliases or {}).get(kind, kind)
+    if kind not in types:
         raise UsageError(f"unsupported config attribute rope_scaling.rope_type={kind!r} "
-                         f"(supported: {list(ROPE_TYPES)})")
+                         f"(supported: {list(types)})")
     if kind == "default":
         return float(theta), None, extra
     params.pop("type", None)
     params["rope_type"] = kind
-    return float(theta), tuple(sorted(params.items())), extra
+    return float(theta), tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items())), extra
 
 
 def rope_to_hf(cfg: ModelConfig) -> dict:
-    return {"rope_theta": cfg.rope_theta, "rope_scaling": cfg.rope_scaling_dict}
+    scaling = cfg.rope_scaling_dict
+    if scaling is not None:
+        scaling = {k: list(v) if isinstance(v, tuple) else v for k, v in scaling.items()}
+    return {"rope_theta": cfg.rope_theta, "rope_scaling": scaling}
 
 
 def _rope(hf: dict) -> dict:
@@ -210,6 +216,228 @@ TABLES: dict[str, HFTable] = {t.family: t for t in [
                                  "layer_types"}),
             derive=_gemma3_derive, underive=_gemma3_underive),
 ]}
+
+
+# ---------------------------------------------------------------- qwen3, phi3, gemma2
+
+def _num_layers(hf: dict, family: str) -> int:
+    if hf.get("num_hidden_layers") is None:
+        raise UsageError(f"config.json lacks required attribute(s) for {family}: ['num_hidden_layers']")
+    return int(hf["num_hidden_layers"])
+
+
+def _checked_layer_types(types, num_layers: int) -> tuple[str, ...]:
+    bad = sorted(set(types) - {gemma3.FULL, gemma3.SLIDING})
+    if bad:
+        raise UsageError(f"unsupported config attribute layer_types containing {bad} "
+                         f"(supported: {[gemma3.FULL, gemma3.SLIDING]})")
+    if len(types) != num_layers:
+        raise UsageError(f"unsupported config attribute layer_types with {len(types)} entries "
+                         f"(num_hidden_layers={num_layers})")
+    return tuple(types)
+
+
+#: Qwen3Config's defaults.
+QWEN3_SLIDING_WINDOW, QWEN3_MAX_WINDOW_LAYERS = 4096, 28
+
+
+def _qwen3_derive(hf):
+    n = _num_layers(hf, "qwen3")
+    window = hf.get("sliding_window", QWEN3_SLIDING_WINDOW) if hf.get("use_sliding_window") else None
+    types = hf.get("layer_types")
+    if types is None:  # transformers' default: sliding from layer max_window_layers on, when there is a window
+        first = hf.get("max_window_layers", QWEN3_MAX_WINDOW_LAYERS)
+        types = [gemma3.SLIDING if window is not None and i >= first else gemma3.FULL for i in range(n)]
+    types = _checked_layer_types(types, n)
+    sliding = gemma3.SLIDING in types
+    if sliding and window is None:
+        raise UsageError(f"unsupported config attribute layer_types with sliding_attention layers while "
+                         f"use_sliding_window={hf.get('use_sliding_window')!r}, sliding_window="
+                         f"{hf.get('sliding_window')!r} (sliding layers need use_sliding_window=true and a window)")
+    return {**_rope(hf), "o_bias": bool(hf.get("attention_bias", False)),
+            "sliding_window": window if sliding else None, "layer_types": types if sliding else None}
+
+
+def _qwen3_underive(cfg):
+    types = cfg.layer_types if cfg.layer_types is not None else (gemma3.FULL,) * cfg.num_layers
+    return {**rope_to_hf(cfg), "use_sliding_window": cfg.sliding_window is not None, "layer_types": list(types)}
+
+
+#: Attributes some Phi-3/Phi-4 configs carry that transformers' Phi3ForCausalLM ignores: only these values
+#: (no biases, every layer full attention, no interpolation) describe the model it builds.
+PHI3_ONLY = {"attention_bias": False, "mlp_bias": False, "lm_head_bias": False, "full_attn_mod": 1,
+             "interpolate_factor": 1}
+#: Phi3Config's default pre-training length (it overrides rope_parameters' own for longrope).
+PHI3_ORIGINAL_MAX_POSITIONS = 4096
+PHI3_ROPE_TYPES = ("default", "longrope")
+
+
+def _phi3_derive(hf):
+    for k, v in PHI3_ONLY.items():
+        if hf.get(k) is not None and hf[k] != v:
+            raise UsageError(f"unsupported config attribute {k}={hf[k]!r} (only {v!r} is supported)")
+    # like Phi3Config: old "su" and "yarn" types are LongRoPE
+    theta, scaling, extra = rope_from_hf(hf, types=PHI3_ROPE_TYPES, aliases={"su": "longrope", "yarn": "longrope"})
+    if hf.get("partial_rotary_factor") is not None:
+        extra.setdefault("partial_rotary_factor", float(hf["partial_rotary_factor"]))
+    if scaling is not None:
+        rope = dict(scaling)
+        rope["original_max_position_embeddings"] = int(hf.get("original_max_position_embeddings",
+                                                              PHI3_ORIGINAL_MAX_POSITIONS))
+        heads = hf.get("num_attention_heads") or 1
+        half = int((hf.get("head_dim") or hf.get("hidden_size", 0) // heads)
+                   * extra.get("partial_rotary_factor", 1.0)) // 2
+        for key in ("short_factor", "long_factor"):
+            if not isinstance(rope.get(key), tuple) or len(rope[key]) != half:
+                raise UsageError(f"unsupported config attribute rope_scaling.{key}={rope.get(key)!r} (longrope needs "
+                                 f"a list of {half} numbers: half the rotary dimension)")
+        scaling = tuple(sorted(rope.items()))
+    return {"rope_theta": theta, "rope_scaling": scaling, **extra}
+
+
+def _phi3_underive(cfg):
+    out = {**rope_to_hf(cfg), "partial_rotary_factor": cfg.partial_rotary_factor}
+    if cfg.rope_scaling is not None:
+        out["original_max_position_embeddings"] = cfg.rope_scaling_dict["original_max_position_embeddings"]
+    return out
+
+
+#: Gemma2Config's defaults when a config leaves them out (an explicit null switches soft-capping off).
+GEMMA2_ATTN_SOFTCAP, GEMMA2_FINAL_SOFTCAP, GEMMA2_SLIDING_PATTERN = 50.0, 30.0, 2
+
+
+def _gemma2_derive(hf):
+    n = _num_layers(hf, "gemma2")
+    if hf.get("use_bidirectional_attention"):
+        raise UsageError(f"unsupported config attribute use_bidirectional_attention="
+                         f"{hf['use_bidirectional_attention']!r} (only causal attention)")
+    if "sliding_window" in hf and hf["sliding_window"] is None:
+        raise UsageError("unsupported config attribute sliding_window=None (gemma2's sliding layers need a window)")
+    types = hf.get("layer_types") or gemma3.default_layer_types(n, GEMMA2_SLIDING_PATTERN)
+    return {**_rope(hf), "layer_types": _checked_layer_types(types, n),
+            "o_bias": bool(hf.get("attention_bias", False)),
+            "attn_logit_softcapping": hf.get("attn_logit_softcapping", GEMMA2_ATTN_SOFTCAP),
+            "final_logit_softcapping": hf.get("final_logit_softcapping", GEMMA2_FINAL_SOFTCAP)}
+
+
+def _gemma2_underive(cfg):
+    return {**rope_to_hf(cfg), "layer_types": list(cfg.layer_types)}
+
+
+TABLES.update({t.family: t for t in [
+    HFTable("qwen3", ("qwen3",), "Qwen3ForCausalLM", "model.layers", LLAMA_TOP,
+            {**_NO_BIAS_FIELDS, "attention_bias": "attention_bias", "sliding_window": "sliding_window"},
+            ignored=frozenset({"use_sliding_window", "max_window_layers", "layer_types"}),
+            defaults={"hidden_act": "silu", "head_dim": 128, "tie_word_embeddings": False,
+                      "max_position_embeddings": 32768},
+            derive=_qwen3_derive, underive=_qwen3_underive),
+    HFTable("phi3", ("phi3",), "Phi3ForCausalLM", "model.layers", LLAMA_TOP,
+            {**_NO_BIAS_FIELDS, "sliding_window": "sliding_window"},
+            ignored=frozenset({"embd_pdrop", "resid_pdrop", "auto_map", *PHI3_ONLY}),
+            defaults={"hidden_act": "silu", "norm_eps": 1e-5, "tie_word_embeddings": False,
+                      "max_position_embeddings": 4096},
+            rope_keys=frozenset({"rope_theta", "rope_scaling", "rope_parameters", "partial_rotary_factor",
+                                 "original_max_position_embeddings"}),
+            derive=_phi3_derive, underive=_phi3_underive),
+    HFTable("gemma2", ("gemma2",), "Gemma2ForCausalLM", "model.layers", LLAMA_TOP,
+            {**{k: v for k, v in COMMON_FIELDS.items() if k != "hidden_act"},
+             "hidden_activation": "hidden_act", "attention_bias": "attention_bias",
+             "query_pre_attn_scalar": "query_pre_attn_scalar", "sliding_window": "sliding_window",
+             "attn_logit_softcapping": "attn_logit_softcapping", "final_logit_softcapping": "final_logit_softcapping"},
+            # sliding_window_size: an alias some early Gemma 2 configs carry; transformers reads sliding_window
+            ignored=frozenset({"hidden_act", "cache_implementation", "use_bidirectional_attention", "layer_types",
+                               "sliding_window_size"}),
+            defaults={"hidden_act": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256, "sliding_window": 4096,
+                      "head_dim": 256, "max_position_embeddings": 8192},
+            derive=_gemma2_derive, underive=_gemma2_underive),
+]})
+
+
+# ---------------------------------------------------------------- mixture of experts (neuroal_jax/models/moe.py)
+
+#: Router settings that only matter in training (auxiliary losses, jitter noise under model.train()).
+MOE_TRAINING_ONLY = frozenset({"output_router_logits", "router_aux_loss_coef", "router_jitter_noise"})
+
+
+def _moe_required(hf: dict, family: str, *keys: str) -> None:
+    missing = [k for k in keys if hf.get(k) is None]
+    if missing:
+        raise UsageError(f"config.json lacks required attribute(s) for {family}: {missing}")
+
+
+def _expert_count(hf: dict, family: str) -> int:
+    """The number of routed experts: num_experts or num_local_experts (transformers aliases the two)."""
+    count = hf.get("num_experts", hf.get("num_local_experts"))
+    if count is None:
+        raise UsageError(f"config.json lacks required attribute(s) for {family}: ['num_experts' or "
+                         "'num_local_experts'] (the number of experts)")
+    if int(count) < 1:
+        raise UsageError(f"unsupported config attribute num_experts={count!r} (a {family} model needs experts)")
+    return int(count)
+
+
+def _qwen_moe_layers(hf: dict, family: str) -> None:
+    """Every decoder layer must be a MoE layer: dense-MLP layers (mlp_only_layers, decoder_sparse_step > 1) are
+    not implemented, nor per-layer sliding windows."""
+    if hf.get("mlp_only_layers"):
+        raise UsageError(f"unsupported config attribute mlp_only_layers={hf['mlp_only_layers']!r} ({family} layers "
+                         "with a dense MLP are not implemented)")
+    if hf.get("decoder_sparse_step", 1) != 1:
+        raise UsageError(f"unsupported config attribute decoder_sparse_step={hf['decoder_sparse_step']!r} (only 1: "
+                         f"{family} layers with a dense MLP are not implemented)")
+    if hf.get("use_sliding_window"):
+        raise UsageError(f"unsupported config attribute use_sliding_window=True ({family} sliding windows are not "
+                         "implemented)")
+
+
+def _mixtral_derive(hf):
+    _moe_required(hf, "mixtral", "num_experts_per_tok", "intermediate_size")
+    return {**_rope(hf), "num_experts": _expert_count(hf, "mixtral"), "moe_intermediate_size": hf["intermediate_size"],
+            "norm_topk_prob": True}
+
+
+def _mixtral_underive(cfg):
+    return {**rope_to_hf(cfg), "num_local_experts": cfg.num_experts}
+
+
+def _qwen3_moe_derive(hf):
+    _qwen_moe_layers(hf, "qwen3_moe")
+    _moe_required(hf, "qwen3_moe", "num_experts_per_tok", "moe_intermediate_size")
+    return {**_rope(hf), "num_experts": _expert_count(hf, "qwen3_moe"), "sliding_window": None,
+            "o_bias": bool(hf.get("attention_bias", False))}
+
+
+def _qwen2_moe_derive(hf):
+    _qwen_moe_layers(hf, "qwen2_moe")
+    _moe_required(hf, "qwen2_moe", "num_experts_per_tok", "moe_intermediate_size", "shared_expert_intermediate_size")
+    return {**_rope(hf), "num_experts": _expert_count(hf, "qwen2_moe"), "sliding_window": None,
+            "attention_bias": bool(hf.get("qkv_bias", True))}
+
+
+def _qwen_moe_underive(cfg):
+    return {**rope_to_hf(cfg), "num_experts": cfg.num_experts, "decoder_sparse_step": 1, "mlp_only_layers": [],
+            "use_sliding_window": False}
+
+
+_QWEN_MOE_FIELDS = {**_NO_BIAS_FIELDS, "num_experts_per_tok": "num_experts_per_tok",
+                    "moe_intermediate_size": "moe_intermediate_size", "norm_topk_prob": "norm_topk_prob"}
+_QWEN_MOE_IGNORED = MOE_TRAINING_ONLY | {"num_experts", "num_local_experts", "mlp_only_layers", "decoder_sparse_step",
+                                         "use_sliding_window", "sliding_window", "max_window_layers", "layer_types"}
+TABLES.update({t.family: t for t in [
+    HFTable("mixtral", ("mixtral",), "MixtralForCausalLM", "model.layers", LLAMA_TOP,
+            {**_NO_BIAS_FIELDS, "sliding_window": "sliding_window", "num_experts_per_tok": "num_experts_per_tok"},
+            ignored=MOE_TRAINING_ONLY | {"num_experts", "num_local_experts"},
+            defaults={"hidden_act": "silu", "norm_eps": 1e-5}, derive=_mixtral_derive, underive=_mixtral_underive),
+    HFTable("qwen3_moe", ("qwen3_moe",), "Qwen3MoeForCausalLM", "model.layers", LLAMA_TOP,
+            {**_QWEN_MOE_FIELDS, "attention_bias": "attention_bias"}, ignored=_QWEN_MOE_IGNORED,
+            defaults={"hidden_act": "silu", "norm_topk_prob": False}, derive=_qwen3_moe_derive,
+            underive=_qwen_moe_underive),
+    HFTable("qwen2_moe", ("qwen2_moe",), "Qwen2MoeForCausalLM", "model.layers", LLAMA_TOP,
+            {**_QWEN_MOE_FIELDS, "shared_expert_intermediate_size": "shared_expert_intermediate_size",
+             "qkv_bias": "attention_bias"}, ignored=_QWEN_MOE_IGNORED,
+            defaults={"hidden_act": "silu", "norm_topk_prob": False}, derive=_qwen2_moe_derive,
+            underive=_qwen_moe_underive),
+]})
 
 
 def table_for_model_type(model_type: str) -> HFTable:

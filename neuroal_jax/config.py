@@ -29,7 +29,7 @@ class ModelConfig:
     tie_word_embeddings: bool = False
     # attention
     rope_theta: float = 10000.0
-    rope_scaling: tuple[tuple[str, float], ...] | None = None  # sorted (key, value) pairs
+    rope_scaling: tuple[tuple[str, object], ...] | None = None  # sorted (key, value) pairs; lists as tuples
     partial_rotary_factor: float = 1.0  # phi: rotary on the first fraction of each head
     attention_bias: bool = False  # bias on q, k, v
     o_bias: bool = False  # bias on the attention output projection
@@ -37,10 +37,19 @@ class ModelConfig:
     lm_head_bias: bool = False
     query_pre_attn_scalar: float | None = None  # gemma3: scale = scalar ** -0.5
     sliding_window: int | None = None
-    layer_types: tuple[str, ...] | None = None  # gemma3: "sliding_attention" | "full_attention"
+    layer_types: tuple[str, ...] | None = None  # gemma2/3, qwen3: "sliding_attention" | "full_attention"
     rope_local_base_freq: float | None = None  # gemma3 sliding layers
     attn_logit_softcapping: float | None = None
     final_logit_softcapping: float | None = None
+    # mixture of experts (models/moe.py); num_experts 0: a dense model
+    num_experts: int = 0
+    num_experts_per_tok: int = 0  # top-k routing
+    moe_intermediate_size: int = 0  # each expert's hidden width
+    norm_topk_prob: bool = True  # renormalise the top-k router probabilities to sum to 1
+    shared_expert_intermediate_size: int = 0  # qwen2_moe's sigmoid-gated shared expert; 0: none
+    #: not a model fact but the calibration setting the statistics read (pruning/statistics.py): an expert's
+    #: statistics over the tokens "routed" to it, or over "all" tokens. Never exported.
+    moe_statistics: str = "routed"
     # special tokens (kept for export)
     bos_token_id: int | None = None
     eos_token_id: int | tuple[int, ...] | None = None
@@ -70,5 +79,5 @@ class ModelConfig:
             if isinstance(d.get(key), list):
                 d[key] = tuple(d[key])
         if d.get("rope_scaling") is not None:
-            d["rope_scaling"] = tuple((k, v) for k, v in d["rope_scaling"])
+            d["rope_scaling"] = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in d["rope_scaling"])
         return cls(**d)

@@ -141,10 +141,12 @@ def load_allocation(part: Path):
 
 def streamed_prune(job, allocation, part: Path) -> dict:
     """Prune `job` (a topups.PruneJob) with `allocation` block by block into `part` (shards + per-block masks);
-    returns the sparsity summary. Blocks an earlier run finished are read back instead of pruned again."""
+    returns the sparsity summary. Blocks an earlier run finished are read back instead of pruned again.
+    A MoE model's expert token counts of the blocks pruned here go into `allocation.info` (`moe_info`)."""
     from converters.stream import ShardWriter
 
     from .outputs.checkpoint import block_dir, load_masks, save_masks
+    from .outputs.report import moe_info
     from .pruning.sequential import prune_blocks
     from .pruning.targets import layer_sparsities, summarize_sparsity
 
@@ -159,9 +161,9 @@ def streamed_prune(job, allocation, part: Path) -> dict:
             return writer.read_block(b, dtype), load_masks(done)
         return None
 
-    layer, sizes = {}, {}
+    layer, sizes, routing = {}, {}, {}
     for b, p_new, m in prune_blocks(cfg, params, job.windows, dist, job.method, job.structure, job.batch_size,
-                                    allocation.refine, job.progress, restore):
+                                    allocation.refine, job.progress, restore, routing):
         if not block_dir(masks_dir, b).exists():
             writer.write_block(b, p_new)
             save_masks(block_dir(masks_dir, b), m, {k: dist[k] for k in m})
@@ -169,6 +171,7 @@ def streamed_prune(job, allocation, part: Path) -> dict:
         layer.update(frac), sizes.update(n)
     writer.write_top(params)
     writer.finish(np.dtype(params["embed"]["weight"].dtype).name)
+    allocation.info.update(moe_info(cfg, routing))
     return summarize_sparsity(cfg, layer, sizes)
 
 

@@ -13,10 +13,11 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..errors import UsageError
-from . import gemma3, llama, opt, phi  # noqa: F401  (registers the families)
+from . import gemma2, gemma3, llama, moe, opt, phi, phi3, qwen3  # noqa: F401  (registers the families)
 from .registry import (
     FAMILIES,
     NEXT_BLOCK,
+    ROUTED,
     Family,
     consumer_map,
     family_of,
@@ -28,8 +29,8 @@ from .registry import (
 )
 
 __all__ = [
-    "FAMILIES", "NEXT_BLOCK", "Family", "consumer_map", "family_of", "get_family", "layer_key", "prunable_layers",
-    "register_family", "split_key",
+    "FAMILIES", "NEXT_BLOCK", "ROUTED", "Family", "consumer_map", "family_of", "get_family", "layer_key",
+    "prunable_layers", "register_family", "split_key",
     "block_apply", "block_contexts", "embed", "final_hidden_states", "forward", "head_params", "hidden_to_logits",
     "token_nll", "init_params", "validate_params",
 ]
@@ -113,7 +114,7 @@ def init_params(cfg: ModelConfig, seed: int = 0, scale: float = 0.02, dtype=np.f
     def leaf(path, shape):
         name = jax.tree_util.keystr(path)
         if "norm" in name and len(shape) == 1:
-            base = 0.0 if cfg.family == "gemma3" else 1.0
+            base = 1.0 - family_of(cfg).norm_offset
             return (base + 0.1 * rng.standard_normal(shape)).astype(dtype)
         return (scale * rng.standard_normal(shape)).astype(dtype)
 

@@ -6,12 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..config import ModelConfig
-from ..errors import UsageError
 from . import layers as L
 from .llama import CONSUMERS, PRUNABLE, attention_shapes, attention_sublayer, gated_mlp, gated_mlp_shapes, top_shapes
 from .registry import Family, register_family
 
-SLIDING, FULL = "sliding_attention", "full_attention"
+SLIDING, FULL = L.SLIDING, L.FULL
 #: Gemma3TextConfig defaults for fields a hand-built ModelConfig may leave as None.
 #: Gemma3TextConfig's defaults when a config leaves them out.
 DEFAULT_QUERY_PRE_ATTN_SCALAR, DEFAULT_LOCAL_BASE, SLIDING_PATTERN = 256, 10000.0, 6
@@ -30,15 +29,16 @@ def attn_scale(cfg: ModelConfig) -> float:
     return float(DEFAULT_QUERY_PRE_ATTN_SCALAR if scalar is None else scalar) ** -0.5
 
 
-def block(cfg: ModelConfig, p: dict, x, ctx):
-    """x[B,T,H] -> sandwich-normed attention and MLP residuals, inputs of every prunable layer."""
+def block(cfg: ModelConfig, p: dict, x, ctx, qk_norms: bool = True):
+    """x[B,T,H] -> sandwich-normed attention and MLP residuals, inputs of every prunable layer; `qk_norms`:
+    Gemma 3's per-head q/k norms (Gemma 2 has none)."""
     eps = cfg.norm_eps
 
     def qk_norm(q, k):  # per head, over head_dim, before RoPE
         return norm(q, p["self_attn.q_norm"], eps), norm(k, p["self_attn.k_norm"], eps)
 
     h = norm(x, p["input_layernorm"], eps)
-    a = attention_sublayer(cfg, p, h, ctx, attn_scale(cfg), qk_norm=qk_norm)  # [B,T,nh*D]
+    a = attention_sublayer(cfg, p, h, ctx, attn_scale(cfg), qk_norm=qk_norm if qk_norms else None)  # [B,T,nh*D]
     x = x + norm(L.linear(a, p["self_attn.o_proj"]), p["post_attention_layernorm"], eps)
     h2 = norm(x, p["pre_feedforward_layernorm"], eps)
     m, act = gated_mlp(cfg, p, h2)
@@ -71,20 +71,16 @@ def layer_types(cfg: ModelConfig) -> tuple[str, ...]:
 
 
 def contexts(cfg: ModelConfig, seqlen: int):
-    """One ctx per block; the sliding and full variants are built once and shared by reference."""
-    types, variants = layer_types(cfg), {}
+    """One ctx per block: sliding layers (key j visible iff i - window < j <= i) rotate with the local base and
+    no scaling, full layers with rope_theta and rope_scaling; the two variants are shared by reference."""
     local_base = DEFAULT_LOCAL_BASE if cfg.rope_local_base_freq is None else cfg.rope_local_base_freq
-    for kind in sorted(set(types)):
+
+    def rope(kind):
         if kind == SLIDING:
-            cos, sin = L.rope_tables(seqlen, cfg.head_dim, local_base, None)
-            mask = L.causal_mask(seqlen, cfg.sliding_window)  # key j visible iff i - window < j <= i
-        elif kind == FULL:
-            cos, sin = L.rope_tables(seqlen, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling_dict)
-            mask = L.causal_mask(seqlen)
-        else:
-            raise UsageError(f"unsupported gemma3 layer type {kind!r}")
-        variants[kind] = {"cos": cos, "sin": sin, "mask": mask}
-    return [variants[kind] for kind in types]
+            return L.rope_tables(seqlen, cfg.head_dim, local_base, None)
+        return L.rope_tables(seqlen, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling_dict)
+
+    return L.typed_contexts(layer_types(cfg), seqlen, cfg.sliding_window, rope)
 
 
 def param_shapes(cfg: ModelConfig) -> dict:
@@ -101,6 +97,6 @@ def param_shapes(cfg: ModelConfig) -> dict:
 
 register_family(Family(
     name="gemma3", block=block, embed=embed, final_hidden=final_hidden, contexts=contexts,
-    param_shapes=param_shapes, prunable=PRUNABLE, consumers=CONSUMERS,
+    param_shapes=param_shapes, prunable=PRUNABLE, consumers=CONSUMERS, norm_offset=1.0,
     doc="Gemma 3 text models (Gemma3ForCausalLM, model_type gemma3_text)",
 ))

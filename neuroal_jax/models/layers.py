@@ -71,6 +71,8 @@ def rope_inv_freq(dim: int, theta: float, scaling: dict | None) -> np.ndarray:
         mid = (1 - smooth) * scaled / factor + smooth * scaled
         is_mid = (wavelen >= high_wl) & (wavelen <= low_wl)
         inv = np.where(is_mid, mid, scaled).astype(np.float32)
+    elif kind != "default":
+        raise UsageError(f"unsupported rope type {kind!r} for this family; supported: ['default', 'linear', 'llama3']")
     return inv
 
 
@@ -80,6 +82,26 @@ def rope_tables(seqlen: int, dim: int, theta: float, scaling: dict | None):
     freqs = jnp.arange(seqlen, dtype=F32)[:, None] * inv[None, :]
     emb = jnp.concatenate([freqs, freqs], axis=-1)
     return jnp.cos(emb), jnp.sin(emb)
+
+
+def longrope_tables(seqlen: int, dim: int, theta: float, scaling: dict, max_positions: int):
+    """cos, sin [seqlen, dim] of Phi-3's LongRoPE, as transformers computes them: per-frequency divisors
+    `long_factor` when the window is longer than `original_max_position_embeddings`, else `short_factor`; the
+    tables are multiplied by `attention_factor`, by default sqrt(1 + ln(factor) / ln(original)) with
+    factor = `factor` or max_positions / original (1 when factor <= 1)."""
+    original = scaling["original_max_position_embeddings"]
+    factor = scaling.get("factor")
+    factor = max_positions / original if factor is None else factor
+    attn = scaling.get("attention_factor")
+    if attn is None:
+        attn = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
+    ext = np.asarray(scaling["long_factor" if seqlen > original else "short_factor"], np.float32)
+    if ext.shape != (dim // 2,):
+        raise UsageError(f"longrope factors have {ext.size} entries; the rotary dimension {dim} needs {dim // 2}")
+    inv = (1.0 / (ext * theta ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim))).astype(np.float32)
+    freqs = jnp.arange(seqlen, dtype=F32)[:, None] * jnp.asarray(inv)[None, :]
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(emb) * np.float32(attn), jnp.sin(emb) * np.float32(attn)
 
 
 def apply_rope(x, cos, sin):
@@ -94,6 +116,10 @@ def apply_rope(x, cos, sin):
 
 # ---------------------------------------------------------------- attention
 
+#: Per-layer attention types of families that mix them (config.layer_types).
+SLIDING, FULL = "sliding_attention", "full_attention"
+
+
 def causal_mask(seqlen: int, window: int | None = None):
     """bool[T, T]: query i sees key j iff j <= i (and i - j < window)."""
     i = jnp.arange(seqlen)[:, None]
@@ -102,6 +128,19 @@ def causal_mask(seqlen: int, window: int | None = None):
     if window is not None:
         mask = mask & (i - j < window)
     return mask
+
+
+def typed_contexts(types, seqlen: int, window: int | None, rope) -> list[dict]:
+    """One ctx per layer of `types` (SLIDING: the causal mask within `window`, FULL: the causal mask), with the
+    tables (cos, sin) of `rope(kind)`; one ctx per kind, shared by reference."""
+    variants = {}
+    for kind in sorted(set(types)):
+        if kind not in (SLIDING, FULL):
+            raise UsageError(f"unsupported layer type {kind!r}; supported: {[FULL, SLIDING]}")
+        cos, sin = rope(kind)
+        mask = causal_mask(seqlen, window) if kind == SLIDING else causal_mask(seqlen)
+        variants[kind] = {"cos": cos, "sin": sin, "mask": mask}
+    return [variants[kind] for kind in types]
 
 
 QUERY_CHUNKS = 4  # causal attention in this many query chunks (for windows of ≥ 128 tokens)

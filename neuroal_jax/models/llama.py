@@ -22,9 +22,15 @@ CONSUMERS = {
 
 def attention_sublayer(cfg: ModelConfig, p: dict, h, ctx, scale: float, qk_norm=None):
     """q/k/v projections, optional per-head q/k norm, RoPE, attention. Returns attn [B, T, heads*D]."""
-    q = L.split_heads(L.linear(h, p["self_attn.q_proj"]), cfg.num_heads, cfg.head_dim)
-    k = L.split_heads(L.linear(h, p["self_attn.k_proj"]), cfg.num_kv_heads, cfg.head_dim)
-    v = L.split_heads(L.linear(h, p["self_attn.v_proj"]), cfg.num_kv_heads, cfg.head_dim)
+    q, k, v = (L.linear(h, p[f"self_attn.{n}_proj"]) for n in "qkv")
+    return attend(cfg, q, k, v, ctx, scale, qk_norm)
+
+
+def attend(cfg: ModelConfig, q, k, v, ctx, scale: float, qk_norm=None):
+    """Projected q [B,T,heads*D], k/v [B,T,kv*D] -> optional per-head q/k norm, RoPE, attention [B,T,heads*D]."""
+    q = L.split_heads(q, cfg.num_heads, cfg.head_dim)
+    k = L.split_heads(k, cfg.num_kv_heads, cfg.head_dim)
+    v = L.split_heads(v, cfg.num_kv_heads, cfg.head_dim)
     if qk_norm is not None:
         q, k = qk_norm(q, k)
     q = L.apply_rope(q, ctx["cos"], ctx["sin"])
@@ -39,9 +45,18 @@ def gated_mlp(cfg: ModelConfig, p: dict, h):
     return L.linear(act, p["mlp.down_proj"]), act
 
 
-def block(cfg: ModelConfig, p: dict, x, ctx):
+def qk_rms_norm(cfg: ModelConfig, p: dict):
+    """Qwen3's per-head RMSNorm of q and k over head_dim (self_attn.q_norm / k_norm), before RoPE."""
+    def norm(q, k):
+        return (L.rms_norm(q, p["self_attn.q_norm"]["weight"], cfg.norm_eps),
+                L.rms_norm(k, p["self_attn.k_norm"]["weight"], cfg.norm_eps))
+    return norm
+
+
+def block(cfg: ModelConfig, p: dict, x, ctx, qk_norm=None):
+    """Pre-norm attention and gated MLP; `qk_norm` (e.g. `qk_rms_norm(cfg, p)`) normalises q/k per head."""
     h = L.rms_norm(x, p["input_layernorm"]["weight"], cfg.norm_eps)
-    a = attention_sublayer(cfg, p, h, ctx, cfg.head_dim**-0.5)
+    a = attention_sublayer(cfg, p, h, ctx, cfg.head_dim**-0.5, qk_norm=qk_norm)
     x = x + L.linear(a, p["self_attn.o_proj"])
     h2 = L.rms_norm(x, p["post_attention_layernorm"]["weight"], cfg.norm_eps)
     m, act = gated_mlp(cfg, p, h2)

@@ -20,8 +20,11 @@ from ..registry import Registry
 
 #: Marker in a consumer map: the rows are consumed by the *next* block's first prunable layer.
 NEXT_BLOCK = "<next block>"
+#: Key in a block's `inputs` of a mixture-of-experts block: {expert layer: bool[B, T] tokens routed to it}; the
+#: statistics (pruning/statistics.py) read each expert layer's input over those tokens only.
+ROUTED = "<routed>"
 
-BlockFn = Callable  # (cfg, block_params, x[B,T,H], ctx) -> (y[B,T,H], {layer: input[B,T,in]})
+BlockFn = Callable  # (cfg, block_params, x[B,T,H], ctx) -> (y[B,T,H], {layer: input[B,T,in]} (+ ROUTED for MoE))
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,12 @@ class Family:
     #: cfg -> (prunable, consumers), for families whose layers depend on the config (one set per expert);
     #: None: the static `prunable` and `consumers` above.
     layout: Callable | None = None
+    #: Fused layers: {module: k} when its rows are k stacked parts, each lined up with its consumer's input
+    #: columns (Phi-3's gate_up_proj: 2, qkv_proj: 3); row i of part j takes the δ of column i (docs/algorithm.md §6).
+    row_tiles: dict[str, int] = field(default_factory=dict)
+    #: Norm weights are stored as w - norm_offset (Gemma's RMSNorm computes x · (1 + w)): random init centres them
+    #: at 1 - norm_offset.
+    norm_offset: float = 0.0
 
 
 FAMILIES: Registry[Family] = Registry("model family")

@@ -50,6 +50,24 @@ def distribution_summary(dist: dict) -> dict:
     return out
 
 
+def moe_info(cfg, routing: dict) -> dict:
+    """report.json's mixture-of-experts entries from the pruning pass's `routing` record ({block: {expert layer:
+    (tokens routed to it, tokens its statistics are over)}}, `pruning.sequential_prune(..., routing=)`):
+    moe_statistics, moe_tokens {block: {expert: calibration tokens routed to it}} (they sum to tokens × top-k) and
+    moe_fallback, the experts ("<block>.<expert>") no calibration token reached, whose statistics fell back to all
+    tokens. {} for a dense model."""
+    if not routing:
+        return {}
+    tokens, fallback = {}, []
+    for b, layers in sorted(routing.items()):
+        for layer, (routed, covered) in layers.items():
+            expert = layer.rsplit(".", 1)[0]  # "mlp.experts.5.gate_proj" -> "mlp.experts.5"
+            tokens.setdefault(str(b), {})[expert] = int(routed)
+            if routed == 0 and cfg.moe_statistics == "routed" and f"{b}.{expert}" not in fallback:
+                fallback.append(f"{b}.{expert}")
+    return {"moe_statistics": cfg.moe_statistics, "moe_tokens": tokens, "moe_fallback": fallback}
+
+
 #: Report keys that the allocation's `info` may not overwrite (besides the settings).
 CORE_KEYS = ("model", "method", "top_up", "target_sparsity", "sparsity", "layer_sparsity", "block_sparsity",
              "timings", "perplexity", "versions", "distribution", "warnings")

@@ -75,11 +75,15 @@ def prune_block(cfg: ModelConfig, b: int, p: dict, stats: BlockStats, dist: Dist
 # ---------------------------------------------------------------- the sequential pass
 
 def prune_on_stream(cfg: ModelConfig, b: int, p: dict, xs: list, ctx, dist: Distribution, method: str,
-                    structure: Structure = Structure(), refine: Callable | None = None) -> tuple[dict, dict]:
+                    structure: Structure = Structure(), refine: Callable | None = None,
+                    routing: dict | None = None) -> tuple[dict, dict]:
     """Statistics of dense block b on the stream xs (batches [B, T, H]), then block b pruned with them:
-    (pruned block params, {key: mask})."""
+    (pruned block params, {key: mask}). A MoE block's expert token counts (`BlockStats.tokens`) go into
+    `routing[b]` when a dict is given (`outputs.report.moe_info` reads it)."""
     _, stats = collect_block_stats(cfg, p, xs, ctx, hessian=method_info(method).needs_hessian,
                                    moments=bool(getattr(refine, "needs_input_moments", False)), outputs=False)
+    if routing is not None and stats.tokens:
+        routing[b] = stats.tokens
     return prune_block(cfg, b, p, stats, dist, method, structure, refine)
 
 
@@ -90,19 +94,21 @@ def advance(cfg: ModelConfig, p: dict, xs: list, ctx) -> list:
 
 def prune_blocks(cfg: ModelConfig, params: dict, windows: np.ndarray, dist: Distribution, method: str,
                  structure: Structure = Structure(), batch_size: int = 8, refine: Callable | None = None,
-                 progress: bool = True, restore: Callable[[int], tuple | None] | None = None):
+                 progress: bool = True, restore: Callable[[int], tuple | None] | None = None,
+                 routing: dict | None = None):
     """Yield (b, pruned block b params, {key: mask} of block b), block by block on the sparse stream.
 
     Only block b's weights are touched at step b, so `params["blocks"]` may be a lazy sequence that
     reads each block from disk. `restore(b)` returns the (params, masks) of a block pruned by an earlier,
-    interrupted run, or None; a restored block only advances the stream."""
+    interrupted run, or None; a restored block only advances the stream. routing: see `prune_on_stream`."""
     check_method(method)
     xs = embed_batches(cfg, params, windows, batch_size)
     ctxs = block_contexts(cfg, np.shape(windows)[1])
     for b in tqdm(range(cfg.num_layers), desc=f"pruning ({method})", disable=not progress, leave=False):
         done = restore(b) if restore is not None else None
         if done is None:
-            done = prune_on_stream(cfg, b, params["blocks"][b], xs, ctxs[b], dist, method, structure, refine)
+            done = prune_on_stream(cfg, b, params["blocks"][b], xs, ctxs[b], dist, method, structure, refine,
+                                   routing)
         p_new, m = done
         xs = advance(cfg, p_new, xs, ctxs[b])
         yield b, p_new, m
@@ -110,10 +116,12 @@ def prune_blocks(cfg: ModelConfig, params: dict, windows: np.ndarray, dist: Dist
 
 def sequential_prune(cfg: ModelConfig, params: dict, windows: np.ndarray, dist: Distribution, method: str,
                      structure: Structure = Structure(), batch_size: int = 8, refine: Callable | None = None,
-                     progress: bool = True) -> tuple[dict, dict]:
-    """Prune the whole model block by block on the sparse stream. Returns (pruned params, masks)."""
+                     progress: bool = True, routing: dict | None = None) -> tuple[dict, dict]:
+    """Prune the whole model block by block on the sparse stream. Returns (pruned params, masks).
+    routing: a dict that receives each MoE block's expert token counts (see `prune_on_stream`)."""
     blocks, masks = [], {}
-    for _, p_new, m in prune_blocks(cfg, params, windows, dist, method, structure, batch_size, refine, progress):
+    for _, p_new, m in prune_blocks(cfg, params, windows, dist, method, structure, batch_size, refine, progress,
+                                    routing=routing):
         blocks.append(p_new)
         masks.update(m)
     return {**params, "blocks": blocks}, masks

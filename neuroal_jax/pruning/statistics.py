@@ -5,6 +5,10 @@ With N calibration windows X_n [T, in] (docs/algorithm.md §1):
     Hessian           H = 2/N Σ_n X_nᵀ X_n                   (SparseGPT)
     input moments     mean over windows of Σ_t x_tj and of the token variance   (DSnoT)
 The reference accumulates these as float32 running means over windows; `running_mean` is that recurrence.
+
+Mixture of experts (docs/algorithm.md "Mixture of experts"): an expert layer's statistics are over the tokens
+routed to it (`statistics_inputs`), normalised per routed token: N above becomes n_e / T, its routed tokens in
+windows' worth, so an expert's norms and Hessian are on the scale of a dense layer's.
 """
 from __future__ import annotations
 
@@ -17,27 +21,69 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..config import ModelConfig
-from ..models import block_contexts, embed, family_of, layer_key, prunable_layers
+from ..errors import UsageError
+from ..models import ROUTED, block_contexts, embed, family_of, layer_key, prunable_layers
 
 F32 = jnp.float32
+#: The values of `ModelConfig.moe_statistics`: an expert's statistics over its routed tokens, or over all tokens.
+MOE_STATISTICS = ("routed", "all")
+
+
+def check_moe_statistics(value: str) -> str:
+    if value not in MOE_STATISTICS:
+        raise UsageError(f"moe_statistics must be one of {list(MOE_STATISTICS)}, got {value!r}")
+    return value
+
+
+def statistics_inputs(cfg: ModelConfig, inputs: dict, use_all: dict | None = None) -> tuple[dict, dict]:
+    """The block's prunable-layer inputs over the tokens their statistics cover, and the experts' token counts.
+
+    Dense layers: every token, unchanged. An expert layer (listed under `ROUTED`): its input zeroed outside the
+    tokens routed to it, unless `cfg.moe_statistics` is "all", or it falls back to all tokens: use_all[layer]
+    (the caller saw no calibration token reach it), or, with use_all None, no token of this call reached it.
+    Returns ({layer: input [B,T,in]}, {expert layer: f32[2] (tokens routed to it, tokens its statistics are over)}).
+    """
+    inputs = dict(inputs)
+    counts = {}
+    for name, routed in inputs.pop(ROUTED, {}).items():  # routed: bool[B, T]
+        n_routed = jnp.sum(routed, dtype=F32)
+        if check_moe_statistics(cfg.moe_statistics) == "all":
+            covered = jnp.ones_like(routed)
+        else:
+            covered = routed | (n_routed == 0 if use_all is None else use_all[name])
+        inputs[name] = jnp.where(covered[..., None], inputs[name], jnp.zeros((), inputs[name].dtype))
+        counts[name] = jnp.stack([n_routed, jnp.sum(covered, dtype=F32)])
+    return inputs, counts
 
 
 @partial(jax.jit, static_argnums=(0, 4, 5))
-def block_stats(cfg: ModelConfig, p: dict, x, ctx, hessian: bool = False, outputs: bool = True):
-    """Dense block on x: (output, {layer: Σ_t x_tj² per sample [B, in]}, {layer: Σ_b,t XᵀX [in, in]}).
+def block_stats(cfg: ModelConfig, p: dict, x, ctx, hessian: bool = False, outputs: bool = True, use_all=None):
+    """Dense block on x: (output, {layer: Σ_t x_tj² per sample [B, in]}, {layer: Σ_b,t XᵀX [in, in]},
+    {expert layer: f32[2] token counts}) over the tokens of `statistics_inputs` ({} for a dense model).
 
     outputs=False returns None for the output, so XLA skips the work only it needs (the last layer)."""
     y, inputs = family_of(cfg).block(cfg, p, x, ctx)
+    inputs, counts = statistics_inputs(cfg, inputs, use_all)
     sumsq = {k: jnp.sum(jnp.square(v.astype(F32)), axis=1) for k, v in inputs.items()}
     xtx = {k: jnp.einsum("bti,btj->ij", v.astype(F32), v.astype(F32)) for k, v in inputs.items()} if hessian else {}
-    return (y if outputs else None), sumsq, xtx
+    return (y if outputs else None), sumsq, xtx, counts
 
 
 @partial(jax.jit, static_argnums=0)
-def block_input_moments(cfg: ModelConfig, p: dict, x, ctx):
-    """Dense block on x: ({layer: Σ_t x_tj per sample [B, in]}, {layer: variance over tokens per sample [B, in]})
-    of every prunable layer's input (float32, population variance). Only DSnoT asks for these."""
+def routed_tokens(cfg: ModelConfig, p: dict, x, ctx) -> dict:
+    """{expert layer: how many tokens of x are routed to it} (f32; XLA skips the experts themselves)."""
     _, inputs = family_of(cfg).block(cfg, p, x, ctx)
+    return {k: jnp.sum(v, dtype=F32) for k, v in inputs.get(ROUTED, {}).items()}
+
+
+@partial(jax.jit, static_argnums=0)
+def block_input_moments(cfg: ModelConfig, p: dict, x, ctx, use_all=None):
+    """Dense block on x: ({layer: Σ_t x_tj per sample [B, in]}, {layer: variance over tokens per sample [B, in]})
+    of every prunable layer's input (float32, population variance; over `statistics_inputs`' tokens, so an
+    expert layer's variances here count its unrouted tokens as zeros: `collect_block_stats` uses its pooled
+    variance instead). Only DSnoT asks for these."""
+    _, inputs = family_of(cfg).block(cfg, p, x, ctx)
+    inputs, _ = statistics_inputs(cfg, inputs, use_all)
     sums = {k: jnp.sum(v.astype(F32), axis=1) for k, v in inputs.items()}
     var = {k: jnp.mean(jnp.square(v.astype(F32) - jnp.mean(v.astype(F32), axis=1, keepdims=True)), axis=1)
            for k, v in inputs.items()}
@@ -77,6 +123,15 @@ class BlockStats:
     hessian: dict  # {layer: f32[in, in]} (sparsegpt only)
     input_sum: dict | None = None  # {layer: f32[in]} mean over samples of Σ_t x_tj (moments=True only)
     input_var: dict | None = None  # {layer: f32[in]} mean over samples of the token variance (moments=True only)
+    #: {expert layer: (tokens routed to it, tokens its statistics are over)} (MoE only): the two differ with
+    #: moe_statistics "all", and for an expert no calibration token reached (it falls back to all tokens)
+    tokens: dict | None = None
+
+
+def per_routed_token(windows: int, seqlen: int, covered):
+    """The float32 factor N·T / n_e that turns a statistic normalised per window into one per n_e / T windows'
+    worth of routed tokens (1 when the statistics cover every token); `covered` an int or a traced f32 count."""
+    return np.float32(windows * seqlen) / (np.float32(covered) if isinstance(covered, int) else covered)
 
 
 def collect_block_stats(cfg, p, xs, ctx, hessian: bool = False, moments: bool = False,
@@ -84,21 +139,37 @@ def collect_block_stats(cfg, p, xs, ctx, hessian: bool = False, moments: bool = 
     """Run the dense block over every batch of the stream; returns (dense outputs or Nones, statistics).
 
     moments=True also fills input_sum / input_var (DSnoT) from a separate forward, so the other
-    statistics are computed exactly as without it."""
-    ys, sumsqs, xtxs = [], [], []
+    statistics are computed exactly as without it. For a MoE model, routed statistics first count each expert's
+    tokens over all batches (`routed_tokens`), so an expert no token reached falls back to all tokens."""
+    use_all = None
+    if cfg.num_experts and check_moe_statistics(cfg.moe_statistics) == "routed":
+        totals = [routed_tokens(cfg, p, x, ctx) for x in xs]
+        use_all = {k: jnp.asarray(sum(float(t[k]) for t in totals) == 0) for k in totals[0]}
+    ys, sumsqs, xtxs, counts = [], [], [], []
     for x in xs:
-        y, s, h = block_stats(cfg, p, x, ctx, hessian, outputs)
-        ys.append(y), sumsqs.append(s), xtxs.append(h)
+        y, s, h, c = block_stats(cfg, p, x, ctx, hessian, outputs, use_all)
+        ys.append(y), sumsqs.append(s), xtxs.append(h), counts.append(c)
     names = sumsqs[0].keys()
-    n = sum(x.shape[0] for x in xs)
+    n, T = sum(x.shape[0] for x in xs), xs[0].shape[1]
     act = {k: running_mean_norms(np.concatenate([np.asarray(s[k]) for s in sumsqs])) for k in names}
     hess = {k: (2.0 / n) * sum(np.asarray(h[k], np.float32) for h in xtxs) for k in xtxs[0]} if hessian else {}
-    stats = BlockStats(act, hess)
+    tokens = {k: tuple(int(v) for v in np.sum([np.asarray(c[k]) for c in counts], axis=0)) for k in counts[0]}
+    for k, (_, covered) in tokens.items():
+        scale = per_routed_token(n, T, covered)
+        act[k] = act[k] * np.sqrt(scale)
+        if hessian:
+            hess[k] = hess[k] * scale
+    stats = BlockStats(act, hess, tokens=tokens or None)
     if moments:
-        mom = [block_input_moments(cfg, p, x, ctx) for x in xs]
+        mom = [block_input_moments(cfg, p, x, ctx, use_all) for x in xs]
         stats.input_sum = {k: running_mean(np.concatenate([np.asarray(m[0][k]) for m in mom])) for k in names}
-        stats.input_var = {k: running_mean_vars(np.concatenate([np.asarray(m[1][k]) for m in mom]), xs[0].shape[1])
+        stats.input_var = {k: running_mean_vars(np.concatenate([np.asarray(m[1][k]) for m in mom]), T)
                            for k in names}
+        for k, (_, covered) in tokens.items():  # pooled over the covered tokens
+            total = np.sum([np.asarray(m[0][k], np.float32).sum(0) for m in mom], axis=0)
+            sq = np.sum([np.asarray(s[k], np.float32).sum(0) for s in sumsqs], axis=0)
+            stats.input_sum[k] = stats.input_sum[k] * per_routed_token(n, T, covered)
+            stats.input_var[k] = np.maximum(sq / covered - np.square(total / covered), 0).astype(np.float32)
     return ys, stats
 
 

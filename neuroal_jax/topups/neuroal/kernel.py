@@ -18,7 +18,7 @@ from ...pruning import masks as M
 from ...pruning.methods import method_info
 from ...pruning.scores import LayerStats, get_score
 from ...pruning.sparsegpt import block_threshold_ranks, sparsegpt_core
-from ...pruning.statistics import block_stats
+from ...pruning.statistics import block_stats, per_routed_token
 from ...pruning.targets import Structure, keep_and_ties
 from .alignment import get_metric
 
@@ -40,8 +40,15 @@ def running_mean_sq(per_sample_sumsq):
     return acc
 
 
-def _norms(sumsq: dict) -> dict:
-    return {k: jnp.sqrt(running_mean_sq(v)) for k, v in sumsq.items()}
+def _per_token(counts: dict, x) -> dict:
+    """{expert layer: N·T / n_e} of `statistics.per_routed_token` for the stream x [N, T, H] ({} when dense)."""
+    return {k: per_routed_token(x.shape[0], x.shape[1], c[1]) for k, c in counts.items()}
+
+
+def _norms(sumsq: dict, scale: dict) -> dict:
+    """a = sqrt(running mean of Σ_t x²), per routed token for the expert layers in `scale` (`_per_token`)."""
+    return {k: jnp.sqrt(running_mean_sq(v) * scale[k]) if k in scale else jnp.sqrt(running_mean_sq(v))
+            for k, v in sumsq.items()}
 
 
 def layer_targets(method: str, target, shape, structure: Structure = Structure()) -> tuple[np.ndarray, object]:
@@ -66,9 +73,12 @@ def _mask(scores, k, rule):
 
 
 def _dense_pass(cfg, method, p, x, ctx):
-    """Dense block on one candidate's stream x [N, T, H]: (aᴰ {layer: [in]}, SparseGPT Hessians or {})."""
-    _, sumsq, xtx = block_stats(cfg, p, x, ctx, method_info(method).needs_hessian)
-    return _norms(sumsq), {k: (2.0 / x.shape[0]) * v for k, v in xtx.items()}
+    """Dense block on one candidate's stream x [N, T, H]: (aᴰ {layer: [in]}, SparseGPT Hessians or {}). An expert
+    layer's statistics are over its routed tokens on this stream (all of them if none is routed to it)."""
+    _, sumsq, xtx, counts = block_stats(cfg, p, x, ctx, method_info(method).needs_hessian)
+    scale = _per_token(counts, x)
+    hessian = {k: (2.0 / x.shape[0]) * v for k, v in xtx.items()}
+    return _norms(sumsq, scale), {k: h * scale[k] if k in scale else h for k, h in hessian.items()}
 
 
 def _sparse_weights(method, rule, p, keep, a_dense, hessian, batched):
@@ -92,8 +102,8 @@ def _sparse_pass(cfg, metrics, p, weights, x, ctx, a_dense):
     """Sparse block on one candidate's stream: (next stream, aˢ, {metric: per-layer alignment}). Every metric
     reads the same aᴰ and aˢ: adding a metric adds no pass."""
     sparse = {**p, **{name: {**p[name], "weight": w} for name, w in weights.items()}}
-    y, sumsq, _ = block_stats(cfg, sparse, x, ctx, False)
-    a_sparse = _norms(sumsq)
+    y, sumsq, _, counts = block_stats(cfg, sparse, x, ctx, False)
+    a_sparse = _norms(sumsq, _per_token(counts, x))
     return y, a_sparse, {m: {k: get_metric(m)(a_dense[k], a_sparse[k]) for k in weights} for m in metrics}
 
 
@@ -138,5 +148,5 @@ def candidates_block(cfg, method, rule, metrics, p, xs, ctx, keeps, a_dense_give
 @partial(jax.jit, static_argnums=0)
 def dense_step(cfg, p, x, ctx):
     """The dense block on the dense model's stream x: (next stream, aᴰ) (`dense_stream="model"`)."""
-    y, sumsq, _ = block_stats(cfg, p, x, ctx, False)
-    return y, _norms(sumsq)
+    y, sumsq, _, counts = block_stats(cfg, p, x, ctx, False)
+    return y, _norms(sumsq, _per_token(counts, x))

@@ -57,8 +57,9 @@ def row_schedule(delta: np.ndarray, layer_sparsity: float, lam: float) -> np.nda
 
 
 def row_deltas(cfg: ModelConfig, deltas: dict) -> dict:
-    """{key: δ for its rows or None (uniform rows)} via the family's consumer map (docs/algorithm.md §6)."""
-    names, consumers = prunable_layers(cfg), consumer_map(cfg)
+    """{key: δ for its rows or None (uniform rows)} via the family's consumer map (docs/algorithm.md §6); a fused
+    layer's rows (`Family.row_tiles`) take its consumer's δ once per stacked part."""
+    names, consumers, tiles = prunable_layers(cfg), consumer_map(cfg), family_of(cfg).row_tiles
     attn_out = consumers[names[0]]  # the attention output projection
     # grouped-query attention: k/v rows differ from o_proj's inputs, so q, k, v keep uniform rows
     gqa = cfg.num_kv_heads != cfg.num_heads
@@ -73,6 +74,9 @@ def row_deltas(cfg: ModelConfig, deltas: dict) -> dict:
                 out[layer_key(b, name)] = deltas[layer_key(b + 1, names[0])]
             else:
                 out[layer_key(b, name)] = deltas[layer_key(b, consumer)]
+            delta = out[layer_key(b, name)]
+            if delta is not None and tiles.get(name, 1) > 1:  # a fused layer: δ once per stacked part
+                out[layer_key(b, name)] = np.tile(np.asarray(delta), tiles[name])
     return out
 
 

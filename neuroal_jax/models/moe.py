@@ -1,0 +1,147 @@
+"""Mixture-of-experts decoder blocks: Mixtral, Qwen3-MoE and Qwen2-MoE (Llama-style attention, then a routed MLP).
+
+Each expert's projections are linear layers of their own under the Hub's module names, so each is a prunable layer:
+
+    mixtral     block_sparse_moe.gate [E, H] (router), block_sparse_moe.experts.<e>.w1 / w3 / w2 (gate / up / down)
+    qwen3_moe   mlp.gate [E, H] (router), mlp.experts.<e>.gate_proj / up_proj / down_proj; q/k RMSNorm per head
+    qwen2_moe   as qwen3_moe (q/k/v bias, no q/k norm) plus mlp.shared_expert.{gate,up,down}_proj on every token,
+                scaled by sigmoid(mlp.shared_expert_gate [1, H])
+
+Routing as transformers 5.25: router logits in the model dtype, softmax in float32, top-k, renormalised to sum 1
+(mixtral always, qwen when norm_topk_prob); qwen casts the weights back to the model dtype, mixtral keeps float32.
+Every expert runs on every token (dense compute); a token's output is the weighted sum over its top-k experts,
+added in expert order as transformers does. The block also returns, under `ROUTED`, each expert layer's routed
+tokens, which the statistics use (docs/algorithm.md "Mixture of experts"). Routers are never pruned.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ..config import ModelConfig
+from . import layers as L
+from .llama import attention_shapes, attention_sublayer, contexts, embed, final_hidden, linear_shape, top_shapes
+from .registry import NEXT_BLOCK, ROUTED, Family, register_family
+
+ATTENTION = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
+#: family -> (the MoE module, expert gate / up / down projection names)
+NAMES = {
+    "mixtral": ("block_sparse_moe", "w1", "w3", "w2"),
+    "qwen3_moe": ("mlp", "gate_proj", "up_proj", "down_proj"),
+    "qwen2_moe": ("mlp", "gate_proj", "up_proj", "down_proj"),
+}
+SHARED = "mlp.shared_expert"  # qwen2_moe
+
+
+def router(cfg: ModelConfig) -> str:
+    return f"{NAMES[cfg.family][0]}.gate"
+
+
+def expert_layers(cfg: ModelConfig, e: int) -> tuple[str, str, str]:
+    """Expert e's (gate, up, down) module names, e.g. "mlp.experts.5.gate_proj"."""
+    moe, *projs = NAMES[cfg.family]
+    return tuple(f"{moe}.experts.{e}.{proj}" for proj in projs)
+
+
+def shared_layers(cfg: ModelConfig) -> tuple[str, ...]:
+    """The shared expert's (gate, up, down) module names, or () without one."""
+    if not cfg.shared_expert_intermediate_size:
+        return ()
+    return tuple(f"{SHARED}.{proj}" for proj in ("gate_proj", "up_proj", "down_proj"))
+
+
+def layout(cfg: ModelConfig) -> tuple[tuple[str, ...], dict[str, str]]:
+    """(prunable modules, consumer map): attention, then every expert's gate/up/down, then the shared expert's.
+    o_proj's rows feed the router and every expert over different tokens: they get the shared expert's gate_proj
+    δ (which sees every token) where there is one, and uniform rows (no consumer) otherwise."""
+    q, k, v, o = ATTENTION
+    consumers = {q: o, k: o, v: o}
+    shared = shared_layers(cfg)
+    groups = [expert_layers(cfg, e) for e in range(cfg.num_experts)] + ([shared] if shared else [])
+    for gate, up, down in groups:
+        consumers.update({gate: down, up: down, down: NEXT_BLOCK})
+    if shared:
+        consumers[o] = shared[0]
+    return ATTENTION + tuple(n for g in groups for n in g), consumers
+
+
+def gated(cfg: ModelConfig, p: dict, h, gate: str, up: str, down: str):
+    """down(act(gate(h)) * up(h)); returns (out, down's input)."""
+    act = L.activation(cfg.hidden_act)(L.linear(h, p[gate])) * L.linear(h, p[up])
+    return L.linear(act, p[down]), act
+
+
+def route(cfg: ModelConfig, p: dict, h):
+    """Routing of h [B,T,H]: (weights [B,T,E], zero outside each token's top-k; routed bool[B,T,E])."""
+    logits = L.linear(h, p[router(cfg)])  # [B,T,E] in the model dtype
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    top, idx = jax.lax.top_k(probs, cfg.num_experts_per_tok)  # [B,T,k]
+    if cfg.norm_topk_prob:  # mixtral: always (its table sets it)
+        top = top / jnp.sum(top, axis=-1, keepdims=True)
+    if cfg.family != "mixtral":
+        top = top.astype(h.dtype)
+    onehot = jax.nn.one_hot(idx, cfg.num_experts, dtype=top.dtype)  # [B,T,k,E]
+    return jnp.einsum("btk,btke->bte", top, onehot), jnp.any(onehot > 0, axis=2)
+
+
+def moe_mlp(cfg: ModelConfig, p: dict, h):
+    """The routed MLP on h [B,T,H]: (out [B,T,H], {expert layer: input [B,T,in]}, {expert layer: routed bool[B,T]})."""
+    weights, routed = route(cfg, p, h)
+    out, inputs, masks = jnp.zeros_like(h), {}, {}
+    for e in range(cfg.num_experts):
+        gate, up, down = expert_layers(cfg, e)
+        y, act = gated(cfg, p, h, gate, up, down)
+        y = (y * weights[..., e:e + 1]).astype(h.dtype)
+        out = out + jnp.where(routed[..., e:e + 1], y, jnp.zeros((), h.dtype))
+        inputs.update({gate: h, up: h, down: act})
+        masks.update({gate: routed[..., e], up: routed[..., e], down: routed[..., e]})
+    if shared_layers(cfg):
+        gate, up, down = shared_layers(cfg)
+        s, act = gated(cfg, p, h, gate, up, down)
+        out = out + jax.nn.sigmoid(L.linear(h, p["mlp.shared_expert_gate"])) * s
+        inputs.update({gate: h, up: h, down: act})
+    return out, inputs, masks
+
+
+def block(cfg: ModelConfig, p: dict, x, ctx):
+    h = L.rms_norm(x, p["input_layernorm"]["weight"], cfg.norm_eps)
+    qk_norm = None
+    if cfg.family == "qwen3_moe":
+        def qk_norm(q, k):  # per head, over head_dim, before RoPE
+            return (L.rms_norm(q, p["self_attn.q_norm"]["weight"], cfg.norm_eps),
+                    L.rms_norm(k, p["self_attn.k_norm"]["weight"], cfg.norm_eps))
+    a = attention_sublayer(cfg, p, h, ctx, cfg.head_dim**-0.5, qk_norm=qk_norm)
+    x = x + L.linear(a, p["self_attn.o_proj"])
+    h2 = L.rms_norm(x, p["post_attention_layernorm"]["weight"], cfg.norm_eps)
+    m, mlp_inputs, routed = moe_mlp(cfg, p, h2)
+    inputs = {"self_attn.q_proj": h, "self_attn.k_proj": h, "self_attn.v_proj": h, "self_attn.o_proj": a,
+              **mlp_inputs, ROUTED: routed}
+    return x + m, inputs
+
+
+def param_shapes(cfg: ModelConfig) -> dict:
+    H, E, I = cfg.hidden_size, cfg.num_experts, cfg.moe_intermediate_size
+    blocks = {**attention_shapes(cfg), router(cfg): {"weight": (E, H)},
+              "input_layernorm": {"weight": (H,)}, "post_attention_layernorm": {"weight": (H,)}}
+    if cfg.family == "qwen3_moe":
+        blocks.update({f"self_attn.{n}": {"weight": (cfg.head_dim,)} for n in ("q_norm", "k_norm")})
+    for e in range(E):
+        gate, up, down = expert_layers(cfg, e)
+        blocks.update({gate: linear_shape(I, H, False), up: linear_shape(I, H, False), down: linear_shape(H, I, False)})
+    if shared_layers(cfg):
+        S = cfg.shared_expert_intermediate_size
+        gate, up, down = shared_layers(cfg)
+        blocks.update({gate: linear_shape(S, H, False), up: linear_shape(S, H, False), down: linear_shape(H, S, False),
+                       "mlp.shared_expert_gate": {"weight": (1, H)}})
+    return top_shapes(cfg, blocks, {"weight": (H,)})
+
+
+for _name, _doc in [
+    ("mixtral", "Mixtral (MixtralForCausalLM): top-k routed experts w1/w3/w2, sliding-window attention"),
+    ("qwen3_moe", "Qwen3-MoE (Qwen3MoeForCausalLM): routed experts, q/k RMSNorm"),
+    ("qwen2_moe", "Qwen2-MoE (Qwen2MoeForCausalLM): routed experts plus a sigmoid-gated shared expert, q/k/v bias"),
+]:
+    register_family(Family(
+        name=_name, block=block, embed=embed, final_hidden=final_hidden, contexts=contexts,
+        param_shapes=param_shapes, layout=layout, doc=_doc,
+    ))
