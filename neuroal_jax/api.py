@@ -33,7 +33,7 @@ from .config import ModelConfig
 from .errors import SparsityWarning, UsageError
 from .evaluation.data import DatasetSpec
 from .outputs.files import output_lock, publish, remove_ours, sibling, temp_sibling
-from .outputs.report import build_report, write_report
+from .outputs.report import build_report, moe_info, write_report
 from .pruning import Structure, check_method, check_sparsity, sequential_prune, sparsity_summary
 from .runs import (
     DataSettings,
@@ -174,8 +174,10 @@ class InMemoryRun:
         pass
 
     def prune(self, job: PruneJob, allocation: Allocation):
+        routing = {}  # a mixture of experts' token counts per block and expert
         pruned, masks = sequential_prune(job.cfg, job.params, job.windows, allocation.dist, job.method, job.structure,
-                                         job.batch_size, allocation.refine, job.progress)
+                                         job.batch_size, allocation.refine, job.progress, routing=routing)
+        allocation.info.update(moe_info(job.cfg, routing))
         return pruned, masks, sparsity_summary(job.cfg, masks)
 
     def finish(self, cfg, pruned, tokenizer, masks, dist, make_report: Callable[[], dict]) -> tuple[dict, dict]:
@@ -224,7 +226,8 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
           structure: str | Structure = "row", options: dict | None = None,
           calib: str = DataSettings.calib, nsamples: int = DataSettings.nsamples,
           seqlen: int | None = DataSettings.seqlen, seed: int = DataSettings.seed,
-          batch_size: int = DataSettings.batch_size, eval: Sequence[str] | str = EvalSettings.eval,
+          batch_size: int = DataSettings.batch_size, moe_statistics: str = DataSettings.moe_statistics,
+          eval: Sequence[str] | str = EvalSettings.eval,
           eval_nsamples: int | None = EvalSettings.eval_nsamples, out: str | os.PathLike | None = OutputSettings.out,
           force: bool = OutputSettings.force, save_format: str = OutputSettings.save_format,
           dtype: str = "float32", stream: bool = False, resume: bool = False, progress: bool = True) -> PruneResult:
@@ -238,7 +241,8 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
         neuroal N:M is mixed: a whole N_b per block with mean N, which may be fractional ("5.6:8" at 0.7).
     calib: calibration data spec (c4, wikitext2, ptb, pydoc, text:PATH, tokens:PATH.npy); `nsamples`
         windows of `seqlen` tokens (default: min(2048, the model's context); an error if it exceeds the context),
-        sampled with `seed`.
+        sampled with `seed`. moe_statistics: a mixture of experts' expert statistics over the tokens "routed" to
+        each expert, or over "all" tokens (docs/algorithm.md, "Mixture of experts").
     eval: perplexity test sets (same spec syntax), each on at most `eval_nsamples` windows of `seqlen`.
     options: the top-up's options, e.g. {"owl_m": 5, "owl_lambda": 0.08} (its options dataclass lists them);
         the report records every option's value, defaults included.
@@ -253,12 +257,14 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
     """
     req = check_request(model, method=method, sparsity=sparsity, top_up=top_up, structure=structure, options=options,
                         progress=progress, dtype=dtype, stream=stream, resume=resume, calib=calib, nsamples=nsamples,
-                        seqlen=seqlen, seed=seed, batch_size=batch_size, eval=eval, eval_nsamples=eval_nsamples,
+                        seqlen=seqlen, seed=seed, batch_size=batch_size, moe_statistics=moe_statistics, eval=eval,
+                        eval_nsamples=eval_nsamples,
                         out=out, force=force, save_format=save_format)
     timer = Timer()
     with run_destination(req) as run:
         with timer("load"):
             name, cfg, params, tokenizer, source = resolve_model(model, req.dtype, req.stream)
+        cfg = req.data.configure(cfg)
         req = replace(req, data=req.data.for_model(cfg))
         check_model_fits(cfg, req.structure, req.data.seqlen)
         windows, test_sets = load_data(req, tokenizer, cfg.vocab_size, timer)

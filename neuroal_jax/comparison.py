@@ -40,7 +40,8 @@ def compare(model, *, method: str = "wanda", sparsity: float = 0.5, top_ups=("un
             structure: str = "row", options: dict | None = None,
             calib: str = DataSettings.calib, nsamples: int = DataSettings.nsamples,
             seqlen: int | None = DataSettings.seqlen, seed: int = DataSettings.seed,
-            batch_size: int = DataSettings.batch_size, eval=EvalSettings.eval,
+            batch_size: int = DataSettings.batch_size, moe_statistics: str = DataSettings.moe_statistics,
+            eval=EvalSettings.eval,
             eval_nsamples: int | None = EvalSettings.eval_nsamples, out=OutputSettings.out,
             force: bool = OutputSettings.force, save_format: str = OutputSettings.save_format,
             dtype: str = "float32", progress: bool = True) -> CompareResult:
@@ -52,7 +53,8 @@ def compare(model, *, method: str = "wanda", sparsity: float = 0.5, top_ups=("un
     Everything is validated before the dense model is evaluated."""
     top_ups = check_topups(top_ups)
     common = dict(method=method, sparsity=sparsity, structure=structure, calib=calib, nsamples=nsamples,
-                  seqlen=seqlen, seed=seed, batch_size=batch_size, eval=eval, eval_nsamples=eval_nsamples,
+                  seqlen=seqlen, seed=seed, batch_size=batch_size, moe_statistics=moe_statistics, eval=eval,
+                  eval_nsamples=eval_nsamples,
                   save_format=save_format, progress=progress, dtype=dtype)
     per_topup, requests = {}, []
     for t in top_ups:

@@ -20,6 +20,7 @@ from .evaluation.data import SPEC_HELP, DatasetSpec, parse_spec
 from .options import Options, at_least, comma_list, option, unique
 from .outputs.files import SAVE_FORMATS, sibling
 from .pruning import Structure
+from .pruning.statistics import MOE_STATISTICS
 from .pruning.targets import check_nm_mean
 
 # ---------------------------------------------------------------- the settings of a run
@@ -35,6 +36,10 @@ class DataSettings(Options):
                                 metavar="SEQLEN")
     seed: int = option(0, "calibration sampling seed", metavar="S")
     batch_size: int = option(8, "windows per forward pass", check=at_least(1), metavar="B")
+    moe_statistics: str = option("routed", "mixture of experts: an expert's calibration statistics over the tokens "
+                                           "routed to it (routed; an expert no token reaches falls back to all), or "
+                                           "over every token (all); routing itself is unchanged",
+                                 choices=MOE_STATISTICS)
 
     def calib_specs(self) -> list[DatasetSpec]:
         """The calibration sets (a sweep may give several, comma-separated; the other runs one)."""
@@ -43,6 +48,11 @@ class DataSettings(Options):
     def for_model(self, cfg: ModelConfig) -> "DataSettings":
         """With the model loaded: seqlen None becomes min(2048, the context), and is checked against the context."""
         return replace(self, seqlen=cfg.check_seqlen(default_seqlen(cfg, self.seqlen)))
+
+    def configure(self, cfg: ModelConfig) -> ModelConfig:
+        """`cfg` as the statistics read it: a mixture of experts' `moe_statistics` (a static setting of the jitted
+        block functions, never exported)."""
+        return cfg.replace(moe_statistics=self.moe_statistics) if cfg.num_experts else cfg
 
 
 @dataclass(frozen=True)

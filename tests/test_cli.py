@@ -189,8 +189,8 @@ def test_every_command_shares_its_flags(capsys):
 
 def test_run_settings_are_written_once():
     """Every field of the run settings is a flag of prune, with the same help in every command that has it (not
-    finetune's --batch-size and --seed: training options), and a keyword of every entry point that takes it, with
-    the field's default."""
+    finetune's --batch-size and --seed: training options), and a keyword, with the field's default, of the entry
+    point of every command that has the flag."""
     import argparse
     import dataclasses
     import inspect
@@ -205,5 +205,6 @@ def test_run_settings_are_written_once():
             assert "prune" in helps and len(set(helps.values())) == 1, (f.name, helps)
             for entry in (nj.prune, nj.compare, nj.sweep, nj.finetune):
                 keywords = inspect.signature(entry).parameters
+                assert (f.name in keywords) >= (entry.__name__ in helps), (entry.__name__, f.name)
                 if f.name in keywords:
                     assert keywords[f.name].default == f.default, (entry.__name__, f.name)

@@ -100,7 +100,8 @@ def check_sweep(model, *, method, sparsity, dtype, progress, settings: dict, **r
 
 def sweep(model, *, method: str = "wanda", sparsity: float = 0.7, calib: str = DataSettings.calib,
           nsamples: int = DataSettings.nsamples, seqlen: int | None = DataSettings.seqlen,
-          batch_size: int = DataSettings.batch_size, eval=EvalSettings.eval,
+          batch_size: int = DataSettings.batch_size, moe_statistics: str = DataSettings.moe_statistics,
+          eval=EvalSettings.eval,
           eval_nsamples: int | None = EvalSettings.eval_nsamples, out: str | os.PathLike | None = OutputSettings.out,
           force: bool = OutputSettings.force, dtype: str = "float32", progress: bool = True,
           **settings) -> SweepResult:
@@ -116,8 +117,8 @@ def sweep(model, *, method: str = "wanda", sparsity: float = 0.7, calib: str = D
     """
     req = check_sweep(model, method=method, sparsity=sparsity, dtype=dtype, progress=progress, settings=settings,
                       calib=",".join(calib) if isinstance(calib, (list, tuple)) else calib, nsamples=nsamples,
-                      seqlen=seqlen, batch_size=batch_size, eval=eval, eval_nsamples=eval_nsamples, out=out,
-                      force=force)
+                      seqlen=seqlen, batch_size=batch_size, moe_statistics=moe_statistics, eval=eval,
+                      eval_nsamples=eval_nsamples, out=out, force=force)
     if req.output.out is None:
         return SweepResult(run_sweep(model, req)[0], None)
     with output_folder(req.output.out, force=req.output.force, kind="sweep") as tmp:  # holds the lock from the start
@@ -131,6 +132,7 @@ def run_sweep(model, req: SweepRequest) -> tuple[dict, dict | None]:
     s = req.settings
     t0 = time.perf_counter()
     name, cfg, params, tokenizer, _ = resolve_model(model, req.dtype)
+    cfg = req.data.configure(cfg)
     req = replace(req, data=req.data.for_model(cfg))
     d, e = req.data, req.evaluation
     check_model_fits(cfg, Structure(), d.seqlen)
@@ -160,7 +162,8 @@ def run_sweep(model, req: SweepRequest) -> tuple[dict, dict | None]:
                            "calib": [str(c) for c in req.calibs], "nsamples": d.nsamples, "seqlen": d.seqlen,
                            "eval": list(e.eval), "eval_nsamples": e.eval_nsamples,
                            "eval_windows": {x: int(len(w)) for x, w in test_sets.items()},
-                           "batch_size": d.batch_size, "dtype": req.dtype, **s.to_dict(), "versions": versions()},
+                           "batch_size": d.batch_size, "moe_statistics": d.moe_statistics, "dtype": req.dtype,
+                           **s.to_dict(), "versions": versions()},
               "runs": runs,
               "sensitivity": sensitivity(runs, s.metrics, e.eval) if len(runs) > 1 else [],
               "timings": {k: round(v, 3) for k, v in timings.items()}}
