@@ -43,16 +43,20 @@ def write_model(folder: Path, cfg) -> int:
     return sum(f.stat().st_size for f in folder.glob("*.safetensors"))
 
 
-def run_child(argv: list[str]) -> tuple[float, int]:
-    """(wall seconds, peak RSS bytes) of one child process."""
+def run_child(argv: list[str], capture: bool = False) -> tuple:
+    """(wall seconds, peak RSS bytes) of one child process, and with `capture` its last line of output."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"child failed: {' '.join(argv)}\n{err[-3000:]}")
-    return wall, usage.ru_maxrss * 1024  # Linux reports KiB
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, stdout=out if capture else subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        if os.waitstatus_to_exitcode(status) != 0:
+            err.seek(0)
+            raise SystemExit(f"child failed: {' '.join(argv)}\n{err.read().decode()[-3000:]}")
+        out.seek(0)
+        last = out.read().decode().strip().splitlines()[-1:] if capture else None
+    rss = usage.ru_maxrss * 1024  # Linux reports KiB
+    return (wall, rss, last[0] if last else "") if capture else (wall, rss)
 
 
 def same_weights(a: Path, b: Path) -> bool:

@@ -292,12 +292,14 @@ def test_streamed_equals_in_memory(built, calib_file, tmp_path):
 
 
 def test_moe_statistics_setting_reaches_the_statistics(built, calib_file, tmp_path):
-    """prune(moe_statistics=...) (--moe-statistics): in-memory runs report the token counts too; "all" changes the
-    experts' masks and leaves block 0's attention masks (same inputs either way) alone; a bad value is one line."""
+    """prune(moe_statistics=...) (--moe-statistics): in-memory runs report the token counts and the dense routers
+    too; "all" changes the experts' masks and leaves block 0's attention masks (same inputs either way) alone; a bad
+    value is one line."""
     _, folder, _, _ = built["qwen3_moe"]
     routed = api_prune(str(folder), calib_file)
     every = api_prune(str(folder), calib_file, moe_statistics="all")
     assert (routed.report["moe_statistics"], every.report["moe_statistics"]) == ("routed", "all")
+    assert routed.report["moe_dense"] == ["mlp.gate"]  # the router, listed as never pruned
     assert sum(routed.report["moe_tokens"]["0"].values()) == WINDOWS * SEQ * TOP_K
     block0 = [k for k in routed.masks if k.startswith("0.")]
     same = {k: np.array_equal(routed.masks[k], every.masks[k]) for k in block0}

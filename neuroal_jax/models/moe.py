@@ -37,6 +37,11 @@ def router(cfg: ModelConfig) -> str:
     return f"{NAMES[cfg.family][0]}.gate"
 
 
+def dense_layers(cfg: ModelConfig) -> tuple[str, ...]:
+    """The linear modules of a block that are never pruned: the router, and qwen2_moe's shared-expert gate."""
+    return (router(cfg),) + (("mlp.shared_expert_gate",) if cfg.shared_expert_intermediate_size else ())
+
+
 def expert_layers(cfg: ModelConfig, e: int) -> tuple[str, str, str]:
     """Expert e's (gate, up, down) module names, e.g. "mlp.experts.5.gate_proj"."""
     moe, *projs = NAMES[cfg.family]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..models.moe import dense_layers
 from .files import json_safe, write_json
 
 
@@ -55,7 +56,7 @@ def moe_info(cfg, routing: dict) -> dict:
     (tokens routed to it, tokens its statistics are over)}}, `pruning.sequential_prune(..., routing=)`):
     moe_statistics, moe_tokens {block: {expert: calibration tokens routed to it}} (they sum to tokens × top-k) and
     moe_fallback, the experts ("<block>.<expert>") no calibration token reached, whose statistics fell back to all
-    tokens. {} for a dense model."""
+    tokens, and moe_dense, the linear modules of every block that stay dense (routers). {} for a dense model."""
     if not routing:
         return {}
     tokens, fallback = {}, []
@@ -65,7 +66,8 @@ def moe_info(cfg, routing: dict) -> dict:
             tokens.setdefault(str(b), {})[expert] = int(routed)
             if routed == 0 and cfg.moe_statistics == "routed" and f"{b}.{expert}" not in fallback:
                 fallback.append(f"{b}.{expert}")
-    return {"moe_statistics": cfg.moe_statistics, "moe_tokens": tokens, "moe_fallback": fallback}
+    return {"moe_statistics": cfg.moe_statistics, "moe_tokens": tokens, "moe_fallback": fallback,
+            "moe_dense": list(dense_layers(cfg))}
 
 
 #: Report keys that the allocation's `info` may not overwrite (besides the settings).
