@@ -20,7 +20,16 @@ import jax.numpy as jnp
 
 from ..config import ModelConfig
 from . import layers as L
-from .llama import attention_shapes, attention_sublayer, contexts, embed, final_hidden, linear_shape, top_shapes
+from .llama import (
+    attention_shapes,
+    attention_sublayer,
+    contexts,
+    embed,
+    final_hidden,
+    linear_shape,
+    qk_rms_norm,
+    top_shapes,
+)
 from .registry import NEXT_BLOCK, ROUTED, Family, register_family
 
 ATTENTION = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
@@ -110,11 +119,7 @@ def moe_mlp(cfg: ModelConfig, p: dict, h):
 
 def block(cfg: ModelConfig, p: dict, x, ctx):
     h = L.rms_norm(x, p["input_layernorm"]["weight"], cfg.norm_eps)
-    qk_norm = None
-    if cfg.family == "qwen3_moe":
-        def qk_norm(q, k):  # per head, over head_dim, before RoPE
-            return (L.rms_norm(q, p["self_attn.q_norm"]["weight"], cfg.norm_eps),
-                    L.rms_norm(k, p["self_attn.k_norm"]["weight"], cfg.norm_eps))
+    qk_norm = qk_rms_norm(cfg, p) if cfg.family == "qwen3_moe" else None  # per head, before RoPE
     a = attention_sublayer(cfg, p, h, ctx, cfg.head_dim**-0.5, qk_norm=qk_norm)
     x = x + L.linear(a, p["self_attn.o_proj"])
     h2 = L.rms_norm(x, p["post_attention_layernorm"]["weight"], cfg.norm_eps)
