@@ -101,22 +101,9 @@ def check_output(output: OutputSettings, model, data: Sequence[DatasetSpec] = ()
     return replace(output, out=check_out(output.out, output.force, inputs))
 
 
-def positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise UsageError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def default_seqlen(cfg: ModelConfig, seqlen: int | None) -> int:
     """`seqlen`, or when None the evaluation window of the commands that default it: min(2048, the context)."""
     return seqlen if seqlen is not None else min(2048, cfg.max_position_embeddings)
-
-
-def check_counts(nsamples, seqlen, batch_size, eval_nsamples) -> tuple[int, int | None, int, int | None]:
-    """The window counts and sizes of a run that prunes and evaluates, checked (seqlen None: `default_seqlen`)."""
-    return (positive_int("nsamples", nsamples), None if seqlen is None else positive_int("seqlen", seqlen, 2),
-            positive_int("batch_size", batch_size),
-            None if eval_nsamples is None else positive_int("eval_nsamples", eval_nsamples))
 
 
 def check_model_fits(cfg: ModelConfig, structure: Structure, seqlen: int) -> None:
