@@ -50,6 +50,9 @@ class ModelConfig:
     #: not a model fact but the calibration setting the statistics read (pruning/statistics.py): an expert's
     #: statistics over the tokens "routed" to it, or over "all" tokens. Never exported.
     moe_statistics: str = "routed"
+    #: not a model fact either (never exported): how the routed MLP computes, "grouped" (each expert on its own
+    #: tokens, models/moe.py) or "dense" (every expert on every token; what differentiation needs)
+    moe_dispatch: str = "grouped"
     # special tokens (kept for export)
     bos_token_id: int | None = None
     eos_token_id: int | tuple[int, ...] | None = None

@@ -117,6 +117,34 @@ def test_logits_match_transformers(built, windows, family):
 
 
 @pytest.mark.parametrize("family", list(CASES))
+def test_grouped_dispatch_equals_dense(built, windows, family):
+    """Each expert on its own tokens (the default) gives the dense dispatch's logits and statistics: routed,
+    every token ("all"), and an expert no token reaches (the fallback runs it on every token)."""
+    _, _, cfg, params = built[family]
+    dense = cfg.replace(moe_dispatch="dense")
+    assert cfg.moe_dispatch == "grouped"
+    np.testing.assert_allclose(forward(cfg, params, windows[:2]), forward(dense, params, windows[:2]),
+                               rtol=0, atol=2e-5)
+    for c, p in [(cfg, params), (cfg.replace(moe_statistics="all"), params),
+                 (cfg, never_routed(cfg, params, EXPERTS - 1))]:
+        grouped = block0_stats(c, p, windows, hessian=True, moments=True)
+        baseline = block0_stats(c.replace(moe_dispatch="dense"), p, windows, hessian=True, moments=True)
+        assert grouped.tokens == baseline.tokens
+        for field in ("act_norm", "hessian", "input_sum", "input_var"):
+            for name, value in getattr(baseline, field).items():
+                np.testing.assert_allclose(getattr(grouped, field)[name], value, rtol=1e-5, atol=1e-6,
+                                           err_msg=f"{field} {name}")
+
+
+def test_fine_tuning_differentiates_a_moe(built, windows):
+    """The recovery loss's gradient exists on a MoE model (it takes the dense dispatch) and is not zero."""
+    from neuroal_jax.recovery.train import loss
+    _, _, cfg, params = built["qwen3_moe"]
+    grads = jax.grad(lambda p: loss(cfg, p, windows[:2], block_contexts(cfg, SEQ)))(params)
+    assert float(np.abs(grads["blocks"][0][expert_layers(cfg, 0)[2]]["weight"]).max()) > 0
+
+
+@pytest.mark.parametrize("family", list(CASES))
 def test_layout_keys_experts_and_routers(built, family):
     _, _, cfg, params = built[family]
     names = prunable_layers(cfg)

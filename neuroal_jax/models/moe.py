@@ -9,9 +9,15 @@ Each expert's projections are linear layers of their own under the Hub's module 
 
 Routing as transformers 5.25: router logits in the model dtype, softmax in float32, top-k, renormalised to sum 1
 (mixtral always, qwen when norm_topk_prob); qwen casts the weights back to the model dtype, mixtral keeps float32.
-Every expert runs on every token (dense compute); a token's output is the weighted sum over its top-k experts,
-added in expert order as transformers does. The block also returns, under `ROUTED`, each expert layer's routed
-tokens, which the statistics use (docs/algorithm.md "Mixture of experts"). Routers are never pruned.
+A token's output is the weighted sum over its top-k experts, added in expert order as transformers does.
+
+Dispatch (`cfg.moe_dispatch`): "grouped" runs each expert on its own tokens only, TILE rows at a time (tokens
+sorted by expert; a `while` loop per expert whose trip count is its token count), so an expert layer costs its
+routed tokens; "dense" runs every expert on every token (the readable baseline; differentiable, which the
+grouped loop is not, so fine-tuning uses it). Both give the statistics the down projection's input on the tokens
+they need: the routed ones, or every token with `moe_statistics="all"` or when none is routed (the fallback).
+The block also returns, under `ROUTED`, each expert layer's routed tokens, which the statistics use
+(docs/algorithm.md "Mixture of experts"). Routers are never pruned.
 """
 from __future__ import annotations
 
@@ -40,6 +46,10 @@ NAMES = {
     "qwen2_moe": ("mlp", "gate_proj", "up_proj", "down_proj"),
 }
 SHARED = "mlp.shared_expert"  # qwen2_moe
+#: Rows of one expert matmul in the grouped dispatch.
+TILE = 64
+#: The values of `ModelConfig.moe_dispatch`.
+DISPATCHES = ("grouped", "dense")
 
 
 def router(cfg: ModelConfig) -> str:
@@ -98,16 +108,64 @@ def route(cfg: ModelConfig, p: dict, h):
     return jnp.einsum("btk,btke->bte", top, onehot), jnp.any(onehot > 0, axis=2)
 
 
-def moe_mlp(cfg: ModelConfig, p: dict, h):
-    """The routed MLP on h [B,T,H]: (out [B,T,H], {expert layer: input [B,T,in]}, {expert layer: routed bool[B,T]})."""
-    weights, routed = route(cfg, p, h)
-    out, inputs, masks = jnp.zeros_like(h), {}, {}
+def dense_experts(cfg: ModelConfig, p: dict, h, weights, routed):
+    """Every expert on every token of h [N,H]: (out [N,H], [expert e's down-projection input [N,I]])."""
+    out, acts = jnp.zeros_like(h), []
+    for e in range(cfg.num_experts):
+        y, act = gated(cfg, p, h, *expert_layers(cfg, e))
+        y = (y * weights[:, e:e + 1]).astype(h.dtype)
+        out = out + jnp.where(routed[:, e:e + 1], y, jnp.zeros((), h.dtype))
+        acts.append(act)
+    return out, acts
+
+
+def grouped_experts(cfg: ModelConfig, p: dict, h, weights, routed):
+    """Each expert on its own tokens of h [N,H], TILE at a time: (out [N,H], [expert e's down input [N,I]], zero
+    on the tokens it did not compute). An expert's rows are its routed tokens, or every token when the statistics
+    need them (moe_statistics "all", or no token routed to it)."""
+    N, k = h.shape[0], cfg.num_experts_per_tok
+    # token ids grouped by expert, in token order within an expert: [N·k], then TILE padding ids N
+    order = jnp.argsort(~routed.T.reshape(-1), stable=True)[:N * k] % N
+    grouped = jnp.concatenate([order, jnp.full((TILE,), N, order.dtype)])
+    counts = jnp.sum(routed, axis=0, dtype=jnp.int32)  # [E]
+    starts = jnp.cumsum(counts) - counts
+    every = cfg.moe_statistics == "all"
+    out, acts = jnp.zeros_like(h), []
     for e in range(cfg.num_experts):
         gate, up, down = expert_layers(cfg, e)
-        y, act = gated(cfg, p, h, gate, up, down)
-        y = (y * weights[..., e:e + 1]).astype(h.dtype)
-        out = out + jnp.where(routed[..., e:e + 1], y, jnp.zeros((), h.dtype))
-        inputs.update({gate: h, up: h, down: act})
+        mine = jnp.logical_and(counts[e] > 0, not every)  # rows from `grouped`, else every token
+        rows = jnp.where(mine, counts[e], N)
+
+        def tile(i, carry, e=e, mine=mine, rows=rows):
+            out, act_all = carry
+            j = i * TILE + jnp.arange(TILE)
+            tok = jnp.where(mine, jax.lax.dynamic_slice(grouped, (starts[e] + i * TILE,), (TILE,)), j)
+            tok = jnp.where(j < rows, tok, N)  # N: a padding row, dropped below
+            x = h.at[tok].get(mode="fill", fill_value=0)  # [TILE, H]
+            y, act = gated(cfg, p, x, gate, up, down)
+            w = weights.at[tok, e].get(mode="fill", fill_value=0)
+            keep = routed.at[tok, e].get(mode="fill", fill_value=False)
+            y = jnp.where(keep[:, None], (y * w[:, None]).astype(h.dtype), jnp.zeros((), h.dtype))
+            return out.at[tok].add(y, mode="drop"), act_all.at[tok].set(act, mode="drop")
+
+        act0 = jnp.zeros((N, cfg.moe_intermediate_size), h.dtype)
+        out, act = jax.lax.fori_loop(0, (rows + TILE - 1) // TILE, tile, (out, act0))
+        acts.append(act)
+    return out, acts
+
+
+def moe_mlp(cfg: ModelConfig, p: dict, h):
+    """The routed MLP on h [B,T,H]: (out [B,T,H], {expert layer: input [B,T,in]}, {expert layer: routed bool[B,T]})."""
+    if cfg.moe_dispatch not in DISPATCHES:
+        raise ValueError(f"moe_dispatch must be one of {list(DISPATCHES)}, got {cfg.moe_dispatch!r}")
+    B, T, H = h.shape
+    weights, routed = route(cfg, p, h)
+    experts = grouped_experts if cfg.moe_dispatch == "grouped" else dense_experts
+    flat, acts = experts(cfg, p, h.reshape(B * T, H), weights.reshape(B * T, -1), routed.reshape(B * T, -1))
+    out, inputs, masks = flat.reshape(B, T, H), {}, {}
+    for e, act in enumerate(acts):
+        gate, up, down = expert_layers(cfg, e)
+        inputs.update({gate: h, up: h, down: act.reshape(B, T, -1)})
         masks.update({gate: routed[..., e], up: routed[..., e], down: routed[..., e]})
     if shared_layers(cfg):
         gate, up, down = shared_layers(cfg)

@@ -7,7 +7,7 @@ With N calibration windows X_n [T, in] (docs/algorithm.md §1):
 The reference accumulates these as float32 running means over windows; `running_mean` is that recurrence.
 
 Mixture of experts (docs/algorithm.md "Mixture of experts"): an expert layer's statistics are over the tokens
-routed to it (`statistics_inputs`), normalised per routed token: N above becomes n_e / T, its routed tokens in
+routed to it (`statistics_tokens`), normalised per routed token: N above becomes n_e / T, its routed tokens in
 windows' worth, so an expert's norms and Hessian are on the scale of a dense layer's.
 """
 from __future__ import annotations
@@ -35,37 +35,48 @@ def check_moe_statistics(value: str) -> str:
     return value
 
 
-def statistics_inputs(cfg: ModelConfig, inputs: dict, use_all: dict | None = None) -> tuple[dict, dict]:
-    """The block's prunable-layer inputs over the tokens their statistics cover, and the experts' token counts.
+def statistics_tokens(cfg: ModelConfig, inputs: dict, use_all: dict | None = None) -> tuple[dict, dict, dict]:
+    """The tokens each prunable layer's statistics cover, and the experts' token counts.
 
-    Dense layers: every token, unchanged. An expert layer (listed under `ROUTED`): its input zeroed outside the
-    tokens routed to it, unless `cfg.moe_statistics` is "all", or it falls back to all tokens: use_all[layer]
-    (the caller saw no calibration token reach it), or, with use_all None, no token of this call reached it.
-    Returns ({layer: input [B,T,in]}, {expert layer: f32[2] (tokens routed to it, tokens its statistics are over)}).
+    Dense layers: every token. An expert layer (listed under `ROUTED`): the tokens routed to it, unless
+    `cfg.moe_statistics` is "all", or it falls back to all tokens: use_all[layer] (the caller saw no calibration
+    token reach it), or, with use_all None, no token of this call reached it.
+    Returns (the inputs without `ROUTED`, {expert layer: f32[B,T] 1 on its covered tokens, else 0},
+    {expert layer: f32[2] (tokens routed to it, tokens its statistics are over)}). The weights multiply the
+    sums below rather than masking a copy of each input: a MoE block's every expert shares one [B,T,H] input.
     """
     inputs = dict(inputs)
-    counts = {}
+    weights, counts = {}, {}
     for name, routed in inputs.pop(ROUTED, {}).items():  # routed: bool[B, T]
         n_routed = jnp.sum(routed, dtype=F32)
         if check_moe_statistics(cfg.moe_statistics) == "all":
             covered = jnp.ones_like(routed)
         else:
             covered = routed | (n_routed == 0 if use_all is None else use_all[name])
-        inputs[name] = jnp.where(covered[..., None], inputs[name], jnp.zeros((), inputs[name].dtype))
-        counts[name] = jnp.stack([n_routed, jnp.sum(covered, dtype=F32)])
-    return inputs, counts
+        weights[name] = covered.astype(F32)
+        counts[name] = jnp.stack([n_routed, jnp.sum(weights[name])])
+    return inputs, weights, counts
+
+
+def token_sums(v, w=None, square: bool = False):
+    """Σ_t w_t x_tj (of x² with square) per sample: [B, in] in float32 from v [B,T,in] (w [B,T] or None: all)."""
+    v = jnp.square(v.astype(F32)) if square else v.astype(F32)
+    return jnp.sum(v, axis=1) if w is None else jnp.einsum("bt,bti->bi", w, v)
 
 
 @partial(jax.jit, static_argnums=(0, 4, 5))
 def block_stats(cfg: ModelConfig, p: dict, x, ctx, hessian: bool = False, outputs: bool = True, use_all=None):
     """Dense block on x: (output, {layer: Σ_t x_tj² per sample [B, in]}, {layer: Σ_b,t XᵀX [in, in]},
-    {expert layer: f32[2] token counts}) over the tokens of `statistics_inputs` ({} for a dense model).
+    {expert layer: f32[2] token counts}) over the tokens of `statistics_tokens` ({} for a dense model).
 
     outputs=False returns None for the output, so XLA skips the work only it needs (the last layer)."""
     y, inputs = family_of(cfg).block(cfg, p, x, ctx)
-    inputs, counts = statistics_inputs(cfg, inputs, use_all)
-    sumsq = {k: jnp.sum(jnp.square(v.astype(F32)), axis=1) for k, v in inputs.items()}
-    xtx = {k: jnp.einsum("bti,btj->ij", v.astype(F32), v.astype(F32)) for k, v in inputs.items()} if hessian else {}
+    inputs, w, counts = statistics_tokens(cfg, inputs, use_all)
+    sumsq = {k: token_sums(v, w.get(k), square=True) for k, v in inputs.items()}
+    xtx = {}
+    for k, v in inputs.items() if hessian else ():
+        v = v.astype(F32)
+        xtx[k] = jnp.einsum("bti,btj->ij", v * w[k][..., None] if k in w else v, v)
     return (y if outputs else None), sumsq, xtx, counts
 
 
@@ -79,13 +90,14 @@ def routed_tokens(cfg: ModelConfig, p: dict, x, ctx) -> dict:
 @partial(jax.jit, static_argnums=0)
 def block_input_moments(cfg: ModelConfig, p: dict, x, ctx, use_all=None):
     """Dense block on x: ({layer: Σ_t x_tj per sample [B, in]}, {layer: variance over tokens per sample [B, in]})
-    of every prunable layer's input (float32, population variance; over `statistics_inputs`' tokens, so an
-    expert layer's variances here count its unrouted tokens as zeros: `collect_block_stats` uses its pooled
-    variance instead). Only DSnoT asks for these."""
+    of every prunable layer's input (float32, population variance). An expert layer's sums are over
+    `statistics_tokens`' tokens, and its per-sample variance is left 0: `collect_block_stats` pools its variance
+    over the covered tokens instead. Only DSnoT asks for these."""
     _, inputs = family_of(cfg).block(cfg, p, x, ctx)
-    inputs, _ = statistics_inputs(cfg, inputs, use_all)
-    sums = {k: jnp.sum(v.astype(F32), axis=1) for k, v in inputs.items()}
-    var = {k: jnp.mean(jnp.square(v.astype(F32) - jnp.mean(v.astype(F32), axis=1, keepdims=True)), axis=1)
+    inputs, w, _ = statistics_tokens(cfg, inputs, use_all)
+    sums = {k: token_sums(v, w.get(k)) for k, v in inputs.items()}
+    var = {k: jnp.zeros_like(sums[k]) if k in w else
+           jnp.mean(jnp.square(v.astype(F32) - jnp.mean(v.astype(F32), axis=1, keepdims=True)), axis=1)
            for k, v in inputs.items()}
     return sums, var
 

@@ -97,8 +97,10 @@ def keep_masked(tree: dict, masks: list[dict]) -> dict:
 
 def loss(cfg: ModelConfig, params: dict, tokens, ctxs: list[dict]):
     """Mean next-token NLL of windows [B, T]; every block is rematerialised in the backward pass
-    (jax.checkpoint), so activation memory is one block's plus the block outputs."""
+    (jax.checkpoint), so activation memory is one block's plus the block outputs. A mixture of experts runs
+    every expert on every token here: its grouped dispatch's loops are not differentiable (models/moe.py)."""
     fam = family_of(cfg)
+    cfg = cfg.replace(moe_dispatch="dense") if cfg.num_experts else cfg
     x = fam.embed(cfg, {k: v for k, v in params.items() if k != "blocks"}, tokens)
     for p, ctx in zip(params["blocks"], ctxs):
         x = jax.checkpoint(lambda p, x, ctx: fam.block(cfg, p, x, ctx)[0])(p, x, ctx)
