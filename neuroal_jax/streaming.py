@@ -149,6 +149,7 @@ def streamed_prune(job, allocation, part: Path) -> dict:
     from .outputs.report import moe_info
     from .pruning.sequential import prune_blocks
     from .pruning.targets import layer_sparsities, summarize_sparsity
+    from .runtime import return_free_memory
 
     cfg, params, dist = job.cfg, job.params, allocation.dist
     dtype = params["embed"]["weight"].dtype
@@ -169,6 +170,8 @@ def streamed_prune(job, allocation, part: Path) -> dict:
             save_masks(block_dir(masks_dir, b), m, {k: dist[k] for k in m})
         frac, n = layer_sparsities(m)
         layer.update(frac), sizes.update(n)
+        del p_new, m  # before the next block is read: one block in memory at a time
+        return_free_memory()
     writer.write_top(params)
     writer.finish(np.dtype(params["embed"]["weight"].dtype).name)
     allocation.info.update(moe_info(cfg, routing))

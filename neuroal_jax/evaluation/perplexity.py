@@ -8,7 +8,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..config import ModelConfig
-from ..models import block_apply, block_contexts, embed, head_params, token_nll
+from ..models import block_contexts, block_output, embed, head_params, token_nll
 
 
 def eval_batches(windows: np.ndarray, batch_size: int) -> list:
@@ -46,5 +46,5 @@ def perplexity(cfg: ModelConfig, params: dict, windows: np.ndarray, batch_size: 
     ctxs = block_contexts(cfg, batches[0].shape[1])
     for b in tqdm(range(cfg.num_layers), desc=desc, disable=not progress, leave=False):
         p = params["blocks"][b]
-        xs = [block_apply(cfg, p, x, ctxs[b])[0] for x in xs]
+        xs = [block_output(cfg, p, x, ctxs[b]) for x in xs]
     return perplexity_of_hidden(cfg, head_params(params), xs, batches, len(windows))

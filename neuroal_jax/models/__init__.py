@@ -31,7 +31,8 @@ from .registry import (
 __all__ = [
     "FAMILIES", "NEXT_BLOCK", "ROUTED", "Family", "consumer_map", "family_of", "get_family", "layer_key",
     "prunable_layers", "register_family", "split_key",
-    "block_apply", "block_contexts", "embed", "final_hidden_states", "forward", "head_params", "hidden_to_logits",
+    "block_apply", "block_contexts", "block_output", "embed", "final_hidden_states", "forward", "head_params",
+    "hidden_to_logits",
     "token_nll", "init_params", "validate_params",
 ]
 
@@ -40,6 +41,13 @@ __all__ = [
 def block_apply(cfg: ModelConfig, p: dict, x, ctx):
     """One decoder block: (output [B,T,H], {prunable layer: its input [B,T,in]})."""
     return family_of(cfg).block(cfg, p, x, ctx)
+
+
+@partial(jax.jit, static_argnums=0)
+def block_output(cfg: ModelConfig, p: dict, x, ctx):
+    """One decoder block's output [B,T,H] alone: XLA then skips, and never holds, the layer inputs (a mixture of
+    experts' would be one [B,T,in] per expert layer)."""
+    return family_of(cfg).block(cfg, p, x, ctx)[0]
 
 
 @partial(jax.jit, static_argnums=0)
@@ -92,7 +100,7 @@ def final_hidden_states(cfg: ModelConfig, params: dict, tokens, ctxs: list[dict]
     tokens = jnp.asarray(tokens)
     x = embed(cfg, params, tokens)
     for p, ctx in zip(params["blocks"], ctxs or block_contexts(cfg, tokens.shape[-1])):
-        x, _ = block_apply(cfg, p, x, ctx)
+        x = block_output(cfg, p, x, ctx)
     return x
 
 

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ..config import ModelConfig
 from ..errors import UsageError
-from ..models import block_apply, block_contexts, layer_key, prunable_layers
+from ..models import block_contexts, block_output, layer_key, prunable_layers
 from . import masks as M
 from .methods import check_method, method_info
 from .scores import LayerStats, get_score
@@ -89,7 +89,7 @@ def prune_on_stream(cfg: ModelConfig, b: int, p: dict, xs: list, ctx, dist: Dist
 
 def advance(cfg: ModelConfig, p: dict, xs: list, ctx) -> list:
     """The stream's batches through block p."""
-    return [block_apply(cfg, p, x, ctx)[0] for x in xs]
+    return [block_output(cfg, p, x, ctx) for x in xs]
 
 
 def prune_blocks(cfg: ModelConfig, params: dict, windows: np.ndarray, dist: Distribution, method: str,
@@ -112,6 +112,7 @@ def prune_blocks(cfg: ModelConfig, params: dict, windows: np.ndarray, dist: Dist
         p_new, m = done
         xs = advance(cfg, p_new, xs, ctxs[b])
         yield b, p_new, m
+        del done, p_new, m  # a lazily read model then holds one block at a time
 
 
 def sequential_prune(cfg: ModelConfig, params: dict, windows: np.ndarray, dist: Distribution, method: str,
