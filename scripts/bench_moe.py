@@ -9,7 +9,9 @@ Writes three random-weight checkpoints to a scratch folder (the streamed writer,
 then, one child process per run (peak RSS from `wait4`):
     stream        neuroal-jax prune --stream (wanda, uniform) of the MoE: peak RSS vs the checkpoint's size
     search        prune --top-up neuroal --neuroal-step block with K block λs on each model: the allocation
-                  phase (the search) per block
+                  phase (the search) per block, compilation included
+    kernel        one block of that search once compiled (`candidates_block`, K candidates one after another),
+                  split into its dense pass, masks and sparse pass, and its compile time: the steady state
 
     .venv/bin/python scripts/bench_moe.py [--blocks 8 --experts 48 --top-k 3 --scratch DIR]
 """
@@ -56,9 +58,52 @@ def child_prune(argv: list[str]) -> None:
     print(json.dumps(result.report["timings"]))
 
 
-def main() -> None:
-    if sys.argv[1:2] == ["--child"]:
-        return child_prune(sys.argv[2:])
+def child_kernel(argv: list[str]) -> None:
+    """In the child: the compiled search kernel on one random block of the named model; prints JSON seconds."""
+    import time
+
+    import jax
+    import numpy as np
+
+    from neuroal_jax.models import block_contexts, init_params, prunable_layers
+    from neuroal_jax.topups.neuroal import kernel as kn
+    args = parse(argv[1:])
+    cfg = configs(args)[argv[0]].replace(num_layers=1)
+    p, ctx = init_params(cfg)["blocks"][0], block_contexts(cfg, args.seqlen)[0]
+    lambdas = [float(v) for v in args.lambdas.split(",")]
+    keeps = {n: np.stack([kn.layer_targets("wanda", 0.5 + lam / 2, p[n]["weight"].shape)[0] for lam in lambdas])
+             for n in prunable_layers(cfg)}
+    _, rule = kn.layer_targets("wanda", 0.5, p[prunable_layers(cfg)[0]]["weight"].shape)
+    streams = lambda: jax.random.normal(jax.random.key(0), (len(lambdas), args.nsamples, args.seqlen, cfg.hidden_size))
+    over = kn.over_candidates("map")
+    phases = {
+        "dense pass": jax.jit(lambda xs: over(lambda x: kn._dense_pass(cfg, "wanda", p, x, ctx), xs)[0]),
+        "masks": jax.jit(lambda a: kn._sparse_weights("wanda", rule, p, keeps, a, {}, batched=True)),
+        "sparse pass": jax.jit(lambda w, xs, a: over(lambda w, x, a: kn._sparse_pass(cfg, ("neuron",), p, w, x, ctx, a),
+                                                     w, xs, a)[0]),
+    }
+
+    def timed(f, *a):
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(f(*a))
+        return out, time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    jax.block_until_ready(kn.candidates_block(cfg, "wanda", rule, ("neuron",), p, streams(), ctx, keeps, loop="map"))
+    first = time.perf_counter() - t0
+    _, block = timed(lambda: kn.candidates_block(cfg, "wanda", rule, ("neuron",), p, streams(), ctx, keeps, loop="map"))
+    out = {"compile": first - block, "block": block}
+    xs = streams()
+    a_dense, out["dense pass"] = timed(phases["dense pass"], xs)  # each phase: a warm-up call, then the timed one
+    a_dense, out["dense pass"] = timed(phases["dense pass"], xs)
+    weights, out["masks"] = timed(phases["masks"], a_dense)
+    weights, out["masks"] = timed(phases["masks"], a_dense)
+    _, out["sparse pass"] = timed(phases["sparse pass"], weights, xs, a_dense)
+    _, out["sparse pass"] = timed(phases["sparse pass"], weights, xs, a_dense)
+    print(json.dumps(out))
+
+
+def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--blocks", type=int, default=8)
     ap.add_argument("--hidden", type=int, default=1024)
@@ -69,9 +114,17 @@ def main() -> None:
     ap.add_argument("--nsamples", type=int, default=8)
     ap.add_argument("--seqlen", type=int, default=256)
     ap.add_argument("--lambdas", default="0.0,0.04,0.08,0.12", help="block λs of the search (K candidates)")
-    ap.add_argument("--runs", default="stream,search")
+    ap.add_argument("--runs", default="stream,search,kernel")
     ap.add_argument("--scratch", default=None, help="scratch folder (default: a temporary one, removed after)")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--child"]:
+        return child_prune(sys.argv[2:])
+    if sys.argv[1:2] == ["--child-kernel"]:
+        return child_kernel(sys.argv[2:])
+    args = parse()
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="bench-moe-"))
     runs = args.runs.split(",")
     rows = []
@@ -108,6 +161,18 @@ def main() -> None:
         for name, run, wall, rss, per_block in rows:
             print(f"{name:<13}{sizes[name] / 1e9:>11.2f}  {run:<32}{wall:>8.1f}{rss / 2**30:>14.2f}"
                   f"{rss / sizes[name]:>11.2f}{'' if per_block is None else f'{per_block:.2f}':>16}")
+        kernel = []
+        if "kernel" in runs:
+            for name in ("moe", "dense-total", "dense-active"):
+                _, _, line = run_child([sys.executable, __file__, "--child-kernel", name, *sys.argv[1:]],
+                                       capture=True)
+                kernel.append((name, json.loads(line)))
+            phases = ("dense pass", "masks", "sparse pass", "block", "compile")
+            print(f"\nthe search kernel, one block, {K} candidates, compiled (s):\n")
+            print(f"{'model':<13}" + "".join(f"{p:>13}" for p in phases) + f"{'block / moe':>13}")
+            for name, t in kernel:
+                print(f"{name:<13}" + "".join(f"{t[p]:>13.2f}" for p in phases)
+                      + f"{t['block'] / kernel[0][1]['block']:>13.2f}")
     finally:
         if args.scratch is None:
             shutil.rmtree(scratch, ignore_errors=True)
