@@ -11,6 +11,9 @@ the same code as a HF checkpoint. What llama.cpp's converter changes in the valu
 - Gemma files store every RMSNorm weight as `w + 1` (the HF forward computes x * (1 + w)).
 - There is no `output.weight` when the LM head is tied to the embedding.
 - Phi-2 files may fuse q/k/v into one `attn_qkv` tensor; it is split back in row order q, k, v.
+- Qwen3-MoE files stack each projection of all experts into one 3-D tensor (`ffn_gate_exps`, `ffn_up_exps`,
+  `ffn_down_exps`; numpy shape [experts, out, in], i.e. ggml ne = {in, out, experts}); `split_experts`
+  cuts it back into one [out, in] weight per expert, as HF names them (`mlp.experts.<e>.gate_proj`).
 
 Unknown architectures, tensors and model-changing metadata keys are `ValueError`s that name them.
 """
@@ -150,6 +153,34 @@ def gemma3_derive(facts: GGUFFacts) -> dict:
     return out
 
 
+#: Metadata keys of a routed MoE (see `moe_derive`) and the HF attributes they become.
+MOE_METADATA = {"expert_count": "num_experts", "expert_used_count": "num_experts_per_tok",
+                "expert_feed_forward_length": "moe_intermediate_size"}
+#: gguf.ExpertGatingFuncType.SOFTMAX: the only router our MoE families compute.
+SOFTMAX_GATING = 1
+
+
+def moe_derive(arch: str) -> Callable[[GGUFFacts], dict]:
+    """derive for llama.cpp's qwen3moe: full rotary heads, the expert keys required, softmax routing with the
+    top-k weights renormalised. llama.cpp's qwen3moe graph hard-codes both (build_moe_ffn with norm_w = true
+    and softmax gating, whatever the file says), and transformers' GGUF loader sets norm_topk_prob=True for it;
+    a file that says otherwise contradicts the runtime that defines the format and is refused."""
+    def derive(facts: GGUFFacts) -> dict:
+        missing = [f"{arch}.{k}" for k in MOE_METADATA if k not in facts.meta]
+        if missing:
+            raise UsageError(f"GGUF metadata lacks {', '.join(missing)} (required for architecture {arch})")
+        gating = facts.meta.get("expert_gating_func", SOFTMAX_GATING)
+        if gating != SOFTMAX_GATING:
+            raise UsageError(f"unsupported GGUF metadata {arch}.expert_gating_func={gating!r} "
+                             f"(only {SOFTMAX_GATING}, softmax routing, is supported)")
+        if not facts.meta.get("expert_weights_norm", True):
+            raise UsageError(f"unsupported GGUF metadata {arch}.expert_weights_norm="
+                             f"{facts.meta['expert_weights_norm']!r} (llama.cpp's {arch} always renormalises "
+                             "the top-k router weights)")
+        return {**full_rotary(facts), "norm_topk_prob": True}
+    return derive
+
+
 def phi2_derive(facts: GGUFFacts) -> dict:
     head_dim = head_dim_of(facts)
     if head_dim * facts.hf["num_attention_heads"] != facts.hf["hidden_size"]:
@@ -169,6 +200,16 @@ LLAMA_BLOCK = {
     "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
 }
 LLAMA_TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+#: Stands for the expert index in the HF name of a stacked expert tensor (see `split_experts`).
+EXPERT_SLOT = "*"
+QWEN3MOE_BLOCK = {
+    **{k: v for k, v in LLAMA_BLOCK.items() if not k.startswith("ffn_") or k == "ffn_norm"},
+    "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
+    "ffn_gate_inp": "mlp.gate",  # the router, [experts, hidden]
+    "ffn_gate_exps": f"mlp.experts.{EXPERT_SLOT}.gate_proj",
+    "ffn_up_exps": f"mlp.experts.{EXPERT_SLOT}.up_proj",
+    "ffn_down_exps": f"mlp.experts.{EXPERT_SLOT}.down_proj",
+}
 
 ARCHS: dict[str, GGUFArch] = {a.arch: a for a in [
     GGUFArch("llama", "llama", LLAMA_BLOCK, LLAMA_TOP, RMS_METADATA,
@@ -177,6 +218,9 @@ ARCHS: dict[str, GGUFArch] = {a.arch: a for a in [
              derived=HEAD_KEYS | ROPE_SCALING_KEYS, derive=qwen2_derive),
     GGUFArch("qwen3", "qwen3", {**LLAMA_BLOCK, "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm"},
              LLAMA_TOP, RMS_METADATA, derived=HEAD_KEYS | ROPE_SCALING_KEYS, derive=full_rotary),
+    GGUFArch("qwen3moe", "qwen3_moe", QWEN3MOE_BLOCK, LLAMA_TOP, {**RMS_METADATA, **MOE_METADATA},
+             derived=HEAD_KEYS | ROPE_SCALING_KEYS | {"expert_gating_func", "expert_weights_norm"},
+             derive=moe_derive("qwen3moe")),
     GGUFArch("gemma3", "gemma3_text",
              {"attn_norm": "input_layernorm",
               "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
@@ -235,6 +279,19 @@ def split_qkv(w: np.ndarray, q_rows: int, kv_rows: int) -> tuple[np.ndarray, np.
     if w.shape[0] != q_rows + 2 * kv_rows:
         raise UsageError(f"fused attn_qkv has {w.shape[0]} rows, expected {q_rows} + 2 x {kv_rows}")
     return w[:q_rows], w[q_rows:q_rows + kv_rows], w[q_rows + kv_rows:]
+
+
+def split_experts(hf_name: str, arr: np.ndarray, n_experts: int) -> dict[str, np.ndarray]:
+    """A stacked expert tensor [experts, out, in] (numpy order) -> {HF name of expert e: its [out, in] weight}.
+
+    llama.cpp's converter stacks the experts' HF weights along a new first axis (torch.stack(dim=0)), which ggml
+    sees as ne = {in, out, experts}; reversed into numpy order that is [experts, out, in], so expert e is arr[e]
+    with no transpose (transformers' GGUF loader reads it the same way).
+    """
+    if arr.ndim != 3 or arr.shape[0] != n_experts:
+        raise UsageError(f"stacked expert tensor for {hf_name} has shape {arr.shape}, expected "
+                         f"[{n_experts} experts, out, in]")
+    return {hf_name.replace(EXPERT_SLOT, str(e)): arr[e] for e in range(n_experts)}
 
 
 # ---------------------------------------------------------------- reading
@@ -369,6 +426,8 @@ def convert_tensor(table: GGUFArch, cfg: ModelConfig, gguf_name: str, arr: np.nd
         q_rows, kv_rows = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
         stem, kind = hf_name.rsplit(".qkv_proj.", 1)
         return {f"{stem}.{p}_proj.{kind}": part for p, part in zip("qkv", split_qkv(arr, q_rows, kv_rows))}
+    if EXPERT_SLOT in hf_name:
+        return split_experts(hf_name, arr, cfg.num_experts)
     return {hf_name: arr}
 
 
@@ -444,5 +503,5 @@ def gguf_tokenizer(source):
 
 
 __all__ = ["ARCHS", "GGUFArch", "GGUFFacts", "get_arch", "gguf_tokenizer", "hf_config_from_gguf", "hf_tensor_name",
-           "load_gguf", "open_gguf", "read_metadata", "split_qkv", "unpermute_qk"]
+           "load_gguf", "open_gguf", "read_metadata", "split_experts", "split_qkv", "unpermute_qk"]
 

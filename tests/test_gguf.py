@@ -2,7 +2,8 @@
 
 Real models: the PyPI GGUFs of SmolLM2-135M (Llama GQA) and Gemma-3 270M; our JAX logits are compared with
 transformers' PyTorch model loaded from the same file. Synthetic: tiny random GGUFs written with
-gguf.GGUFWriter the way llama.cpp writes them (permuted Q/K, Gemma norms + 1, fused Phi-2 qkv).
+gguf.GGUFWriter the way llama.cpp writes them (permuted Q/K, Gemma norms + 1, fused Phi-2 qkv, Qwen3-MoE experts
+stacked into one 3-D tensor per projection).
 """
 from __future__ import annotations
 
@@ -80,6 +81,11 @@ PHI_NAMES = {"model.embed_tokens": "token_embd", "model.final_layernorm": "outpu
              "mlp.fc2": "ffn_down"}
 
 
+QWEN3MOE_NAMES = {**{k: v for k, v in LLAMA_NAMES.items() if not k.startswith("mlp.")},
+                  "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm", "mlp.gate": "ffn_gate_inp"}
+EXPERT_PROJS = {"gate_proj": "ffn_gate_exps", "up_proj": "ffn_up_exps", "down_proj": "ffn_down_exps"}
+
+
 def gguf_name(hf_name: str, names: dict) -> str:
     module, kind = hf_name.rsplit(".", 1)
     if module.startswith("model.layers."):
@@ -118,6 +124,34 @@ def write_tiny_llama(path, cfg: ModelConfig, params: dict, extra_meta: dict | No
             f"{arch}.rope.dimension_count": cfg.head_dim, "general.name": "tiny",
             "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2, **(extra_meta or {})}
     write_gguf(path, arch, meta, {**tensors, **(extra_tensors or {})})
+
+
+def qwen3moe_gguf_tensors(hf: dict, num_layers: int, num_experts: int) -> dict:
+    """Hub-layout Qwen3-MoE tensors (one per expert) -> GGUF tensors as llama.cpp's converter writes them: each
+    projection's experts stacked along a new first axis (torch.stack(dim=0)), numpy [experts, out, in]."""
+    hf = dict(hf)
+    tensors = {}
+    for b in range(num_layers):
+        for proj, leaf in EXPERT_PROJS.items():
+            names = [f"model.layers.{b}.mlp.experts.{e}.{proj}.weight" for e in range(num_experts)]
+            tensors[f"blk.{b}.{leaf}.weight"] = np.stack([np.asarray(hf.pop(n)) for n in names])
+    tensors.update({gguf_name(name, QWEN3MOE_NAMES): np.asarray(arr) for name, arr in hf.items()})
+    return tensors
+
+
+def qwen3moe_meta(cfg: ModelConfig) -> dict:
+    a = "qwen3moe"
+    return {**common_meta(a, cfg), f"{a}.attention.layer_norm_rms_epsilon": cfg.norm_eps,
+            f"{a}.attention.key_length": cfg.head_dim, f"{a}.attention.value_length": cfg.head_dim,
+            f"{a}.expert_count": cfg.num_experts, f"{a}.expert_used_count": cfg.num_experts_per_tok,
+            f"{a}.expert_feed_forward_length": cfg.moe_intermediate_size, "general.name": "tiny-moe",
+            "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2}
+
+
+TINY_MOE = ModelConfig(family="qwen3_moe", vocab_size=96, hidden_size=64, intermediate_size=80, num_layers=2,
+                       num_heads=4, num_kv_heads=2, head_dim=16, max_position_embeddings=128, norm_eps=1e-6,
+                       rope_theta=10000.0, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24,
+                       norm_topk_prob=True, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
 
 
 # ---------------------------------------------------------------- (c) synthetic GGUFs
@@ -209,6 +243,82 @@ def test_synthetic_phi2_gguf_splits_fused_qkv(tmp_path):
     got_cfg, got = load_gguf(tmp_path / "p.gguf")
     assert got_cfg == cfg
     assert_same_params(got, params)
+
+
+def test_synthetic_qwen3moe_gguf_splits_stacked_experts(tmp_path):
+    """Our own qwen3_moe params -> llama.cpp's stacked-expert GGUF -> the same config and params, exactly."""
+    params = init_params(TINY_MOE, seed=7, scale=0.1)
+    tensors = qwen3moe_gguf_tensors(tensors_from_params(TINY_MOE, params), TINY_MOE.num_layers, TINY_MOE.num_experts)
+    write_gguf(tmp_path / "m.gguf", "qwen3moe", qwen3moe_meta(TINY_MOE), tensors)
+    ne = {t.name: list(t.shape) for t in gguf.GGUFReader(tmp_path / "m.gguf").tensors}  # ggml order
+    assert ne["blk.0.ffn_gate_exps.weight"] == [64, 24, 4] and ne["blk.0.ffn_down_exps.weight"] == [24, 64, 4]
+    got_cfg, got = load_gguf(tmp_path / "m.gguf")
+    assert got_cfg == TINY_MOE
+    assert_same_params(got, params)
+
+
+def test_synthetic_qwen3moe_gguf_logits_match_transformers(tmp_path):
+    """A random transformers Qwen3-MoE written as llama.cpp would: its experts come back exactly and our logits
+    equal transformers' (experts stored fused in memory by transformers 5: gate_up_proj [E, 2I, H], down_proj)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    E, K, I = 4, 2, 24
+    hf_cfg = transformers.Qwen3MoeConfig(vocab_size=96, hidden_size=64, intermediate_size=80, moe_intermediate_size=I,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         head_dim=16, num_experts=E, num_experts_per_tok=K, norm_topk_prob=True,
+                                         max_position_embeddings=128, rms_norm_eps=1e-6, tie_word_embeddings=False)
+    transformers.set_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(hf_cfg, dtype=torch.float32).eval()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # O(1) weights, so routing and logits are far from trivial
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            p.copy_(1.0 + 0.2 * noise if "norm" in name else noise / p.shape[-1] ** 0.5)
+    sd = {k: v.numpy() for k, v in model.state_dict().items()}
+    hf = {}
+    for name, arr in sd.items():  # the Hub's one-tensor-per-expert layout
+        if name.endswith("mlp.experts.gate_up_proj"):
+            stem = name[:-len("gate_up_proj")]
+            for e in range(E):
+                hf[f"{stem}{e}.gate_proj.weight"], hf[f"{stem}{e}.up_proj.weight"] = arr[e, :I], arr[e, I:]
+        elif name.endswith("mlp.experts.down_proj"):
+            hf.update({f"{name[:-len('down_proj')]}{e}.down_proj.weight": arr[e] for e in range(E)})
+        else:
+            hf[name] = arr
+    cfg = TINY_MOE.replace(rope_theta=float(hf_cfg.rope_parameters["rope_theta"]))
+    write_gguf(tmp_path / "q.gguf", "qwen3moe", qwen3moe_meta(cfg), qwen3moe_gguf_tensors(hf, 2, E))
+    got_cfg, got = load_gguf(tmp_path / "q.gguf")
+    assert (got_cfg.family, got_cfg.num_experts, got_cfg.num_experts_per_tok) == ("qwen3_moe", E, K)
+    assert (got_cfg.moe_intermediate_size, got_cfg.norm_topk_prob) == (I, True)
+    for b, block in enumerate(got["blocks"]):
+        np.testing.assert_array_equal(block["mlp.gate"]["weight"], sd[f"model.layers.{b}.mlp.gate.weight"])
+        gate_up, down = sd[f"model.layers.{b}.mlp.experts.gate_up_proj"], sd[f"model.layers.{b}.mlp.experts.down_proj"]
+        for e in range(E):
+            np.testing.assert_array_equal(block[f"mlp.experts.{e}.gate_proj"]["weight"], gate_up[e, :I])
+            np.testing.assert_array_equal(block[f"mlp.experts.{e}.up_proj"]["weight"], gate_up[e, I:])
+            np.testing.assert_array_equal(block[f"mlp.experts.{e}.down_proj"]["weight"], down[e])
+    tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 16))
+    ref = _torch_logits(model, tokens)
+    ours = np.asarray(forward(got_cfg, got, tokens))
+    assert np.abs(ref).max() > 1.0
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=LOGIT_ATOL)
+
+
+@pytest.mark.parametrize("meta, tensor_experts, error", [
+    ({"qwen3moe.expert_count": None}, 4, r"lacks qwen3moe\.expert_count \(required for architecture qwen3moe\)"),
+    ({"qwen3moe.expert_weights_norm": False}, 4, r"qwen3moe\.expert_weights_norm=False"),
+    ({"qwen3moe.expert_gating_func": 2}, 4, r"qwen3moe\.expert_gating_func=2"),
+    ({"qwen3moe.expert_shared_count": 1}, 4, r"unhandled GGUF metadata.*qwen3moe\.expert_shared_count=1"),
+    ({"qwen3moe.expert_count": 3}, 4, r"stacked expert tensor .*mlp\.experts\.\*\.\w+_proj\.weight has shape \(4, "),
+])
+def test_bad_qwen3moe_gguf_is_a_one_line_error(tmp_path, meta, tensor_experts, error):
+    cfg = TINY_MOE.replace(num_experts=tensor_experts)
+    tensors = qwen3moe_gguf_tensors(tensors_from_params(cfg, init_params(cfg, seed=8)), cfg.num_layers, tensor_experts)
+    full = {k: v for k, v in {**qwen3moe_meta(cfg), **meta}.items() if v is not None}
+    write_gguf(tmp_path / "bad.gguf", "qwen3moe", full, tensors)
+    with pytest.raises(ValueError, match=error) as err:
+        load_gguf(tmp_path / "bad.gguf")
+    assert "\n" not in str(err.value)
 
 
 def test_unknown_gguf_architecture_is_a_clear_error(tmp_path):
