@@ -24,6 +24,7 @@ _API = {
     "register_topup": "topups", "get_topup": "topups", "PruneJob": "topups", "Allocation": "topups",
     "Options": "topups", "option": "topups",
     "register_metric": "topups.neuroal", "get_metric": "topups.neuroal", "neuroal_search": "topups.neuroal",
+    "register_output_metric": "topups.neuroal",
     "SearchSettings": "topups.neuroal",
     "register_score": "pruning", "sequential_prune": "pruning",
 }

@@ -6,10 +6,11 @@ from neuroal_jax.outputs.plots import PLOTS
 from neuroal_jax.pruning import SCORES
 from neuroal_jax.registry import Registry
 from neuroal_jax.topups import TOPUPS
-from neuroal_jax.topups.neuroal import METRICS
+from neuroal_jax.topups.neuroal import METRICS, OUTPUT_METRICS
 
 ALL = {"model family": (FAMILIES, "llama"), "score": (SCORES, "wanda"), "top-up": (TOPUPS, "neuroal"),
-       "alignment metric": (METRICS, "neuron"), "plot": (PLOTS, "block_sparsity")}
+       "alignment metric": (METRICS, "neuron"), "output metric": (OUTPUT_METRICS, "output_kl"),
+       "plot": (PLOTS, "block_sparsity")}
 
 
 @pytest.mark.parametrize("kind", list(ALL))

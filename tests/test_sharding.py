@@ -15,11 +15,14 @@ TESTS = Path(__file__).parent
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("fixture")
-@pytest.mark.parametrize("chunk", [0, 3])
-def test_sharded_search_equals_one_device(chunk):
+@pytest.mark.parametrize("chunk, metric", [(0, "neuron"), (3, "neuron"), (3, "output_kl")])
+def test_sharded_search_equals_one_device(chunk, metric):
+    """output_kl: the candidates' final streams sharded, the dense stream and the LM head replicated; its values are
+    small (about 5e-3 here) and the vmapped head rounds otherwise than the looped one: measured 8e-6 relative, 1e-4
+    allowed."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, str(TESTS / "scripts" / "sharded_search.py"), str(TESTS), str(chunk)],
-                         env=env, capture_output=True, text=True, timeout=900)
+    out = subprocess.run([sys.executable, str(TESTS / "scripts" / "sharded_search.py"), str(TESTS), str(chunk),
+                          metric], env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     runs = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     assert len(runs) == 3
@@ -27,8 +30,9 @@ def test_sharded_search_equals_one_device(chunk):
     assert [r["stream_devices"] for r in runs] == [[1], [4], [4]]
     for r in runs[1:]:
         assert (r["lambda_block"], r["lambda_row"]) == (one["lambda_block"], one["lambda_row"])
-        np.testing.assert_allclose(r["block"], one["block"], rtol=1e-6)
-        np.testing.assert_allclose(r["row"], one["row"], rtol=1e-6)
+        rtol = 1e-6 if metric == "neuron" else 1e-4
+        np.testing.assert_allclose(r["block"], one["block"], rtol=rtol)
+        np.testing.assert_allclose(r["row"], one["row"], rtol=rtol)
         assert r["masks"] == one["masks"]
 
 

@@ -74,10 +74,11 @@ def test_every_row_candidate_is_prune_with_those_lambdas_alone(tiny_llama, data,
 
 def test_picks_are_the_searchs_and_every_metric_reports(tiny_llama, data, block_sweep):
     run = block_sweep["runs"][0]
-    assert set(run["summary"]["metrics"]) == set(nj.topups.neuroal.alignment.METRICS.names())
+    from neuroal_jax.topups.neuroal.output_metrics import metric_names
+    assert list(run["summary"]["metrics"]) == list(metric_names())  # all: the alignment and the output metrics
     from neuroal_jax.evaluation.data import calibration_windows
     win = calibration_windows(common(data)["calib"], None, 8, 32, 0, 128)
-    for metric in ("neuron", "cosine"):
+    for metric in ("neuron", "cosine", "output_kl"):
         res = neuroal_search(*tiny_llama, win, 0.6, "wanda",
                              SearchSettings(neuroal_step="block", lambdas_block=BLOCK, search_samples=4,
                                             alignment=metric), progress=False)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from ..errors import UsageError
 from ..options import Options, Target, all_of, at_least, in_range, option, unique
 from ..pruning.methods import method_info
-from ..topups.neuroal.alignment import METRICS
+from ..topups.neuroal.output_metrics import metric_names
 from ..topups.neuroal.profiles import BLOCK_PROFILES, LINEAR, known_profile
 from ..topups.neuroal.schedules import BLOCK_LAMBDAS, ROW_LAMBDAS, default_block_lambdas
 from ..topups.neuroal.settings import (
@@ -26,9 +26,9 @@ ALL = "all"
 
 
 def _known_metrics(names) -> str | None:
-    unknown = [n for n in names if n != ALL and n not in METRICS]
-    return None if not unknown else (f"names unknown alignment metric(s) {', '.join(map(repr, unknown))} "
-                                     f"(valid: {ALL}, {', '.join(METRICS)})")
+    unknown = [n for n in names if n != ALL and n not in metric_names()]
+    return None if not unknown else (f"names unknown alignment or output metric(s) {', '.join(map(repr, unknown))} "
+                                     f"(valid: {ALL}, {', '.join(metric_names())})")
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,9 @@ class SweepSettings(Options):
     """What a sweep varies and measures (the `neuroal-jax sweep` flags of the same names)."""
     step: str = option("block", "candidates: block (the block λs), row (the row λs at one block λ) or grid "
                                 "(block × row)", choices=SWEEP_STEPS)
-    metrics: tuple[str, ...] = option((ALL,), "alignment metrics, all scored in the one search pass: names in the "
-                                              "metric registry, or all", check=all_of(_known_metrics, unique),
+    metrics: tuple[str, ...] = option((ALL,), "metrics, all scored in the one search pass: alignment metrics (per "
+                                              "layer) and output metrics (of the final next-token distributions), "
+                                              "by name, or all (both kinds)", check=all_of(_known_metrics, unique),
                                       metavar="M1,M2,...")
     block_profile: tuple[str, ...] = option((LINEAR,), "block profiles whose λ candidates to sweep, side by side (one "
                                                        "run each): names in the block-profile registry ("
@@ -64,7 +65,7 @@ class SweepSettings(Options):
     devices: int | None = devices_option()
 
     def complete(self, target: Target) -> "SweepSettings":
-        metrics = [m for name in self.metrics for m in (METRICS.names() if name == ALL else [name])]
+        metrics = [m for name in self.metrics for m in (metric_names() if name == ALL else [name])]
         return replace(self, metrics=tuple(dict.fromkeys(metrics)),
                        lambdas_block=self.lambdas_block or default_block_lambdas(target.sparsity),
                        lambdas_row=self.lambdas_row or ROW_LAMBDAS,

@@ -101,15 +101,15 @@ def _width(names, header: str) -> int:
 def format_summary(run: dict, specs) -> str:
     """The per-metric table of one run (one setting)."""
     names = {s: short_name(s) for s in specs}
-    w = _width(names.values(), "eval")
-    head = (f"{'metric':<10}{'eval':<{w}}{'pick λ':>12}{'ppl at pick':>13}{'oracle λ':>12}{'oracle ppl':>12}"
+    w, wm = _width(names.values(), "eval"), _width(run["summary"]["metrics"], "metric")
+    head = (f"{'metric':<{wm}}{'eval':<{w}}{'pick λ':>12}{'ppl at pick':>13}{'oracle λ':>12}{'oracle ppl':>12}"
             f"{'regret':>9}{'ρ':>8}")
     lines = [head, "-" * len(head)]
     summary = run["summary"]
     for m, e in summary["metrics"].items():
         for s in specs:
             o = summary["oracle"][s]
-            lines.append(f"{m:<10}{names[s]:<{w}}{_pair(e['pick']):>12}{_num(e['perplexity'][s], '.3f'):>13}"
+            lines.append(f"{m:<{wm}}{names[s]:<{w}}{_pair(e['pick']):>12}{_num(e['perplexity'][s], '.3f'):>13}"
                          f"{'-' if o is None else _pair(o):>12}{_num(o and o['perplexity'], '.3f'):>12}"
                          f"{_num(e['regret'][s], '.2%'):>9}{_num(e['spearman'][s], '.3f'):>8}")
     return "\n".join(lines)
@@ -119,7 +119,8 @@ def format_sensitivity(rows: list, specs) -> str:
     names = {s: short_name(s) for s in [*specs, *(r["calib"] for r in rows)]}
     wc, we = _width([names[r["calib"]] for r in rows], "calib"), _width([names[s] for s in specs], "eval")
     wp = _width(["; ".join(_pair(p) for p in r["picks"]) for r in rows], "picks (per seed)")
-    head = (f"{'calib':<{wc}}{'profile':<13}{'|Cλ|':>5}  {'metric':<10}{'eval':<{we}}{'picks (per seed)':<{wp}}"
+    wm = _width([r["metric"] for r in rows], "metric")
+    head = (f"{'calib':<{wc}}{'profile':<13}{'|Cλ|':>5}  {'metric':<{wm}}{'eval':<{we}}{'picks (per seed)':<{wp}}"
             f"{'ppl mean ± std':>20}")
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -128,7 +129,7 @@ def format_sensitivity(rows: list, specs) -> str:
             p = r["perplexity"][s]
             spread = f"{p['mean']:.3f}" + ("" if p["std"] is None else f" ± {p['std']:.3f}")
             lines.append(f"{names[r['calib']]:<{wc}}{r['block_profile']:<13}{r['search_samples']:>5}  "
-                         f"{r['metric']:<10}{names[s]:<{we}}{picks:<{wp}}{spread:>20}")
+                         f"{r['metric']:<{wm}}{names[s]:<{we}}{picks:<{wp}}{spread:>20}")
     return "\n".join(lines)
 
 

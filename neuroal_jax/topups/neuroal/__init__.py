@@ -12,10 +12,13 @@ and what it plugs into:
 
     profiles.py    the block-profile registry: the per-block shape λ scales (linear, owl, dlp, alphapruning)
     alignment.py   the alignment-metric registry (neuron, cosine, js, rel_l2)
+    output_metrics.py  the output-metric registry (output_kl, output_nll): the final next-token distributions
     sharding.py    candidates (and optionally weight rows) over a device mesh
 """
 from .alignment import METRICS, get_metric, register_metric
+from .output_metrics import OUTPUT_METRICS, get_output_metric, register_output_metric
 from .search import SearchResult, neuroal_search
 from .settings import SearchSettings
 
-__all__ = ["METRICS", "SearchResult", "SearchSettings", "get_metric", "neuroal_search", "register_metric"]
+__all__ = ["METRICS", "OUTPUT_METRICS", "SearchResult", "SearchSettings", "get_metric", "get_output_metric",
+           "neuroal_search", "register_metric", "register_output_metric"]

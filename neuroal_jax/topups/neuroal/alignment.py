@@ -10,7 +10,9 @@ distribution. Register your own without touching the search:
         return jnp.abs(a_dense - a_sparse).sum() / a_dense.size
 
 then `neuroal-jax prune ... --top-up neuroal --alignment l1` (or `options={"alignment": "l1"}`).
-Metrics run under jit and vmap (a leading λ axis), so write them with jnp.
+Metrics run under jit and vmap (a leading λ axis), so write them with jnp. The other kind of metric, read from the
+final next-token distributions instead of the layers (`output_kl`, `output_nll`, `register_output_metric`), is in
+`output_metrics.py`; a name is one kind or the other.
 """
 from __future__ import annotations
 

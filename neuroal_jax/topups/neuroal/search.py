@@ -27,6 +27,7 @@ from ...pruning.methods import check_method
 from ...pruning.targets import Distribution, Structure, block_distribution
 from ..base import Allocation, PruneJob, register_topup
 from .candidates import evaluate_candidates, resolve_chunk
+from .output_metrics import split_metrics
 from .profiles import Profile, ProfileInputs, block_profile
 from .schedules import block_candidates, distinct, row_distribution
 from .settings import SearchSettings
@@ -38,7 +39,7 @@ class StepResult:
     lambdas: tuple
     dists: list  # one Distribution per candidate
     alignment: dict  # {metric: [K] summed alignment}
-    per_layer: dict  # {metric: {key: [K]}} alignment per layer
+    per_layer: dict  # {alignment metric: {key: [K]}} alignment per layer (none for an output metric)
     deltas: list  # per candidate {key: δ = aᴰ − aˢ [in]}
     metric: str  # the metric whose argmin is the choice
     seconds: float = 0.0
@@ -66,14 +67,17 @@ def run_step(cfg, params, windows, lambdas, dists, method, metrics=("neuron",), 
     """Evaluate one step's candidates under `metrics`; the first metric makes the choice."""
     t0 = time.perf_counter()
     kw["lambda_chunk"] = resolve_chunk(kw.get("lambda_chunk"), len(dists), cfg, *np.shape(windows),
-                                       params["embed"]["weight"].dtype.itemsize, kw.get("mesh"))
+                                       params["embed"]["weight"].dtype.itemsize, kw.get("mesh"),
+                                       bool(split_metrics(metrics)[1]))
     totals, per_layer, deltas = evaluate_candidates(cfg, params, windows, dists, method, metrics, **kw)
     return StepResult(tuple(lambdas), dists, totals, per_layer, deltas, metrics[0], time.perf_counter() - t0,
                       kw["lambda_chunk"])
 
 
 def deltas_of(cfg, params, windows, dist: Distribution, method: str, **kw) -> dict:
-    """δ = aᴰ − aˢ per layer {key: [in]} of one distribution: what the row step scales."""
+    """δ = aᴰ − aˢ per layer {key: [in]} of one distribution: what the row step scales (output metrics, which it
+    does not need, left out)."""
+    kw["metrics"] = split_metrics(kw.get("metrics", ("neuron",)))[0]
     return evaluate_candidates(cfg, params, windows, [dist], method, **kw)[2][0]
 
 
@@ -92,9 +96,10 @@ class SearchResult:
             return None if step is None else [{"lambda": float(lam), "alignment": float(v)}
                                               for lam, v in zip(step.lambdas, step.totals)]
 
-        def layers(step):
-            return None if step is None else {k: float(v[step.choice])
-                                              for k, v in step.per_layer[step.metric].items()}
+        def layers(step):  # none for an output metric: one value per candidate
+            if step is None or step.metric not in step.per_layer:
+                return None
+            return {k: float(v[step.choice]) for k, v in step.per_layer[step.metric].items()}
 
         return {
             "lambda_block": None if self.block is None else self.block.best_lambda,

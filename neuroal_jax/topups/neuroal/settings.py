@@ -9,8 +9,8 @@ import numpy as np
 from ...errors import UsageError
 from ...options import Options, Target, all_of, at_least, in_range, option, unique
 from ...pruning.methods import method_info
-from .alignment import METRICS
 from .candidates import AUTO
+from .output_metrics import unknown_metric
 from .profiles import BLOCK_PROFILES, LINEAR, known_profile
 from .schedules import BLOCK_LAMBDAS, ROW_LAMBDAS, default_block_lambdas
 from .sharding import make_mesh
@@ -18,10 +18,6 @@ from .sharding import make_mesh
 STEPS = ("block", "row", "both")
 DEFAULT_SEARCH_SAMPLES = 8
 DENSE_STREAMS = ("candidate", "model")
-
-
-def _known_metric(name) -> str | None:
-    return None if name in METRICS else f"is not a registered alignment metric (valid: {', '.join(METRICS)})"
 
 
 LAMBDA_CHECK = all_of(in_range(0.0, 1.0, high_open=True), unique)
@@ -94,8 +90,12 @@ class SearchSettings(Options):
     search_samples: int | None = option(
         None, "NeuroAL: the λ search runs on the first N calibration windows (default: 8, or --nsamples if fewer)",
         check=at_least(1), metavar="N")
-    alignment: str = option("neuron", "NeuroAL: alignment metric, a name in the metric registry",
-                            check=_known_metric, metavar="NAME")
+    alignment: str = option("neuron", "NeuroAL: the metric whose lowest value picks λ: an alignment metric (per "
+                                      "layer, summed: neuron, cosine, js, rel_l2; register_metric) or an output "
+                                      "metric (of the final next-token distributions on the search windows, one LM "
+                                      "head pass per candidate: output_kl = KL(dense ‖ candidate), output_nll = the "
+                                      "candidate's NLL; register_output_metric)",
+                            check=unknown_metric, metavar="NAME")
     lambda_chunk: int | str = lambda_chunk_option()
     dense_stream: str = dense_stream_option()
     devices: int | None = devices_option()
