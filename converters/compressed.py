@@ -79,13 +79,26 @@ def sparse_layers(cfg, tensors: dict) -> list[str]:
     return [n for n in names if f"{n}.weight" in tensors]
 
 
+def sparsity_targets(layers: list[str], tensors: dict) -> list[str]:
+    r"""The sparsity_config's targets: one regex per layer name with the block and expert numbers as \d+
+    (model.layers.3.mlp.experts.5.up_proj -> re:^model\.layers\.\d+\.mlp\.experts\.\d+\.up_proj$), or each
+    layer spelled out when those would also name a weight left dense. transformers (compressed-tensors) matches
+    every module against every target on load: a target per expert layer takes hours on a large MoE."""
+    def pattern(name):
+        return "re:^" + r"\.".join(r"\d+" if part.isdigit() else re.escape(part) for part in name.split(".")) + "$"
+    patterns = sorted({pattern(n) for n in layers})
+    weights = [k.removesuffix(".weight") for k in tensors if k.endswith(".weight")]
+    matched = {w for w in weights if any(re.match(p[3:], w) for p in patterns)}
+    return patterns if matched == set(layers) else [f"re:^{re.escape(n)}$" for n in layers]
+
+
 def _sparsity_config(compressed_tensors, layers: list[str], tensors: dict):
     from compressed_tensors.config import SparsityCompressionConfig
     zeros = sum(int(np.count_nonzero(tensors[f"{n}.weight"] == 0)) for n in layers)
     total = sum(tensors[f"{n}.weight"].size for n in layers)
     return SparsityCompressionConfig.load_from_registry(
         FORMAT, global_sparsity=zeros / max(total, 1), sparsity_structure="unstructured",
-        targets=[f"re:^{re.escape(n)}$" for n in layers], ignore=[])
+        targets=sparsity_targets(layers, tensors), ignore=[])
 
 
 def write_compressed(folder: Path, cfg, tensors: dict[str, np.ndarray]) -> None:

@@ -12,6 +12,7 @@ The run lives in `.<out>.partial/` next to `out` until it is complete, then is r
                                    evaluation windows); --resume refuses a run whose settings or inputs differ
     allocation/, allocation.json   the top-up's result (the NeuroAL search runs once)
     model-block-00007.safetensors  block 7, pruned (written atomically)
+    routing/block-00007.json       a MoE block 7's expert token counts, for report.json's moe_tokens
     masks/block-00007/             block 7's masks (orbax), written last: block 7 is done
 
 A killed run continues with `resume=True` (`--resume`): finished blocks are read back and only
@@ -33,6 +34,7 @@ from .outputs.report import write_report
 
 RUN_FILE = "run.json"
 ALLOCATION_DIR, ALLOCATION_INFO = "allocation", "allocation.json"
+ROUTING_DIR = "routing"
 
 
 # ---------------------------------------------------------------- what a resumed run must see again
@@ -88,7 +90,8 @@ def open_run(part: Path, record: dict, resume: bool) -> bool:
 
 def finish_run(part: Path, out: Path) -> None:
     """Drop the resume bookkeeping and publish the completed run as `out`."""
-    shutil.rmtree(part / ALLOCATION_DIR, ignore_errors=True)
+    for d in (ALLOCATION_DIR, ROUTING_DIR):
+        shutil.rmtree(part / d, ignore_errors=True)
     for f in (ALLOCATION_INFO, RUN_FILE):
         (part / f).unlink(missing_ok=True)
     publish(part, Path(out), "prune")
@@ -137,12 +140,30 @@ def load_allocation(part: Path):
     return Allocation(load_distribution(part / ALLOCATION_DIR), json.loads((part / ALLOCATION_INFO).read_text()))
 
 
+# ---------------------------------------------------------------- a MoE block's token counts, kept for the report
+
+def routing_file(part: Path, b: int) -> Path:
+    return part / ROUTING_DIR / f"block-{b:05d}.json"
+
+
+def save_routing(part: Path, b: int, tokens: dict) -> None:
+    """Block b's {expert layer: (tokens routed, tokens covered)} (`prune_on_stream`'s routing[b]), in its order."""
+    routing_file(part, b).parent.mkdir(exist_ok=True)
+    write_json(routing_file(part, b), tokens)
+
+
+def load_routing(part: Path, b: int) -> dict | None:
+    """What `save_routing` wrote for block b, or None (a dense block)."""
+    f = routing_file(part, b)
+    return {k: tuple(v) for k, v in json.loads(f.read_text()).items()} if f.exists() else None
+
+
 # ---------------------------------------------------------------- the pass
 
 def streamed_prune(job, allocation, part: Path) -> dict:
     """Prune `job` (a topups.PruneJob) with `allocation` block by block into `part` (shards + per-block masks);
     returns the sparsity summary. Blocks an earlier run finished are read back instead of pruned again.
-    A MoE model's expert token counts of the blocks pruned here go into `allocation.info` (`moe_info`)."""
+    A MoE model's expert token counts go into `allocation.info` (`moe_info`); a restored block's are read back."""
     from converters.stream import ShardWriter
 
     from .outputs.checkpoint import block_dir, load_masks, save_masks
@@ -156,17 +177,22 @@ def streamed_prune(job, allocation, part: Path) -> dict:
     writer = ShardWriter(part, cfg)
     masks_dir = part / "masks"
 
+    layer, sizes, routing = {}, {}, {}
+
     def restore(b):
         done = block_dir(masks_dir, b)
         if done.exists() and writer.has_block(b):
+            if (tokens := load_routing(part, b)) is not None:
+                routing[b] = tokens
             return writer.read_block(b, dtype), load_masks(done)
         return None
 
-    layer, sizes, routing = {}, {}, {}
     for b, p_new, m in prune_blocks(cfg, params, job.windows, dist, job.method, job.structure, job.batch_size,
                                     allocation.refine, job.progress, restore, routing):
         if not block_dir(masks_dir, b).exists():
             writer.write_block(b, p_new)
+            if b in routing:
+                save_routing(part, b, routing[b])
             save_masks(block_dir(masks_dir, b), m, {k: dist[k] for k in m})
         frac, n = layer_sparsities(m)
         layer.update(frac), sizes.update(n)

@@ -4,6 +4,7 @@ round trips through our loader, the same weights and logits in transformers as t
 from __future__ import annotations
 
 import json
+import re
 
 import jax
 import ml_dtypes
@@ -14,6 +15,7 @@ from cli_run import assert_clean_error, run_cli
 from conftest import TINY_LLAMA
 from converters.compressed import FORMAT, check_save_format
 from converters.hf import export_hf, load_hf
+from converters.hf_tables import TABLES
 from neuroal_jax.models import init_params
 
 try:
@@ -132,3 +134,56 @@ def test_finetune_writes_compressed(tmp_path):
     _, loaded, _ = load_hf(tmp_path / "ft")
     assert all(np.array_equal(bits(a), bits(b)) for a, b in zip(jax.tree.leaves(result.params),
                                                                 jax.tree.leaves(loaded)))
+
+
+MOE_SMALL = dict(vocab_size=256, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 max_position_embeddings=128, num_experts_per_tok=2)
+MOE_CASES = {  # tests/test_moe.py's tiny models, 4 experts
+    "mixtral": lambda: transformers.MixtralConfig(**MOE_SMALL, intermediate_size=32, num_local_experts=4),
+    "qwen3_moe": lambda: transformers.Qwen3MoeConfig(**MOE_SMALL, head_dim=16, intermediate_size=48,
+                                                     moe_intermediate_size=32, num_experts=4, norm_topk_prob=True),
+    "qwen2_moe": lambda: transformers.Qwen2MoeConfig(**MOE_SMALL, intermediate_size=48, moe_intermediate_size=32,
+                                                     shared_expert_intermediate_size=40, num_experts=4),
+}
+
+
+@pytest.mark.parametrize("family", list(MOE_CASES))
+def test_moe_prune_writes_experts_compressed_and_routers_dense(tmp_path, family):
+    """A MoE prune with save_format="compressed": every expert projection under its Hub name compressed, the routers
+    (and qwen2_moe's shared-expert gate) dense and bit-identical, one sparsity target per layer name (not per expert
+    and block), and transformers and our loader read back the pruned weights exactly."""
+    from converters.hf import tensors_from_params
+    from converters.safetensors_io import load_file, read_header
+    from neuroal_jax import prune
+    from neuroal_jax.models import prunable_layers
+    from neuroal_jax.models.moe import dense_layers
+    transformers.set_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(MOE_CASES[family](), torch_dtype=torch.float32)
+    model.save_pretrained(tmp_path / "model")
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).integers(0, 256, 4096))
+    result = prune(str(tmp_path / "model"), method="wanda", sparsity=0.5, calib=f"tokens:{tmp_path / 'calib.npy'}",
+                   nsamples=8, seqlen=32, eval=[], out=tmp_path / "out", save_format="compressed", progress=False)
+    cfg, out = result.config, tmp_path / "out"
+    original = load_file(tmp_path / "model" / "model.safetensors")
+    names = set(read_header(out / "model.safetensors")[0])
+    blocks = TABLES[cfg.family].blocks
+    assert any(".experts.3." in n for n in prunable_layers(cfg))
+    for b in range(cfg.num_layers):
+        for layer in prunable_layers(cfg):
+            hub = f"{blocks}.{b}.{layer}"
+            assert f"{hub}.weight" in original and f"{hub}.weight" not in names, hub
+            assert {f"{hub}.{part}" for part in ("compressed", "bitmask", "row_offsets", "shape")} <= names, hub
+        for layer in dense_layers(cfg):
+            hub = f"{blocks}.{b}.{layer}.weight"
+            assert hub in names and np.array_equal(bits(load_file(out / "model.safetensors", [hub])[hub]),
+                                                   bits(original[hub])), hub
+    sparsity = json.loads((out / "config.json").read_text())["quantization_config"]["sparsity_config"]
+    assert len(sparsity["targets"]) == len({re.sub(r"\.\d+\.", ".N.", n) for n in prunable_layers(cfg)})
+    assert sparsity["global_sparsity"] == pytest.approx(0.5, abs=0.01)
+    pruned = tensors_from_params(cfg, result.params)
+    _, loaded, _ = load_hf(out)
+    assert all(np.array_equal(bits(a), bits(b)) for a, b in zip(jax.tree.leaves(result.params),
+                                                                jax.tree.leaves(loaded)))
+    state = transformers.AutoModelForCausalLM.from_pretrained(str(out), torch_dtype=torch.float32).state_dict()
+    assert pruned.keys() <= state.keys()
+    assert all(np.array_equal(bits(state[k].numpy()), bits(v)) for k, v in pruned.items())
