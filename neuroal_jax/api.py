@@ -266,7 +266,7 @@ def prune(model, *, method: str = "wanda", sparsity: float = 0.5, top_up: str = 
             name, cfg, params, tokenizer, source = resolve_model(model, req.dtype, req.stream)
         cfg = req.data.configure(cfg)
         req = replace(req, data=req.data.for_model(cfg))
-        check_model_fits(cfg, req.structure, req.data.seqlen)
+        check_model_fits(cfg, req.structure, req.data.seqlen, req.method, search=req.topup.name == "neuroal")
         windows, test_sets = load_data(req, tokenizer, cfg.vocab_size, timer)
         settings = {"model_source": source, "family": cfg.family, **req.settings()}
         record = {"model": name, "method": req.method, "top_up": req.topup.name, "sparsity": req.sparsity,

@@ -135,7 +135,7 @@ def run_sweep(model, req: SweepRequest) -> tuple[dict, dict | None]:
     cfg = req.data.configure(cfg)
     req = replace(req, data=req.data.for_model(cfg))
     d, e = req.data, req.evaluation
-    check_model_fits(cfg, Structure(), d.seqlen)
+    check_model_fits(cfg, Structure(), d.seqlen, req.method, search=True)
     test_sets = {x: eval_windows(x, tokenizer, d.seqlen, e.eval_nsamples, cfg.vocab_size) for x in e.eval}
     calib_sets = {(c, seed): calibration_windows(c, tokenizer, d.nsamples, d.seqlen, seed, cfg.vocab_size)
                   for c in req.calibs for seed in s.seeds}  # every data set read (and checked) before any work

@@ -31,13 +31,8 @@ MEMORY_SHARE = 0.7
 
 # ---------------------------------------------------------------- how many at a time
 
-def candidate_loop(mesh, cfg: ModelConfig | None = None, method: str | None = None) -> str:
-    """`map` on one CPU device, `vmap` on accelerators and when the candidates are sharded over a mesh. Also
-    `vmap` for SparseGPT on a MoE model: inside `lax.map` its many per-expert `while` loops (one per expert layer,
-    run in parallel) can leave XLA:CPU's few threads all waiting on one another (a hang seen on 2 cores)."""
-    from ...pruning.methods import method_info
-    if cfg is not None and cfg.num_experts and method is not None and method_info(method).updates_weights:
-        return "vmap"
+def candidate_loop(mesh) -> str:
+    """`map` on one CPU device, `vmap` on accelerators and when the candidates are sharded over a mesh."""
     return "map" if mesh is None and jax.default_backend() == "cpu" else "vmap"
 
 
@@ -115,7 +110,7 @@ def evaluate_candidates(cfg: ModelConfig, params: dict, windows: np.ndarray, dis
     padded = [c + [c[-1]] * (width - len(c)) for c in chunks]
     streams = [shard_candidates(jnp.broadcast_to(x0, (width, *x0.shape)), mesh) for _ in chunks]
     dense_x = x0
-    loop = candidate_loop(mesh, cfg, method)
+    loop = candidate_loop(mesh)
     results = []  # (block, chunk, δ, alignments) on device: read back once every block is dispatched
     for b in tqdm(range(cfg.num_layers), desc=desc, disable=not progress, leave=False):
         p, ctx = shard_params(params["blocks"][b], mesh), ctxs[b]
