@@ -141,3 +141,24 @@ def test_sweep_compares_profiles_side_by_side(deep_llama, tmp_path):
     assert (tmp_path / "sweep" / "plots" / "profiles.png").stat().st_size > 0
     header = (tmp_path / "sweep" / "sweep.csv").read_text().splitlines()[0].split(",")
     assert header[:4] == ["calib", "seed", "block_profile", "search_samples"]
+
+
+def test_an_output_metric_picks_the_profile_and_lambda_together(deep_llama, tmp_path):
+    """Several profiles pool their candidates: the pick is the lowest output_nll over every profile's λs, the same
+    value each profile's own search gives it; λ 0 (the uniform distribution in every profile) is scored once."""
+    np.save(tmp_path / "c.npy", np.random.default_rng(1).integers(0, 128, 2048))
+    kw = dict(method="wanda", sparsity=0.6, calib=f"tokens:{tmp_path / 'c.npy'}", nsamples=6, seqlen=32,
+              batch_size=4, progress=False, top_up="neuroal")
+    opts = {"neuroal_step": "block", "lambdas_block": (0.0, 0.08, 0.2), "alignment": "output_nll"}
+    one = {p: nj.prune(deep_llama, options={**opts, "block_profile": p}, **kw).report for p in ("linear", "owl")}
+    both = nj.prune(deep_llama, options={**opts, "block_profile": "linear,owl"}, **kw).report
+    curve = both["alignment_block"]
+    assert [(c["block_profile"], c["lambda"]) for c in curve] == [("linear", 0.0), ("linear", 0.08), ("linear", 0.2),
+                                                                  ("owl", 0.08), ("owl", 0.2)]
+    for c in curve:  # each candidate's value is its own profile's search's, up to rounding across batch shapes
+        alone = {r["lambda"]: r["alignment"] for r in one[c["block_profile"]]["alignment_block"]}
+        assert c["alignment"] == pytest.approx(alone[c["lambda"]], rel=1e-5)
+    best = min(curve, key=lambda c: c["alignment"])
+    assert (both["block_profile"], both["lambda_block"]) == (best["block_profile"], best["lambda"])
+    assert both["block_profiles"] == ["linear", "owl"] and both["options"]["block_profile"] == ["linear", "owl"]
+    assert both["block_profile_values"] == one[best["block_profile"]]["block_profile_values"]

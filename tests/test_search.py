@@ -103,3 +103,44 @@ def test_sparsegpt_block_step_runs_and_prunes(tiny_llama):
     assert r.row is None and r.block.best_lambda in (0.01, 0.1) and np.all(np.isfinite(r.block.totals))
     pruned, masks = sequential_prune(cfg, params, w, r.dist, "sparsegpt", progress=False)
     assert 0.59 < 1 - np.mean([np.mean(np.asarray(m)) for m in masks.values()]) < 0.62
+
+
+def test_margins_runner_up_and_noise_arithmetic():
+    from neuroal_jax.topups.neuroal.picks import NEAR_TIE, margin, near_tie, pick, runner_up, within_noise
+    v = [3.0, 1.0, 1.004, 2.0]
+    assert (pick(v), runner_up(v)) == (1, 2) and margin(v) == pytest.approx(0.004)
+    assert near_tie(margin(v)) == (0.004 < NEAR_TIE) and not near_tie(margin([1.0, 2.0]))
+    assert margin([5.0]) is None and runner_up([5.0]) is None and margin([0.0, 0.5]) == 0.5  # absolute at zero
+    assert (pick([2.0, 1.0, 1.0]), runner_up([2.0, 1.0, 1.0]), margin([2.0, 1.0, 1.0])) == (1, 2, 0.0)
+    # three window sets: candidate 1's gap to the pick (0) is 0.05, 0.2, 0 (std 0.104), candidate 2's a steady 1.0
+    sets = [[1.0, 1.05, 2.0], [2.0, 2.2, 3.0], [0.5, 0.5, 1.5]]
+    assert within_noise(sets) == [[1], [], [1]]
+    assert near_tie(10.0, [1]) and not near_tie(1e-9, [])  # measured noise overrides the margin
+    with pytest.raises(ValueError, match="S >= 2"):
+        within_noise([[1.0, 2.0]])
+
+
+def test_a_near_tie_is_reported_and_warned(tiny_llama, tmp_path):
+    """A metric that scores every candidate alike gives a margin of 0: the report says near-tie and prune warns; the
+    margin and runner-up in the report are those of the alignment curve it holds."""
+    import neuroal_jax as nj
+    from neuroal_jax.errors import AllocationWarning
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).integers(0, tiny_llama[0].vocab_size, 4096))
+    w = f"tokens:{tmp_path / 'calib.npy'}"
+    kw = dict(method="wanda", sparsity=0.6, nsamples=4, seqlen=32, top_up="neuroal", progress=False)
+    register_metric("test_flat", lambda a_dense, a_sparse: jnp.zeros(()), override=True)
+    try:
+        with pytest.warns(AllocationWarning, match=r"block step picked λ 0 by test_flat, a near-tie: λ 0.1 is within"):
+            tie = nj.prune(tiny_llama, calib=w, options={"neuroal_step": "block", "lambdas_block": (0.0, 0.1),
+                                                          "alignment": "test_flat"}, **kw).report
+    finally:
+        METRICS._entries.pop("test_flat")
+    assert tie["near_tie_block"] and tie["margin_block"] == 0.0 and tie["runner_up_block"] == 0.1
+    from neuroal_jax.outputs.report import format_summary
+    assert "NeuroAL (test_flat): block λ 0 (margin 0.00% to λ 0.1, a near-tie)" in format_summary(tie)
+    report = nj.prune(tiny_llama, calib=w, options={"lambdas_block": (0.0, 0.1, 0.2)}, **kw).report
+    for step in ("block", "row"):
+        curve = sorted(report[f"alignment_{step}"], key=lambda c: c["alignment"])
+        assert report[f"runner_up_{step}"] == curve[1]["lambda"]
+        assert report[f"margin_{step}"] == pytest.approx((curve[1]["alignment"] - curve[0]["alignment"])
+                                                         / curve[0]["alignment"])

@@ -11,7 +11,7 @@ import pytest
 import neuroal_jax as nj
 from cli_run import run_cli
 from neuroal_jax.outputs.files import MARKER
-from neuroal_jax.sweeps.summary import metric_summary, sensitivity, spearman
+from neuroal_jax.sweeps.summary import format_summary, mark_noise, metric_summary, sensitivity, spearman
 from neuroal_jax.topups.neuroal import SearchSettings, neuroal_search
 from neuroal_jax.topups.neuroal import candidates as S
 
@@ -96,11 +96,36 @@ def test_summary_arithmetic():
     assert s["metrics"]["b"]["spearman"]["e"] == pytest.approx(-1.0)
     assert s["metrics"]["a"]["spearman"]["e"] == pytest.approx(0.5)
     assert spearman([1, 1, 1], [1, 2, 3]) is None
+    assert s["metrics"]["a"]["margin"] == pytest.approx(1.0) and s["metrics"]["a"]["runner_up"]["lambda_block"] == 0.3
+    assert not s["metrics"]["a"]["near_tie"]
     runs = [{"calib": "c", "block_profile": "linear", "search_samples": 2, "seed": seed, "summary": {"metrics": {"a": {
         "pick": {"lambda_block": 0.1, "lambda_row": None}, "perplexity": {"e": p}}}}}
         for seed, p in ((0, 10.0), (1, 14.0))]
     (row,) = sensitivity(runs, ("a",), ("e",))
     assert row["perplexity"]["e"]["mean"] == 12.0 and row["perplexity"]["e"]["std"] == pytest.approx(np.sqrt(8.0))
+
+
+def test_noise_over_seeds_marks_near_ties():
+    """Metric a: candidate 0.2's gap to the pick 0.1 is 0.05, 0.25, 0 over the seeds (std 0.132): within noise on
+    seeds 0 and 2, not on seed 1; candidate 0.3's is steady and large. Metric b's pick wins by a wide, steady
+    margin. Runs with other candidates are left alone."""
+    def run(seed, a, lams=(0.1, 0.2, 0.3)):
+        cands = [{"lambda_block": lam, "lambda_row": None, "alignment": {"a": x, "b": 2.0 * k + 1},
+                  "perplexity": {"e": 10.0 + k}} for k, (lam, x) in enumerate(zip(lams, a))]
+        return {"calib": "c", "block_profile": "linear", "search_samples": 2, "seed": seed, "candidates": cands,
+                "summary": metric_summary(cands, ("a", "b"), ("e",))}
+
+    runs = [run(0, (1.0, 1.05, 5.0)), run(1, (1.0, 1.25, 5.0)), run(2, (1.0, 1.0, 5.0)), run(0, (1.0, 1.3), (0.5, 0.6))]
+    mark_noise(runs, ("a", "b"))
+    for r, close in zip(runs[:3], (True, False, True)):
+        a, b = r["summary"]["metrics"]["a"], r["summary"]["metrics"]["b"]
+        assert a["within_noise"] == ([{"lambda_block": 0.2, "lambda_row": None}] if close else [])
+        assert a["near_tie"] == close
+        assert b["within_noise"] == [] and not b["near_tie"]
+    assert "within_noise" not in runs[3]["summary"]["metrics"]["a"]
+    assert not runs[1]["summary"]["metrics"]["a"]["near_tie"] and runs[1]["summary"]["metrics"]["a"]["margin"] == 0.25
+    table = format_summary(runs[0], ("e",))
+    assert "margin" in table and "a: λ 0.1; within the spread over seeds: 0.2" in table and "b: λ" not in table
 
 
 def test_results_do_not_depend_on_the_lambda_chunk(tiny_llama, data, block_sweep):
@@ -155,6 +180,9 @@ def test_grid_and_sensitivity(tiny_llama, data, block_sweep, tmp_path):
     assert {str(p.relative_to(tmp_path / "plots")) for p in written} == {
         "search_samples.png", *(f"run-{i:02d}/{n}.png" for i in range(4) for n in ("perplexity", "metrics"))}
     assert rows[4]["seeds"] == [0, 1] and len(rows[4]["perplexity"][spec(data)]["values"]) == 2
+    for r in sens["runs"]:  # each seed's candidates compared with the other seed's
+        e = r["summary"]["metrics"]["neuron"]
+        assert e["near_tie"] == bool(e["within_noise"]) and all(p["lambda_block"] in BLOCK for p in e["within_noise"])
     picks = nj.sweep(tiny_llama, step="block", lambdas_block=BLOCK, search_samples=4, outcomes="picks",
                      metrics="neuron", **common(data)).report
     evaluated = [c for c in picks["runs"][0]["candidates"] if c["perplexity"]]
@@ -168,7 +196,8 @@ def test_cli_writes_json_csv_and_plots(tiny_llama_dir, data, tmp_path):
                    "--nsamples", "8", "--seqlen", "32", "--eval", f"tokens:{data / 'test.npy'}", "--search-samples",
                    "4", "--out", out, "--quiet")
     assert proc.returncode == 0, proc.stderr
-    assert "regret" in proc.stdout and "block search (neuron)" in proc.stdout and "linear block profile" in proc.stdout
+    assert "regret" in proc.stdout and "margin" in proc.stdout
+    assert "block search (neuron)" in proc.stdout and "linear block profile" in proc.stdout
     result = json.loads((out / "sweep.json").read_text())
     with open(out / "sweep.csv") as f:
         rows = list(csv.reader(f))

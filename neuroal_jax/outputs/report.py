@@ -94,6 +94,15 @@ def build_report(*, model: str, method: str, top_up: str, target_sparsity: float
     return json_safe(report)
 
 
+def _search_pick(report: dict, step: str) -> str:
+    """"block λ 0.1 (margin 0.07 % to λ 0.15, a near-tie)": one step of NeuroAL's search as its report holds it."""
+    text = f"{step} λ {report[f'lambda_{step}']:g}"
+    if report.get(f"margin_{step}") is None:
+        return text
+    tie = ", a near-tie" if report[f"near_tie_{step}"] else ""
+    return text + f" (margin {report[f'margin_{step}']:.2%} to λ {report[f'runner_up_{step}']:g}{tie})"
+
+
 def format_summary(report: dict) -> str:
     """A short human-readable summary: what was done, achieved sparsity, timings, perplexities."""
     lines = [f"model {report['model']}  method {report['method']}  top-up {report['top_up']}  "
@@ -101,6 +110,9 @@ def format_summary(report: dict) -> str:
              f"sparsity: target {report['target_sparsity']:.4f}  achieved {report['sparsity']:.4f} "
              f"(over prunable layers; blocks {min(report['block_sparsity'].values()):.3f}"
              f"–{max(report['block_sparsity'].values()):.3f})"]
+    picks = [_search_pick(report, step) for step in ("block", "row") if report.get(f"lambda_{step}") is not None]
+    if picks:
+        lines.append(f"NeuroAL ({report.get('alignment_metric')}): " + "; ".join(picks))
     t = report.get("timings", {})
     lines.append("timings: " + "  ".join(f"{k} {v:.1f}s" for k, v in t.items()))
     ppl = report.get("perplexity") or {}

@@ -42,13 +42,13 @@ from ..runs import (
     resolve_model,
     run_settings,
 )
+from ..topups.neuroal.picks import pick
 from ..topups.neuroal.profiles import Profile, ProfileInputs, block_profile
-from ..topups.neuroal.search import pick
 from .candidates import Candidates, search_candidates
 from .outcomes import dist_digest, final_outcomes
 from .plots import save_sweep_plots
 from .settings import SweepSettings
-from .summary import csv_rows, metric_summary, sensitivity
+from .summary import csv_rows, mark_noise, metric_summary, sensitivity
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,6 +157,7 @@ def run_sweep(model, req: SweepRequest) -> tuple[dict, dict | None]:
                     runs.append(_run_record(str(calib_spec), seed, n, profile, cands, outcomes, req))
                     if pick_dist is None and s.step != "block":
                         pick_dist = cands.dists[pick(cands.alignment[s.metrics[0]])]
+    mark_noise(runs, s.metrics)
     timings["total"] = time.perf_counter() - t0
     result = {"settings": {"model": name, "family": cfg.family, "method": req.method, "sparsity": req.sparsity,
                            "calib": [str(c) for c in req.calibs], "nsamples": d.nsamples, "seqlen": d.seqlen,

@@ -8,7 +8,7 @@ from ..errors import UsageError
 from ..options import Options, Target, all_of, at_least, in_range, option, unique
 from ..pruning.methods import method_info
 from ..topups.neuroal.output_metrics import metric_names
-from ..topups.neuroal.profiles import BLOCK_PROFILES, LINEAR, known_profile
+from ..topups.neuroal.profiles import BLOCK_PROFILES, LINEAR, known_profiles
 from ..topups.neuroal.schedules import BLOCK_LAMBDAS, ROW_LAMBDAS, default_block_lambdas
 from ..topups.neuroal.settings import (
     DEFAULT_SEARCH_SAMPLES,
@@ -43,8 +43,7 @@ class SweepSettings(Options):
     block_profile: tuple[str, ...] = option((LINEAR,), "block profiles whose λ candidates to sweep, side by side (one "
                                                        "run each): names in the block-profile registry ("
                                                        + ", ".join(BLOCK_PROFILES) + ")",
-                                            check=all_of(lambda v: next(filter(None, map(known_profile, v)), None),
-                                                         unique), metavar="P1,P2,...")
+                                            check=known_profiles, metavar="P1,P2,...")
     lambdas_block: tuple[float, ...] | None = lambdas_option("block", BLOCK_LAMBDAS, "; without 0.25 when sparsity "
                                                                                      ">= 0.8")
     lambdas_row: tuple[float, ...] | None = lambdas_option("row", ROW_LAMBDAS)

@@ -7,6 +7,9 @@ Per metric and evaluation set:
     regret    ppl(pick) / ppl(oracle) − 1                (0 = the metric picked the oracle)
     spearman  Spearman's ρ between the metric's alignment and perplexity over the candidates (ties get
               average ranks; None when either is constant)
+    margin    (runner-up − pick) / |pick| of the metric's values, and the runner-up's λs
+    within_noise  with several seeds: the candidates whose gap to the pick is within its spread over the seeds
+    near_tie  a candidate within noise (several seeds), else a margin below picks.NEAR_TIE
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import math
 import numpy as np
 
 from ..evaluation.data import short_name
-from ..topups.neuroal.search import pick
+from ..topups.neuroal.picks import margin, near_tie, pick, runner_up, within_noise
 
 
 def _lambdas(c: dict) -> dict:
@@ -45,9 +48,10 @@ def metric_summary(candidates: list, metrics, specs) -> dict:
     out = {}
     for m in metrics:
         align = [c["alignment"][m] for c in candidates]
-        i = pick(align)
+        i, j, gap = pick(align), runner_up(align), margin(align)
         chosen = candidates[i]["perplexity"] or {}
-        entry = {"pick": _lambdas(candidates[i]), "alignment": align[i],
+        entry = {"pick": _lambdas(candidates[i]), "alignment": align[i], "margin": gap,
+                 "runner_up": None if j is None else _lambdas(candidates[j]), "near_tie": near_tie(gap),
                  "perplexity": {s: chosen.get(s) for s in specs}, "regret": {}, "spearman": {}}
         for s in specs:
             known = best[s] is not None
@@ -55,6 +59,24 @@ def metric_summary(candidates: list, metrics, specs) -> dict:
             entry["spearman"][s] = spearman(align, [c["perplexity"][s] for c in candidates]) if known else None
         out[m] = entry
     return {"metrics": out, "oracle": best}
+
+
+def mark_noise(runs: list, metrics) -> None:
+    """Set each run's "within_noise" (λs) and "near_tie" per metric from the runs that differ only in the seed
+    (same calibration, profile, |Cλ| and candidates); runs without such partners are left as they are."""
+    groups: dict = {}
+    for r in runs:
+        lams = tuple((c["lambda_block"], c["lambda_row"]) for c in r["candidates"])
+        groups.setdefault((r["calib"], r["block_profile"], r["search_samples"], lams), []).append(r)
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        for m in metrics:
+            close = within_noise([[c["alignment"][m] for c in r["candidates"]] for r in group])
+            for r, ks in zip(group, close):
+                entry = r["summary"]["metrics"][m]
+                entry["within_noise"] = [_lambdas(r["candidates"][k]) for k in ks]
+                entry["near_tie"] = near_tie(entry["margin"], ks)
 
 
 def sensitivity(runs: list, metrics, specs) -> list:
@@ -103,7 +125,7 @@ def format_summary(run: dict, specs) -> str:
     names = {s: short_name(s) for s in specs}
     w, wm = _width(names.values(), "eval"), _width(run["summary"]["metrics"], "metric")
     head = (f"{'metric':<{wm}}{'eval':<{w}}{'pick λ':>12}{'ppl at pick':>13}{'oracle λ':>12}{'oracle ppl':>12}"
-            f"{'regret':>9}{'ρ':>8}")
+            f"{'regret':>9}{'ρ':>8}{'margin':>9}")
     lines = [head, "-" * len(head)]
     summary = run["summary"]
     for m, e in summary["metrics"].items():
@@ -111,8 +133,18 @@ def format_summary(run: dict, specs) -> str:
             o = summary["oracle"][s]
             lines.append(f"{m:<{wm}}{names[s]:<{w}}{_pair(e['pick']):>12}{_num(e['perplexity'][s], '.3f'):>13}"
                          f"{'-' if o is None else _pair(o):>12}{_num(o and o['perplexity'], '.3f'):>12}"
-                         f"{_num(e['regret'][s], '.2%'):>9}{_num(e['spearman'][s], '.3f'):>8}")
-    return "\n".join(lines)
+                         f"{_num(e['regret'][s], '.2%'):>9}{_num(e['spearman'][s], '.3f'):>8}"
+                         f"{_num(e['margin'], '.2%'):>9}{' *' if e['near_tie'] else ''}")
+    ties = [near_tie_line(m, e) for m, e in summary["metrics"].items() if e["near_tie"]]
+    return "\n".join(lines + (["* near-tie, the pick may move with the CPU's rounding or the windows:", *ties]
+                                if ties else []))
+
+
+def near_tie_line(metric: str, e: dict) -> str:
+    if "within_noise" in e:
+        return (f"  {metric}: λ {_pair(e['pick'])}; within the spread over seeds: "
+                + ", ".join(_pair(p) for p in e["within_noise"]))
+    return f"  {metric}: λ {_pair(e['pick'])}; runner-up λ {_pair(e['runner_up'])} at {e['margin']:.2%}"
 
 
 def format_sensitivity(rows: list, specs) -> str:

@@ -105,6 +105,14 @@ def known_profile(name) -> str | None:
         f"is not a registered block profile (valid: {', '.join(BLOCK_PROFILES)})"
 
 
+def known_profiles(names) -> str | None:
+    """An options check of a list of profile names: None, or why one is unknown or one repeats."""
+    if names is None:
+        return None
+    unknown = next(filter(None, map(known_profile, names)), None)
+    return unknown or (None if len(set(names)) == len(names) else "must not repeat a value")
+
+
 # ---------------------------------------------------------------- the profiles
 
 @register_profile(LINEAR, "block 0 densest, linearly sparser with depth (the paper)",

@@ -16,11 +16,13 @@ Read the parts in this order, each builds on the ones before:
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ...config import ModelConfig
+from ...errors import AllocationWarning
 from ...models import layer_key, prunable_layers
 from ...options import Target
 from ...pruning.methods import check_method
@@ -28,6 +30,7 @@ from ...pruning.targets import Distribution, Structure, block_distribution
 from ..base import Allocation, PruneJob, register_topup
 from .candidates import evaluate_candidates, resolve_chunk
 from .output_metrics import split_metrics
+from .picks import margin, near_tie, pick, runner_up
 from .profiles import Profile, ProfileInputs, block_profile
 from .schedules import block_candidates, distinct, row_distribution
 from .settings import SearchSettings
@@ -44,6 +47,7 @@ class StepResult:
     metric: str  # the metric whose argmin is the choice
     seconds: float = 0.0
     chunk: int = 0  # candidates run at a time
+    profiles: tuple = ()  # block step with several block profiles: each candidate's profile
     choice: int = field(init=False)
 
     def __post_init__(self):
@@ -57,10 +61,26 @@ class StepResult:
     def best_lambda(self) -> float:
         return float(self.lambdas[self.choice])
 
+    def label(self, i: int) -> str:
+        """"λ 0.1", or "owl λ 0.1" with several profiles."""
+        return (f"{self.profiles[i]} " if self.profiles else "") + f"λ {self.lambdas[i]:g}"
 
-def pick(totals) -> int:
-    """The candidate a metric chooses: the lowest summed alignment, the first on ties."""
-    return int(np.argmin(totals))
+    def decisiveness(self) -> dict:
+        """The pick's margin to the runner-up, the runner-up's λ (and profile) and whether it is a near-tie."""
+        second, gap = runner_up(self.totals), margin(self.totals)
+        out = {"margin": gap, "runner_up": None if second is None else float(self.lambdas[second]),
+               "near_tie": near_tie(gap)}
+        if self.profiles and second is not None:
+            out["runner_up_profile"] = self.profiles[second]
+        return out
+
+    def near_tie_note(self, step: str) -> str | None:
+        d = self.decisiveness()
+        if not d["near_tie"]:
+            return None
+        return (f"NeuroAL's {step} step picked {self.label(self.choice)} by {self.metric}, a near-tie: "
+                f"{self.label(runner_up(self.totals))} is within {d['margin']:.2%} of it; another CPU's rounding or "
+                "other calibration windows may pick it instead (docs/selection.md, Margins)")
 
 
 def run_step(cfg, params, windows, lambdas, dists, method, metrics=("neuron",), **kw) -> StepResult:
@@ -92,14 +112,19 @@ class SearchResult:
     profile: Profile | None = None  # the block step's profile
 
     def info(self) -> dict:
-        def curve(step):  # one record per candidate: λ exactly as searched
-            return None if step is None else [{"lambda": float(lam), "alignment": float(v)}
-                                              for lam, v in zip(step.lambdas, step.totals)]
+        def curve(step):  # one record per candidate: λ exactly as searched (and its profile, when several)
+            if step is None:
+                return None
+            return [{**({"block_profile": step.profiles[i]} if step.profiles else {}), "lambda": float(lam),
+                     "alignment": float(v)} for i, (lam, v) in enumerate(zip(step.lambdas, step.totals))]
 
         def layers(step):  # none for an output metric: one value per candidate
             if step is None or step.metric not in step.per_layer:
                 return None
             return {k: float(v[step.choice]) for k, v in step.per_layer[step.metric].items()}
+
+        def decisiveness(step, name):
+            return {f"{k}_{name}": v for k, v in ({} if step is None else step.decisiveness()).items()}
 
         return {
             "lambda_block": None if self.block is None else self.block.best_lambda,
@@ -109,6 +134,7 @@ class SearchResult:
             "search_seconds": self.seconds,
             "lambda_chunk_block": None if self.block is None else self.block.chunk,
             "lambda_chunk_row": None if self.row is None else self.row.chunk,
+            **decisiveness(self.block, "block"), **decisiveness(self.row, "row"),
             **({} if self.profile is None else self.profile.info()),
         }
 
@@ -127,10 +153,8 @@ def neuroal_search(cfg: ModelConfig, params: dict, windows: np.ndarray, sparsity
               dense_stream=settings.dense_stream, progress=progress, mesh=settings.mesh(), structure=structure)
     block = row = profile = None
     if settings.neuroal_step in ("block", "both"):
-        profile = block_profile(settings.block_profile, ProfileInputs(cfg, params, windows, batch_size, progress))
-        lams, dists = distinct(settings.lambdas_block,
-                               block_candidates(cfg, sparsity, settings.lambdas_block, profile, structure))
-        block = run_step(cfg, params, win, lams, dists, method, desc="NeuroAL block step", **kw)
+        block, profile = block_step(cfg, params, windows, win, sparsity, method, settings, structure, batch_size,
+                                    progress, kw)
         dist, deltas = block.dists[block.choice], block.deltas[block.choice]
     if settings.neuroal_step in ("row", "both"):
         if block is None:  # δ of the uniform distribution (the reference's λ = 0 block schedule)
@@ -144,14 +168,35 @@ def neuroal_search(cfg: ModelConfig, params: dict, windows: np.ndarray, sparsity
     return SearchResult(dist, block, row, time.perf_counter() - t0, profile)
 
 
+def block_step(cfg, params, windows, win, sparsity, method, settings, structure, batch_size, progress,
+               kw) -> tuple[StepResult, Profile]:
+    """The block step over every profile's λ candidates, pooled (a distribution two profiles share is scored once);
+    (its result, the chosen candidate's profile). Profiles read the dense model on all `windows`, once."""
+    inputs = ProfileInputs(cfg, params, windows, batch_size, progress)
+    profiles = {name: block_profile(name, inputs) for name in settings.block_profile}
+    pooled = [((name, lam), d) for name, p in profiles.items() for lam, d in
+              zip(settings.lambdas_block, block_candidates(cfg, sparsity, settings.lambdas_block, p, structure))]
+    labels, dists = distinct([lab for lab, _ in pooled], [d for _, d in pooled])
+    step = run_step(cfg, params, win, [lam for _, lam in labels], dists, method, desc="NeuroAL block step", **kw)
+    if len(profiles) > 1:
+        step.profiles = tuple(name for name, _ in labels)
+    return step, profiles[labels[step.choice][0]]
+
+
 @register_topup("neuroal", SearchSettings, nm="mixed")
 def neuroal(job: PruneJob) -> Allocation:
     result = neuroal_search(job.cfg, job.params, job.windows, job.sparsity, job.method, job.options, job.progress,
                             job.structure, job.batch_size)
+    for step, name in ((result.block, "block"), (result.row, "row")):
+        note = step and step.near_tie_note(name)
+        if note:
+            warnings.warn(note, AllocationWarning, stacklevel=2)
     first = prunable_layers(job.cfg)[0]
     nm = {} if job.structure.kind != "nm" else {"nm_block_n": {
         str(b): job.structure.group_pruned(result.dist[layer_key(b, first)]) for b in range(job.cfg.num_layers)}}
     return Allocation(result.dist, {**result.info(), **nm, "neuroal_step": job.options.neuroal_step,
                                     "alignment_metric": job.options.alignment,
+                                    **({"block_profiles": list(job.options.block_profile)}
+                                       if len(job.options.block_profile or ()) > 1 else {}),
                                     "dense_stream": job.options.dense_stream,
                                     "search_samples": job.options.search_samples})

@@ -10,8 +10,8 @@ from ...errors import UsageError
 from ...options import Options, Target, all_of, at_least, in_range, option, unique
 from ...pruning.methods import method_info
 from .candidates import AUTO
-from .output_metrics import unknown_metric
-from .profiles import BLOCK_PROFILES, LINEAR, known_profile
+from .output_metrics import split_metrics, unknown_metric
+from .profiles import BLOCK_PROFILES, LINEAR, known_profiles
 from .schedules import BLOCK_LAMBDAS, ROW_LAMBDAS, default_block_lambdas
 from .sharding import make_mesh
 
@@ -80,10 +80,11 @@ class SearchSettings(Options):
     """NeuroAL's options (the top-up's `--neuroal-*` flags)."""
     neuroal_step: str | None = option(None, "NeuroAL: which λ search to run (default: both; block with N:M "
                                             "structure, which fixes the rows)", choices=STEPS)
-    block_profile: str | None = option(None, "NeuroAL: the block step's per-block profile that λ scales "
-                                             f"(default: {LINEAR}): "
-                                             + "; ".join(f"{n}: {p.help}" for n, p in BLOCK_PROFILES.items()),
-                                       check=known_profile, metavar="NAME")
+    block_profile: tuple[str, ...] | None = option(
+        None, f"NeuroAL: the block step's per-block profile that λ scales (default: {LINEAR}); several "
+              "(comma-separated) pool their candidates, so the metric picks the profile and λ together, with an "
+              "output metric only: " + "; ".join(f"{n}: {p.help}" for n, p in BLOCK_PROFILES.items()),
+        check=known_profiles, metavar="NAME[,NAME...]")
     lambdas_block: tuple[float, ...] | None = lambdas_option("block", BLOCK_LAMBDAS,
                                                              "; without 0.25 when sparsity >= 0.8")
     lambdas_row: tuple[float, ...] | None = lambdas_option("row", ROW_LAMBDAS)
@@ -111,7 +112,7 @@ class SearchSettings(Options):
         """The step, the block profile, the λ grids and the number of search windows made explicit."""
         step = self.neuroal_step or ("block" if target.structure.kind == "nm" else "both")
         return replace(self, neuroal_step=step,
-                       block_profile=self.block_profile or (None if step == "row" else LINEAR),
+                       block_profile=self.block_profile or (None if step == "row" else (LINEAR,)),
                        lambdas_block=self.lambdas_block or default_block_lambdas(target.sparsity),
                        lambdas_row=self.lambdas_row or ROW_LAMBDAS,
                        search_samples=self.search_samples or min(DEFAULT_SEARCH_SAMPLES, target.nsamples))
@@ -120,10 +121,15 @@ class SearchSettings(Options):
         method = method_info(target.method)
         if not method.row_targets and self.neuroal_step != "block":
             raise UsageError(f"{method.name} supports only the NeuroAL block step (--neuroal-step block)")
+        profiles = ",".join(self.block_profile or ())
         if self.block_profile is not None and self.neuroal_step == "row":
             raise UsageError(f"option block_profile (--block-profile) shapes the block step, which --neuroal-step row "
-                             f"skips; got --block-profile {self.block_profile} (valid with --neuroal-step block or "
-                             "both)")
+                             f"skips; got --block-profile {profiles} (valid with --neuroal-step block or both)")
+        if len(self.block_profile or ()) > 1 and not split_metrics([self.alignment])[1]:
+            raise UsageError(f"several block profiles (--block-profile {profiles}) are compared by an output metric "
+                             f"only (--alignment output_kl or output_nll); got --alignment {self.alignment}, an "
+                             "alignment metric, which ranks different profiles' candidates against their perplexity "
+                             "(docs/selection.md, Across block profiles); give one profile or an output metric")
         if target.structure.kind == "layer":
             raise UsageError(f"NeuroAL allocates per-row or mixed N:M sparsities; structure {target.structure} is not "
                              "supported (valid: row, N:M)")
