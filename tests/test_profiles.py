@@ -139,6 +139,16 @@ def test_sweep_compares_profiles_side_by_side(deep_llama, tmp_path):
     assert both["runs"][1]["candidates"][1]["perplexity"] == owl_at_008.report["perplexity"]
     assert both["runs"][0]["candidates"][1]["perplexity"] != both["runs"][1]["candidates"][1]["perplexity"]
     assert (tmp_path / "sweep" / "plots" / "profiles.png").stat().st_size > 0
+    (pool,) = both["profiles"]  # both profiles' candidates in one pool: the pick and oracle over profiles and λs
+    pooled = [(r["block_profile"], c) for r in both["runs"] for c in r["candidates"]]
+    best = min(pooled, key=lambda pc: pc[1]["alignment"]["neuron"])
+    oracle = min(pooled, key=lambda pc: pc[1]["perplexity"][spec])
+    summary = pool["summary"]
+    assert summary["metrics"]["neuron"]["pick"] == {"block_profile": best[0], "lambda_block": best[1]["lambda_block"],
+                                                    "lambda_row": None}
+    assert summary["oracle"][spec]["block_profile"] == oracle[0]
+    assert summary["oracle"][spec]["perplexity"] == oracle[1]["perplexity"][spec]
+    assert linear["profiles"] == []
     header = (tmp_path / "sweep" / "sweep.csv").read_text().splitlines()[0].split(",")
     assert header[:4] == ["calib", "seed", "block_profile", "search_samples"]
 

@@ -51,6 +51,10 @@ def run(args) -> int:
         print(f"\ncalibration {one['calib']}, seed {one['seed']}, |Cλ| {one['search_samples']}, "
               f"{one['block_profile']} block profile{base}")
         print(format_summary(one, s["eval"]))
+    for pool in result["profiles"]:
+        print(f"\nacross block profiles ({', '.join(pool['block_profiles'])}, pooled): calibration {pool['calib']}, "
+              f"seed {pool['seed']}, |Cλ| {pool['search_samples']}")
+        print(format_summary(pool, s["eval"]))
     if result["sensitivity"]:
         print("\nper calibration, block profile and |Cλ| (over seeds)\n" + format_sensitivity(result["sensitivity"],
                                                                                           s["eval"]))

@@ -13,7 +13,7 @@ and distribution is reused (e.g. block candidates across |Cλ|).
 
 Output folder (`out`, written atomically; `force` replaces only an earlier output of ours):
     sweep.json   settings, every run's candidates (λs, alignments, perplexities, sparsities), summaries,
-                 sensitivity, timings
+                 sensitivity, profiles (several block profiles pooled), timings
     sweep.csv    one row per run and candidate
     plots/       perplexity.png, metrics.png (per run in run-<i>/ when several), search_samples.png,
                  row_sparsity.png, profiles.png (see sweeps.plots)
@@ -48,7 +48,7 @@ from .candidates import Candidates, search_candidates
 from .outcomes import dist_digest, final_outcomes
 from .plots import save_sweep_plots
 from .settings import SweepSettings
-from .summary import csv_rows, mark_noise, metric_summary, sensitivity
+from .summary import csv_rows, mark_noise, metric_summary, pooled_profiles, sensitivity
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,6 +167,7 @@ def run_sweep(model, req: SweepRequest) -> tuple[dict, dict | None]:
                            **s.to_dict(), "versions": versions()},
               "runs": runs,
               "sensitivity": sensitivity(runs, s.metrics, e.eval) if len(runs) > 1 else [],
+              "profiles": pooled_profiles(runs, s.metrics, e.eval),
               "timings": {k: round(v, 3) for k, v in timings.items()}}
     return result, pick_dist
 

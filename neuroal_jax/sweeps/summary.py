@@ -22,7 +22,9 @@ from ..topups.neuroal.picks import margin, near_tie, pick, runner_up, within_noi
 
 
 def _lambdas(c: dict) -> dict:
-    return {"lambda_block": c["lambda_block"], "lambda_row": c["lambda_row"]}
+    """A candidate's λs (and its block profile, in a pool of several profiles' candidates)."""
+    profile = {"block_profile": c["block_profile"]} if "block_profile" in c else {}
+    return {**profile, "lambda_block": c["lambda_block"], "lambda_row": c["lambda_row"]}
 
 
 def spearman(x, y) -> float | None:
@@ -79,6 +81,23 @@ def mark_noise(runs: list, metrics) -> None:
                 entry["near_tie"] = near_tie(entry["margin"], ks)
 
 
+def pooled_profiles(runs: list, metrics, specs) -> list:
+    """With several block profiles: per (calibration, seed, |Cλ|), every profile's candidates in one pool and its
+    summary, so each metric's pick, the oracle and the regret are over profiles and λs together."""
+    groups: dict = {}
+    for r in runs:
+        groups.setdefault((r["calib"], r["seed"], r["search_samples"]), []).append(r)
+    out = []
+    for (calib, seed, n), group in groups.items():
+        if len(group) > 1:
+            pool = [{**c, "block_profile": r["block_profile"]} for i, r in enumerate(group) for c in r["candidates"]
+                    if i == 0 or c["lambda_block"] != 0]  # λ 0 is the uniform distribution in every profile
+            out.append({"calib": calib, "seed": seed, "search_samples": n,
+                        "block_profiles": [r["block_profile"] for r in group],
+                        "summary": metric_summary(pool, metrics, specs)})
+    return out
+
+
 def sensitivity(runs: list, metrics, specs) -> list:
     """Per (calibration, block profile, |Cλ|) and metric: the picks and their perplexities per seed, mean ± std over
     the seeds (sample std, ddof = 1; None for one seed)."""
@@ -108,7 +127,8 @@ def _lam(v) -> str:
 
 def _pair(lams: dict) -> str:
     lb, lr = lams["lambda_block"], lams["lambda_row"]
-    return _lam(lb) if lr is None else f"{_lam(lb)}, {_lam(lr)}"
+    profile = f"{lams['block_profile']} " if "block_profile" in lams else ""
+    return profile + (_lam(lb) if lr is None else f"{_lam(lb)}, {_lam(lr)}")
 
 
 def _num(v, fmt: str) -> str:
@@ -123,16 +143,18 @@ def _width(names, header: str) -> int:
 def format_summary(run: dict, specs) -> str:
     """The per-metric table of one run (one setting)."""
     names = {s: short_name(s) for s in specs}
-    w, wm = _width(names.values(), "eval"), _width(run["summary"]["metrics"], "metric")
-    head = (f"{'metric':<{wm}}{'eval':<{w}}{'pick λ':>12}{'ppl at pick':>13}{'oracle λ':>12}{'oracle ppl':>12}"
+    summary = run["summary"]
+    w, wm = _width(names.values(), "eval"), _width(summary["metrics"], "metric")
+    wl = max(12, 2 + max(len(_pair(x)) for x in [*(e["pick"] for e in summary["metrics"].values()),
+                                                  *filter(None, summary["oracle"].values())]))
+    head = (f"{'metric':<{wm}}{'eval':<{w}}{'pick λ':>{wl}}{'ppl at pick':>13}{'oracle λ':>{wl}}{'oracle ppl':>12}"
             f"{'regret':>9}{'ρ':>8}{'margin':>9}")
     lines = [head, "-" * len(head)]
-    summary = run["summary"]
     for m, e in summary["metrics"].items():
         for s in specs:
             o = summary["oracle"][s]
-            lines.append(f"{m:<{wm}}{names[s]:<{w}}{_pair(e['pick']):>12}{_num(e['perplexity'][s], '.3f'):>13}"
-                         f"{'-' if o is None else _pair(o):>12}{_num(o and o['perplexity'], '.3f'):>12}"
+            lines.append(f"{m:<{wm}}{names[s]:<{w}}{_pair(e['pick']):>{wl}}{_num(e['perplexity'][s], '.3f'):>13}"
+                         f"{'-' if o is None else _pair(o):>{wl}}{_num(o and o['perplexity'], '.3f'):>12}"
                          f"{_num(e['regret'][s], '.2%'):>9}{_num(e['spearman'][s], '.3f'):>8}"
                          f"{_num(e['margin'], '.2%'):>9}{' *' if e['near_tie'] else ''}")
     ties = [near_tie_line(m, e) for m, e in summary["metrics"].items() if e["near_tie"]]
