@@ -109,16 +109,17 @@ def default_seqlen(cfg: ModelConfig, seqlen: int | None) -> int:
 def check_model_fits(cfg: ModelConfig, structure: Structure, seqlen: int, method: str | None = None,
                      search: bool = False) -> None:
     """Checks that need the model: context length, N:M groups dividing every layer's inputs, a mixed N:M
-    mean that whole N per block can meet, and (search: NeuroAL's search runs) no SparseGPT search of a mixture of
-    experts on a CPU, where XLA:CPU hangs (docs/algorithm.md "Mixture of experts")."""
+    mean that whole N per block can meet, and (search: NeuroAL's search runs) no SparseGPT inside the search on a
+    CPU, where XLA:CPU hangs (docs/algorithm.md, "SparseGPT inside the search")."""
     import jax
 
     from .models import family_of, prunable_layers
     from .pruning.methods import method_info
     cfg.check_seqlen(seqlen)
-    if search and cfg.num_experts and method_info(method).updates_weights and jax.default_backend() == "cpu":
-        raise UsageError(f"{method} with NeuroAL's search on a mixture of experts hangs XLA:CPU; on a CPU, search "
-                         f"with wanda, magnitude or multiflow, or use {method} with another top-up")
+    if search and method_info(method).updates_weights and jax.default_backend() == "cpu":
+        raise UsageError(f"{method} inside NeuroAL's search hangs XLA:CPU (on SmolLM2-135M and on mixtures of "
+                         f"experts); on a CPU, search with wanda, magnitude or multiflow, or use {method} with "
+                         "another top-up (docs/algorithm.md, SparseGPT inside the search)")
     if structure.mixed:
         check_nm_mean(structure, cfg.num_layers)
     if structure.kind == "nm":

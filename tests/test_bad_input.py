@@ -332,9 +332,12 @@ def test_bad_option_values(user_dir, tmp_path):
                                                    "valid: linear, owl, dlp, alphapruning"]),
         (("--block-profile", "owl", "--neuroal-step", "row"), "neuroal",
          ["--block-profile owl", "--neuroal-step row", "valid with --neuroal-step block or both"]),
+        (("--method", "sparsegpt", "--neuroal-step", "block"), "neuroal",
+         ["sparsegpt inside NeuroAL's search hangs XLA:CPU", "wanda"]),
         (("--block-profile", "linear,owl"), "neuroal",
          ["--block-profile linear,owl", "compared by an output metric only", "--alignment neuron"]),
-        (("--block-profile", "owl,owl", "--alignment", "output_nll"), "neuroal", ["--block-profile", "must not repeat"]),
+        (("--block-profile", "owl,owl", "--alignment", "output_nll"), "neuroal",
+         ["--block-profile", "must not repeat"]),
         (("--structure", "4:8", "--neuroal-step", "both"), "neuroal", ["4:8", "--neuroal-step both", "valid: block"]),
     ]
     procs = run_cli_all(*(prune_argv(model, calib, out, *extra, top_up=t) for extra, t, _ in cases))

@@ -259,8 +259,8 @@ NEUROAL = {"lambdas_block": [0.02, 0.1], "lambdas_row": [0.0, 0.05], "search_sam
 RUNS = [("magnitude", "uniform", None), ("wanda", "uniform", None), ("multiflow", "uniform", None),
         ("sparsegpt", "uniform", None), ("wanda", "owl", None), ("wanda", "alphapruning", None),
         ("wanda", "dsnot", {"dsnot_skip": "none"}), ("wanda", "dlp", None)]
-# Not here: sparsegpt with neuroal on a MoE (per-expert Hessians in the search) hangs XLA:CPU, so on a CPU it is
-# refused (test_sparsegpt_search_of_a_moe_is_refused_on_a_cpu; docs/algorithm.md "Mixture of experts").
+# Not here: sparsegpt with neuroal (per-expert Hessians in the search) hangs XLA:CPU, so on a CPU it is refused
+# (test_sparsegpt_search_of_a_moe_is_refused_on_a_cpu; docs/algorithm.md, SparseGPT inside the search).
 
 
 def api_prune(model, calib_file, method="wanda", top_up="uniform", options=None, **kw):
@@ -411,7 +411,8 @@ def test_unsupported_moe_config_is_one_line(built, calib_file, tmp_path, change,
 
 @pytest.mark.parametrize("command", ["prune", "sweep"])
 def test_sparsegpt_search_of_a_moe_is_refused_on_a_cpu(built, calib_file, tmp_path, command):
-    """SparseGPT inside NeuroAL's search of a MoE hangs XLA:CPU: one line, exit 2, nothing written."""
+    """SparseGPT inside NeuroAL's search hangs XLA:CPU (a MoE here; test_bad_input has a dense model): one line,
+    exit 2, nothing written."""
     _, folder, _, _ = built["qwen3_moe"]
     before = snapshot(tmp_path)
     search = (["--top-up", "neuroal", "--neuroal-step", "block"] if command == "prune"
@@ -419,5 +420,5 @@ def test_sparsegpt_search_of_a_moe_is_refused_on_a_cpu(built, calib_file, tmp_pa
     proc = run_cli(command, "--model", folder, "--method", "sparsegpt", "--sparsity", "0.5", *search,
                    "--calib", f"tokens:{calib_file}", "--nsamples", "4", "--seqlen", "32", "--out", tmp_path / "out",
                    "--quiet")
-    assert_clean_error(proc, "sparsegpt", "mixture of experts", "wanda")
+    assert_clean_error(proc, "sparsegpt", "hangs XLA:CPU", "wanda")
     assert snapshot(tmp_path) == before
