@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from ...config import ModelConfig
+from ...options import all_of, unique
 from ...pruning.statistics import dense_activation_norms
 from ...registry import Registry
 from ..alphapruning import layer_alphas
@@ -105,12 +106,8 @@ def known_profile(name) -> str | None:
         f"is not a registered block profile (valid: {', '.join(BLOCK_PROFILES)})"
 
 
-def known_profiles(names) -> str | None:
-    """An options check of a list of profile names: None, or why one is unknown or one repeats."""
-    if names is None:
-        return None
-    unknown = next(filter(None, map(known_profile, names)), None)
-    return unknown or (None if len(set(names)) == len(names) else "must not repeat a value")
+# An options check of a list of profile names: None, or why one is unknown or one repeats.
+known_profiles = all_of(lambda names: next(filter(None, map(known_profile, names or ())), None), unique)
 
 
 # ---------------------------------------------------------------- the profiles
